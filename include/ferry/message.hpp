@@ -1,0 +1,110 @@
+#pragma once
+/// @file ferry::message, the unit every pattern moves.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <zmq.hpp>
+
+#include "ferry/message_id.hpp"
+
+namespace ferry {
+
+/// Header names and values; ordered, so a message's headers encode the same way every time.
+using headers = std::map<std::string, std::string, std::less<>>;
+
+/// One message: id, topic (the queue name for work queues), optional key, headers, timestamp, attempt
+/// number, stream position and payload. On the wire it is three ZeroMQ frames: topic, envelope, payload
+/// (see docs/protocol.md).
+///
+/// The payload lives in a zmq::message_t, so a payload built as a frame is sent without another copy and a
+/// received payload is handed to the handler in the frame it arrived in.
+///
+/// Ownership: move-only. A successful send consumes the payload; a failed send leaves the message with the
+/// caller, unchanged.
+/// Thread safety: a value type; not safe to modify from two threads at once.
+class message {
+ public:
+  message() = default;
+  /// A new message with a fresh id and the current time.
+  message(std::string topic, std::string_view payload);
+  /// A new message whose payload frame is taken as is (no copy).
+  message(std::string topic, zmq::message_t&& payload);
+
+  message(message&&) noexcept = default;
+  message& operator=(message&&) noexcept = default;
+  message(const message&) = delete;
+  message& operator=(const message&) = delete;
+
+  /// A deep copy (the payload is shared by reference count when libzmq allows it, else copied).
+  [[nodiscard]] message clone() const;
+
+  [[nodiscard]] const message_id& id() const noexcept { return id_; }
+  void set_id(const message_id& id) noexcept { id_ = id; }
+
+  [[nodiscard]] const std::string& topic() const noexcept { return topic_; }
+  void set_topic(std::string topic) { topic_ = std::move(topic); }
+
+  /// The key groups related messages (for example all events of one order). Empty means "no key".
+  [[nodiscard]] const std::string& key() const noexcept { return key_; }
+  [[nodiscard]] bool has_key() const noexcept { return !key_.empty(); }
+  void set_key(std::string key) { key_ = std::move(key); }
+
+  [[nodiscard]] const ferry::headers& headers() const noexcept { return headers_; }
+  [[nodiscard]] ferry::headers& headers() noexcept { return headers_; }
+  /// The value of header `name`, or an empty view when it is absent.
+  [[nodiscard]] std::string_view header(std::string_view name) const noexcept;
+  void set_header(std::string name, std::string value) { headers_[std::move(name)] = std::move(value); }
+
+  /// Creation time, Unix microseconds.
+  [[nodiscard]] std::int64_t timestamp_us() const noexcept { return timestamp_us_; }
+  void set_timestamp_us(std::int64_t us) noexcept { timestamp_us_ = us; }
+
+  /// Delivery attempt: 1 on the first delivery through the forwarder, 2 on the first redelivery, and so on.
+  /// 0 for a message that never went through the forwarder.
+  [[nodiscard]] std::uint32_t attempt() const noexcept { return attempt_; }
+  void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
+
+  /// Publisher stream: `origin` names one publisher instance, `sequence` counts its messages per topic from
+  /// 1. Both are 0 for messages that are not part of a stream (work queues).
+  [[nodiscard]] std::uint64_t origin() const noexcept { return origin_; }
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return sequence_; }
+  void set_stream(std::uint64_t origin, std::uint64_t sequence) noexcept {
+    origin_ = origin;
+    sequence_ = sequence;
+  }
+
+  [[nodiscard]] std::string_view payload() const noexcept { return payload_.to_string_view(); }
+  [[nodiscard]] zmq::message_t& payload_frame() noexcept { return payload_; }
+  [[nodiscard]] const zmq::message_t& payload_frame() const noexcept { return payload_; }
+  /// Copies `bytes` into a new payload frame.
+  void set_payload(std::string_view bytes) { payload_.rebuild(bytes.data(), bytes.size()); }
+  /// Takes `frame` as the payload without copying it.
+  void set_payload(zmq::message_t&& frame) noexcept { payload_ = std::move(frame); }
+
+  /// Gives the message an id and a timestamp if it has none. Senders call this; users rarely need to.
+  void stamp() noexcept;
+
+ private:
+  message_id id_;
+  std::string topic_;
+  std::string key_;
+  ferry::headers headers_;
+  std::int64_t timestamp_us_ = 0;
+  std::uint32_t attempt_ = 0;
+  std::uint64_t origin_ = 0;
+  std::uint64_t sequence_ = 0;
+  zmq::message_t payload_;
+};
+
+/// Called once per received message, on a receiving thread. An exception thrown by the handler is caught,
+/// counted as `failed` and logged; the receiver keeps running.
+using message_handler = std::function<void(message&)>;
+
+/// Current Unix time in microseconds (vDSO clock read, no system call).
+[[nodiscard]] std::int64_t unix_now_us() noexcept;
+
+}  // namespace ferry

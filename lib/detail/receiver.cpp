@@ -1,0 +1,174 @@
+#include "detail/receiver.hpp"
+
+#include <atomic>
+
+#include "detail/wire.hpp"
+#include "ferry/error.hpp"
+
+namespace ferry::detail {
+namespace {
+
+std::string unique_inproc(const char* what) {
+  static std::atomic<std::uint64_t> next{0};
+  return std::string("inproc://ferry-") + what + "-" + std::to_string(next.fetch_add(1));
+}
+
+// Stops draining a socket at shutdown after this many messages, so stop() is bounded even while a peer
+// keeps sending.
+constexpr std::uint64_t max_drain = 1'000'000;
+
+}  // namespace
+
+receiver::receiver(context& ctx, zmq::socket_t socket, receiver_config config, message_handler handler)
+    : config_(std::move(config)),
+      handler_(std::move(handler)),
+      socket_(std::move(socket)),
+      wake_send_(ctx.zmq(), zmq::socket_type::pair),
+      wake_recv_(ctx.zmq(), zmq::socket_type::pair) {
+  if (!handler_) throw error(config_.name + ": a handler is required");
+  if (config_.threads == 0) throw error(config_.name + ": threads must be at least 1");
+  const std::string wake = unique_inproc("wake");
+  wake_recv_.bind(wake);
+  wake_send_.connect(wake);
+  if (config_.dedup) dedup_.emplace(*config_.dedup);
+  for (unsigned i = 0; i < config_.threads; ++i) per_thread_.push_back(std::make_unique<handler_counters>());
+  if (config_.threads > 1) {
+    queue_capacity_ = 2 * config_.threads;
+    for (unsigned i = 0; i < config_.threads; ++i) handler_threads_.emplace_back([this, i] { handler_loop(i); });
+  }
+  receive_thread_ = std::thread([this] { receive_loop(); });
+}
+
+receiver::~receiver() { stop(); }
+
+void receiver::stop() {
+  std::lock_guard guard(stop_mutex_);
+  if (stopped_) return;
+  stopped_ = true;
+  {
+    std::lock_guard lock(queue_mutex_);
+    stopping_.store(true, std::memory_order_relaxed);
+  }
+  queue_not_full_.notify_all();
+  (void)wake_send_.send(zmq::message_t(), zmq::send_flags::dontwait);
+  receive_thread_.join();
+  for (auto& t : handler_threads_) t.join();
+  wake_send_.close();
+  wake_recv_.close();
+}
+
+void receiver::run_handler(message& msg, counter& handled, counter& failed) {
+  try {
+    handler_(msg);
+    handled.add();
+  } catch (const std::exception& e) {
+    failed.add();
+    std::uint64_t held = 0;
+    if (failure_log_.allow(held))
+      logger().warn("{}: handler threw on message {}: {}{}", config_.name, msg.id().to_hex(), e.what(),
+                    held ? fmt::format(" ({} similar messages suppressed)", held) : std::string());
+  } catch (...) {
+    failed.add();
+    std::uint64_t held = 0;
+    if (failure_log_.allow(held))
+      logger().warn("{}: handler threw a non-std exception on message {}", config_.name, msg.id().to_hex());
+  }
+}
+
+void receiver::receive_loop() {
+  frame_reader reader(config_.limits);
+  message msg;
+  zmq_pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {wake_recv_.handle(), 0, ZMQ_POLLIN, 0}};
+  handler_counters& own = *per_thread_[0];
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const receive_status st = reader.receive(socket_, msg, false);
+    if (st == receive_status::would_block) {
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(-1));
+      } catch (const zmq::error_t&) {
+        break;
+      }
+      continue;
+    }
+    if (st == receive_status::closed) break;
+    if (st == receive_status::rejected) {
+      rejected_.add();
+      std::uint64_t held = 0;
+      if (reject_log_.allow(held))
+        logger().warn("{}: dropped a malformed message ({}){}", config_.name, to_string(reader.error()),
+                      held ? fmt::format(" ({} more suppressed)", held) : std::string());
+      continue;
+    }
+    received_.add();
+    if (config_.observe) gaps_.add(config_.observe(msg));
+    if (dedup_ && dedup_->check_and_insert(msg.id())) {
+      duplicates_.add();
+      continue;
+    }
+    if (config_.threads == 1) {
+      run_handler(msg, own.handled, own.failed);
+      continue;
+    }
+    std::unique_lock lock(queue_mutex_);
+    queue_not_full_.wait(lock, [&] {
+      return queue_.size() < queue_capacity_ || stopping_.load(std::memory_order_relaxed);
+    });
+    if (queue_.size() >= queue_capacity_) {  // stopping with no room: this one is not handled
+      dropped_.add();
+      break;
+    }
+    queue_.push_back(std::move(msg));
+    lock.unlock();
+    queue_not_empty_.notify_one();
+  }
+
+  {
+    std::lock_guard lock(queue_mutex_);
+    queue_closed_ = true;
+  }
+  queue_not_empty_.notify_all();
+
+  // What libzmq already queued for us is not handled: count it, so a stop never loses messages silently.
+  std::uint64_t drained = 0;
+  zmq::message_t frame;
+  try {
+    while (drained < max_drain && socket_.recv(frame, zmq::recv_flags::dontwait)) {
+      if (!frame.more()) ++drained;
+    }
+  } catch (const zmq::error_t&) {
+  }
+  dropped_.add(drained);
+  if (drained > 0)
+    logger().info("{}: stopped with {} received messages not handled (at-most-once)", config_.name, drained);
+  socket_.close();
+}
+
+void receiver::handler_loop(std::size_t index) {
+  handler_counters& own = *per_thread_[index];
+  for (;;) {
+    std::unique_lock lock(queue_mutex_);
+    queue_not_empty_.wait(lock, [&] { return !queue_.empty() || queue_closed_; });
+    if (queue_.empty()) return;
+    message msg = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    queue_not_full_.notify_one();
+    run_handler(msg, own.handled, own.failed);
+  }
+}
+
+receive_stats receiver::stats() const noexcept {
+  receive_stats s;
+  s.received = received_.get();
+  s.rejected = rejected_.get();
+  s.duplicates = duplicates_.get();
+  s.dropped = dropped_.get();
+  s.gaps = gaps_.get();
+  for (const auto& c : per_thread_) {
+    s.handled += c->handled.get();
+    s.failed += c->failed.get();
+  }
+  return s;
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,79 @@
+#include "ferry/publisher.hpp"
+
+#include <sys/random.h>
+
+#include "detail/wire.hpp"
+#include "ferry/error.hpp"
+
+namespace ferry {
+namespace {
+
+std::uint64_t random_origin() {
+  std::uint64_t value = 0;
+  while (value == 0) {
+    if (getrandom(&value, sizeof value, 0) != static_cast<ssize_t>(sizeof value))
+      value = message_id::generate().unix_ms() ^ reinterpret_cast<std::uintptr_t>(&value);
+  }
+  return value;
+}
+
+}  // namespace
+
+publisher::publisher(context& ctx, const endpoints& where, publisher_options options)
+    : options_(std::move(options)),
+      socket_(ctx.make_socket(zmq::socket_type::xpub, options_.socket)),
+      origin_(random_origin()) {
+  if (where.empty()) throw error("publisher: give at least one endpoint to bind or connect");
+  socket_.set(zmq::sockopt::xpub_verbose, 1);  // every subscriber's request reaches us, for the wait
+  if (options_.when_full == when_full::block) {
+    socket_.set(zmq::sockopt::xpub_nodrop, 1);
+    socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(options_.send_timeout.count()));
+  }
+  bound_ = ctx.attach(socket_, where);
+}
+
+send_status publisher::publish(message& msg) {
+  auto it = sequences_.find(msg.topic());
+  if (it == sequences_.end()) it = sequences_.emplace(msg.topic(), 0).first;
+  const std::uint64_t old_origin = msg.origin();
+  const std::uint64_t old_sequence = msg.sequence();
+  msg.set_stream(origin_, it->second + 1);
+  const bool wait = options_.when_full == when_full::block && options_.send_timeout.count() != 0;
+  const send_status s = detail::send_message(socket_, msg, wait);
+  if (s == send_status::ok) {
+    ++it->second;
+    ++stats_.published;
+    if ((stats_.published & 1023) == 0) read_subscriptions(0);
+  } else {
+    msg.set_stream(old_origin, old_sequence);
+    if (s == send_status::timed_out) ++stats_.timed_out;
+  }
+  return s;
+}
+
+void publisher::read_subscriptions(int timeout_ms) {
+  zmq::message_t frame;
+  socket_.set(zmq::sockopt::rcvtimeo, timeout_ms);
+  while (socket_.recv(frame)) {
+    if (frame.size() > 0 && static_cast<const unsigned char*>(frame.data())[0] == 1) ++stats_.subscriptions;
+    socket_.set(zmq::sockopt::rcvtimeo, 0);
+  }
+}
+
+bool publisher::wait_for_subscriptions(std::uint64_t count, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  read_subscriptions(0);
+  while (stats_.subscriptions < count) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    read_subscriptions(static_cast<int>(left.count()));
+  }
+  return true;
+}
+
+publisher_stats publisher::stats() {
+  read_subscriptions(0);
+  return stats_;
+}
+
+}  // namespace ferry

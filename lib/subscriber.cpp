@@ -1,0 +1,69 @@
+#include "ferry/subscriber.hpp"
+
+#include <unordered_map>
+
+#include "detail/receiver.hpp"
+#include "ferry/error.hpp"
+
+namespace ferry {
+namespace {
+
+// Last sequence seen per (publisher origin, topic). Bounded: forgets everything past max_streams rather
+// than grow without limit when publishers come and go.
+class gap_tracker {
+ public:
+  std::uint64_t observe(const message& msg) {
+    if (msg.sequence() == 0) return 0;
+    auto& topics = streams_[msg.origin()];
+    auto it = topics.find(msg.topic());
+    if (it == topics.end()) {
+      if (++count_ > max_streams) {
+        streams_.clear();
+        count_ = 1;
+        streams_[msg.origin()].emplace(msg.topic(), msg.sequence());
+        return 0;
+      }
+      topics.emplace(msg.topic(), msg.sequence());
+      return 0;  // the first message seen of a stream sets where it starts
+    }
+    std::uint64_t missing = 0;
+    if (msg.sequence() > it->second + 1) missing = msg.sequence() - it->second - 1;
+    if (msg.sequence() > it->second) it->second = msg.sequence();
+    return missing;
+  }
+
+ private:
+  static constexpr std::size_t max_streams = 100'000;
+  std::unordered_map<std::uint64_t, std::unordered_map<std::string, std::uint64_t>> streams_;
+  std::size_t count_ = 0;
+};
+
+}  // namespace
+
+subscriber::subscriber(context& ctx, const endpoints& where, const std::vector<std::string>& prefixes,
+                       message_handler handler, subscriber_options options) {
+  if (where.empty()) throw error("subscriber: give at least one endpoint to bind or connect");
+  if (prefixes.empty()) throw error("subscriber: give at least one prefix (\"\" subscribes to every topic)");
+  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::sub, options.socket);
+  for (const auto& prefix : prefixes) socket.set(zmq::sockopt::subscribe, prefix);
+  bound_ = ctx.attach(socket, where);
+  detail::receiver_config config;
+  config.name = "subscriber";
+  config.threads = 1;
+  config.dedup = options.dedup;
+  config.limits = options.limits;
+  config.observe = [gaps = std::make_shared<gap_tracker>()](const message& msg) { return gaps->observe(msg); };
+  receiver_ = std::make_unique<detail::receiver>(ctx, std::move(socket), std::move(config), std::move(handler));
+}
+
+subscriber::~subscriber() { stop(); }
+subscriber::subscriber(subscriber&&) noexcept = default;
+subscriber& subscriber::operator=(subscriber&&) noexcept = default;
+
+void subscriber::stop() {
+  if (receiver_) receiver_->stop();
+}
+
+receive_stats subscriber::stats() const noexcept { return receiver_ ? receiver_->stats() : receive_stats{}; }
+
+}  // namespace ferry
