@@ -7,6 +7,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "ferry/error.hpp"
+
 namespace ferry {
 
 /// Options applied to every socket the factory makes. One place, so a limit or a security setting is one edit.

@@ -1,0 +1,225 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "ferry/pusher.hpp"
+#include "ferry/worker_pool.hpp"
+#include "support/test_support.hpp"
+
+using namespace ferry;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct collected {
+  std::mutex mutex;
+  std::multiset<std::string> payloads;
+  std::set<std::thread::id> threads;
+  std::atomic<int> count{0};
+  void add(const message& m) {
+    std::lock_guard lock(mutex);
+    payloads.insert(std::string(m.payload()));
+    threads.insert(std::this_thread::get_id());
+    ++count;
+  }
+};
+
+void send_n(pusher& p, int n, const std::string& prefix = "m") {
+  for (int i = 0; i < n; ++i) {
+    message m("jobs", prefix + std::to_string(i));
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("work queue delivers every message once over inproc, ipc and tcp", "[work_queue]") {
+  test::temp_dir dir;
+  const std::string endpoint = GENERATE(as<std::string>{}, "inproc", "ipc", "tcp");
+  std::string ep = endpoint == "inproc" ? "inproc://wq-basic"
+                   : endpoint == "ipc"  ? "ipc://" + dir / "wq.sock"
+                                        : "tcp://127.0.0.1:*";
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {ep}}, [&](message& m) { got.add(m); });
+  pusher p(ctx, {.connect = {pool.bound().at(0)}});
+  send_n(p, 1000);
+  REQUIRE(test::wait_until([&] { return got.count == 1000; }));
+  pool.stop();
+  CHECK(got.payloads.size() == 1000);
+  std::set<std::string> unique(got.payloads.begin(), got.payloads.end());
+  CHECK(unique.size() == 1000);
+  const auto s = pool.stats();
+  CHECK(s.received == 1000);
+  CHECK(s.handled == 1000);
+  CHECK(s.failed == 0);
+  CHECK(s.rejected == 0);
+  CHECK(p.stats().sent == 1000);
+}
+
+TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_queue]") {
+  context ctx;
+  std::mutex mu;
+  std::vector<message> got;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-fields"}}, [&](message& m) {
+    std::lock_guard lock(mu);
+    got.push_back(std::move(m));
+  });
+  pusher p(ctx, {.connect = {"inproc://wq-fields"}});
+  message m("orders.eu", "{\"order\":1}");
+  m.set_key("order-1");
+  m.set_header("source", "test");
+  const auto id = m.id();
+  REQUIRE(p.send(m) == send_status::ok);
+  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return got.size() == 1; }));
+  std::lock_guard lock(mu);
+  CHECK(got[0].id() == id);
+  CHECK(got[0].topic() == "orders.eu");
+  CHECK(got[0].key() == "order-1");
+  CHECK(got[0].header("source") == "test");
+  CHECK(got[0].payload() == "{\"order\":1}");
+}
+
+TEST_CASE("a pool with several threads spreads the load over them", "[work_queue]") {
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {"tcp://127.0.0.1:*"}}, [&](message& m) {
+    std::this_thread::sleep_for(1ms);  // slow handlers, so one thread alone cannot keep up
+    got.add(m);
+  }, {.threads = 4});
+  pusher p(ctx, {.connect = {pool.bound().at(0)}});
+  send_n(p, 200);
+  REQUIRE(test::wait_until([&] { return got.count == 200; }));
+  pool.stop();
+  CHECK(got.threads.size() == 4);
+  CHECK(pool.stats().handled == 200);
+}
+
+TEST_CASE("a pusher spreads messages over several pools", "[work_queue]") {
+  context ctx;
+  collected a, b;
+  worker_pool pa(ctx, {.bind = {"inproc://wq-spread-a"}}, [&](message& m) { a.add(m); });
+  worker_pool pb(ctx, {.bind = {"inproc://wq-spread-b"}}, [&](message& m) { b.add(m); });
+  pusher p(ctx, {.connect = {"inproc://wq-spread-a", "inproc://wq-spread-b"}});
+  send_n(p, 1000);
+  REQUIRE(test::wait_until([&] { return a.count + b.count == 1000; }));
+  CHECK(a.count > 100);
+  CHECK(b.count > 100);
+}
+
+TEST_CASE("handler exceptions are counted and the pool keeps going", "[work_queue]") {
+  context ctx;
+  std::atomic<int> calls{0};
+  worker_pool pool(ctx, {.bind = {"inproc://wq-throw"}}, [&](message& m) {
+    ++calls;
+    if (m.payload().back() % 2 == 0) throw std::runtime_error("even payloads fail");
+  });
+  pusher p(ctx, {.connect = {"inproc://wq-throw"}});
+  send_n(p, 100);
+  REQUIRE(test::wait_until([&] { return calls == 100; }));
+  pool.stop();
+  CHECK(pool.stats().failed == 50);
+  CHECK(pool.stats().handled == 50);
+}
+
+TEST_CASE("malformed frame sets are rejected and counted; good ones still flow", "[work_queue]") {
+  context ctx;
+  std::atomic<int> handled{0};
+  worker_pool pool(ctx, {.bind = {"inproc://wq-bad"}}, [&](message&) { ++handled; });
+  zmq::socket_t raw(ctx.zmq(), zmq::socket_type::push);
+  raw.connect("inproc://wq-bad");
+  raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);                     // frame count
+  raw.send(zmq::str_buffer("t"), zmq::send_flags::sndmore);
+  raw.send(zmq::str_buffer("not msgpack"), zmq::send_flags::sndmore);
+  raw.send(zmq::str_buffer("payload"), zmq::send_flags::none);                       // bad envelope
+  for (int i = 0; i < 4; ++i) raw.send(zmq::str_buffer("x"), i < 3 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);            // topic too long
+  message good("t", "ok");
+  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);
+  raw.send(encode_envelope(good), zmq::send_flags::sndmore);
+  raw.send(zmq::str_buffer("p"), zmq::send_flags::none);
+  pusher p(ctx, {.connect = {"inproc://wq-bad"}});
+  REQUIRE(p.send(good) == send_status::ok);
+  REQUIRE(test::wait_until([&] { return handled == 1 && pool.stats().rejected == 4; }));
+  pool.stop();
+  CHECK(pool.stats().received == 1);
+}
+
+TEST_CASE("dedup lets a resent id reach the handler once", "[work_queue][dedup]") {
+  context ctx;
+  std::atomic<int> calls{0};
+  worker_pool pool(ctx, {.bind = {"inproc://wq-dedup"}}, [&](message&) { ++calls; },
+                   {.threads = 2, .dedup = dedup_options{}});
+  pusher p(ctx, {.connect = {"inproc://wq-dedup"}});
+  message original("jobs", "once");
+  for (int i = 0; i < 5; ++i) {
+    message copy = original.clone();
+    REQUIRE(p.send(copy) == send_status::ok);
+  }
+  message other("jobs", "other");
+  REQUIRE(p.send(other) == send_status::ok);
+  REQUIRE(test::wait_until([&] { return pool.stats().received == 6; }));
+  pool.stop();
+  CHECK(calls == 2);
+  CHECK(pool.stats().duplicates == 4);
+}
+
+TEST_CASE("send reports would_block or timed_out instead of dropping", "[work_queue]") {
+  context ctx;
+  SECTION("no worker connected, no waiting") {
+    pusher p(ctx, {.bind = {"inproc://wq-nobody"}}, {.send_timeout = 0ms});
+    message m("jobs", "x");
+    CHECK(p.send(m) == send_status::would_block);
+    CHECK(m.payload() == "x");  // still the caller's
+    CHECK(p.stats().would_block == 1);
+  }
+  SECTION("no worker connected, bounded wait") {
+    pusher p(ctx, {.bind = {"inproc://wq-nobody2"}}, {.send_timeout = 50ms});
+    message m("jobs", "x");
+    CHECK(p.send(m) == send_status::timed_out);
+    CHECK(m.payload() == "x");
+  }
+  SECTION("payload over the limit") {
+    pusher p(ctx, {.bind = {"inproc://wq-big"}}, {.max_payload = 10});
+    message m("jobs", std::string(11, 'x'));
+    CHECK(p.send(m) == send_status::too_large);
+    CHECK(p.stats().too_large == 1);
+  }
+}
+
+TEST_CASE("graceful stop finishes the running handler and leaves no thread behind", "[work_queue]") {
+  context ctx;
+  std::atomic<bool> in_handler{false};
+  std::atomic<int> finished{0};
+  auto pool = std::make_unique<worker_pool>(ctx, endpoints{.bind = {"inproc://wq-stop"}}, [&](message&) {
+    in_handler = true;
+    std::this_thread::sleep_for(200ms);
+    ++finished;
+  });
+  pusher p(ctx, {.connect = {"inproc://wq-stop"}});
+  send_n(p, 20);
+  REQUIRE(test::wait_until([&] { return in_handler.load(); }));
+  pool->stop();
+  const auto s = pool->stats();
+  CHECK(finished >= 1);
+  CHECK(s.handled == static_cast<std::uint64_t>(finished.load()));
+  // Everything sent is either handled or counted as dropped: nothing vanishes.
+  CHECK(s.handled + s.dropped == 20);
+  pool.reset();  // destructor after stop is a no-op
+}
+
+TEST_CASE("binding a busy address is a clear ferry::error", "[work_queue]") {
+  context ctx;
+  worker_pool first(ctx, {.bind = {"tcp://127.0.0.1:*"}}, [](message&) {});
+  try {
+    worker_pool second(ctx, {.bind = {first.bound().at(0)}}, [](message&) {});
+    FAIL("expected ferry::error");
+  } catch (const ferry::error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("address in use"));
+  }
+  CHECK_THROWS_AS(pusher(ctx, {.connect = {"nonsense"}}), ferry::error);
+  CHECK_THROWS_AS(pusher(ctx, {}), ferry::error);
+}
