@@ -306,7 +306,7 @@ decode_error decode_envelope(std::string_view bytes, message& out, const decode_
   std::string_view id_bytes;
   if (auto e = r.bin(id_bytes); e != decode_error::none) return e == decode_error::truncated ? e : decode_error::bad_id;
   const auto id = message_id::from_bytes(id_bytes);
-  if (!id) return decode_error::bad_id;
+  if (!id || id->is_nil()) return decode_error::bad_id;  // nil means "no id": every message must carry one
 
   std::int64_t timestamp = 0;
   if (auto e = r.integer(timestamp); e != decode_error::none) return e;

@@ -1,6 +1,7 @@
 #pragma once
 /// @file Everything in ferry's public API.
 
+#include "ferry/consumer.hpp"
 #include "ferry/context.hpp"
 #include "ferry/dedup_window.hpp"
 #include "ferry/envelope.hpp"
@@ -8,6 +9,7 @@
 #include "ferry/log.hpp"
 #include "ferry/message.hpp"
 #include "ferry/message_id.hpp"
+#include "ferry/producer.hpp"
 #include "ferry/publisher.hpp"
 #include "ferry/pusher.hpp"
 #include "ferry/receive_stats.hpp"

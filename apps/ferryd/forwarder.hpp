@@ -1,0 +1,167 @@
+#pragma once
+// ferryd's event loop: one thread owns the ROUTER socket and every queue's in-memory state; a commit
+// thread (group_commit) makes messages durable. docs/protocol.md specifies the messages handled here.
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+
+#include "ferry/context.hpp"
+#include "ferry/message.hpp"
+#include "group_commit.hpp"
+#include "queue.hpp"
+
+namespace ferry::ferryd {
+
+struct forwarder_options {
+  std::filesystem::path data_dir;
+  std::vector<std::string> bind{"tcp://127.0.0.1:5570"};
+  fsync_policy fsync = fsync_policy::always;
+  std::chrono::milliseconds fsync_interval{10};
+  queue_config queue;
+  std::chrono::milliseconds heartbeat_interval{1000};  // what clients are told to use
+  std::chrono::milliseconds heartbeat_timeout{3000};   // silence after which a consumer is dead
+  std::uint64_t max_message_bytes = 16ull << 20;
+  std::uint64_t min_free_bytes = 64ull << 20;          // below this, producers are refused with disk_full
+};
+
+/// Exit codes of ferryd (docs/operations.md).
+enum exit_code : int {
+  exit_ok = 0,
+  exit_runtime = 1,
+  exit_usage = 2,
+  exit_data_dir = 3,
+  exit_endpoint = 4,
+  exit_locked = 5,
+};
+
+/// A start-up failure with the exit code it maps to.
+class startup_error : public ferry::error {
+ public:
+  startup_error(int code, const std::string& what) : ferry::error(what), code_(code) {}
+  [[nodiscard]] int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+/// Holds the data directory's lock for the life of the process (flock on DIR/ferryd.lock).
+class data_dir_lock {
+ public:
+  /// Checks the directory (exists, is a directory, writable) and takes the lock.
+  /// Throws startup_error (exit_data_dir or exit_locked) with advice.
+  explicit data_dir_lock(const std::filesystem::path& dir);
+  ~data_dir_lock();
+  data_dir_lock(const data_dir_lock&) = delete;
+  data_dir_lock& operator=(const data_dir_lock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+class forwarder {
+ public:
+  /// Locks and recovers the data directory, binds the endpoints. Throws startup_error.
+  explicit forwarder(forwarder_options options);
+  ~forwarder();
+
+  /// Runs until stop() or SIGTERM/SIGINT (when `handle_signals`), then shuts down cleanly: stops taking
+  /// messages, finishes the group commit in progress and the one gathered, syncs journals, closes files.
+  int run(bool handle_signals = true);
+  /// Asks run() to return. Thread safety: safe from any thread and from a signal handler.
+  void stop() noexcept;
+
+  [[nodiscard]] const std::vector<std::string>& bound() const noexcept { return bound_; }
+
+ private:
+  struct pending_append {
+    std::uint64_t seq = 0;
+    message_id id;
+    std::string identity;              // producer to confirm; empty for internal moves
+    std::uint32_t source_queue = ~0u;  // dead-letter or replay: the queue the message leaves
+    std::uint64_t source_seq = 0;
+    bool replay = false;
+    dead_letter_request request;       // for a dead-letter move that has to be retried
+  };
+  struct queue_slot {
+    std::unique_ptr<queue> q;
+    std::vector<pending_append> gathering;
+    std::vector<pending_append> committing;
+    std::unordered_multimap<message_id, std::string> extra_waiters;  // resends of a message not yet durable
+    bool journal_dirty = false;
+  };
+  struct peer {
+    steady::time_point last_seen;
+    std::vector<std::uint32_t> queues;
+  };
+
+  queue_slot* find_queue(std::string_view name);
+  queue_slot& open_queue(const std::string& name);
+  void recover_all();
+
+  void handle_message(std::vector<zmq::message_t>& frames);
+  void on_hello(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void on_send(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void on_consume(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void on_cancel(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void on_answer(const std::string& identity, std::string_view verb, std::vector<zmq::message_t>& frames);
+  void on_stats(const std::string& identity);
+  void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);
+
+  void refuse(const std::string& identity, const message_id& id, std::string_view code, const std::string& text);
+  void send_error(const std::string& identity, std::string_view code, const std::string& text);
+  void send_frames(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void queue_confirm(const std::string& identity, const message_id& id);
+
+  void dispatch_all(steady::time_point now);
+  void move_dead_letters();
+  void flush_journals();
+  void flush_outgoing();
+  void maybe_submit();
+  void handle_commit(commit_result& result);
+  void on_timer(steady::time_point now);
+  bool disk_full(steady::time_point now);
+  void shutdown();
+
+  forwarder_options options_;
+  data_dir_lock lock_;
+  std::uint64_t instance_;
+  context ctx_;
+  zmq::socket_t router_;
+  std::vector<std::string> bound_;
+  int commit_fd_ = -1;
+  std::unique_ptr<group_commit> commit_;
+  std::uint64_t batch_number_ = 0;
+
+  std::deque<queue_slot> queues_;  // a deque: slots stay put while queues are added
+  std::unordered_map<std::string, std::uint32_t> queue_index_;
+  std::unordered_map<std::string, peer> peers_;
+  std::unordered_map<std::string, std::string> confirms_out_;
+  // DELIVER messages assembled by dispatch, sent once the journal holds their attempt counts.
+  std::vector<std::pair<std::string, std::vector<zmq::message_t>>> pending_delivers_;
+
+  message scratch_;
+  std::string envelope_buffer_;
+  std::string read_buffer_;
+  std::atomic<bool> stop_{false};
+  steady::time_point next_timer_;
+  steady::time_point disk_full_until_;
+  steady::time_point next_disk_check_;
+  bool low_disk_ = false;
+  std::uint64_t rejected_frames_ = 0;
+  std::uint64_t commits_ = 0;
+  std::uint64_t committed_records_ = 0;
+  steady::time_point started_;
+};
+
+}  // namespace ferry::ferryd

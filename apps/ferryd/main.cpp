@@ -1,0 +1,114 @@
+// ferryd: the optional forwarder that makes ferry's work queues durable. See docs/operations.md.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "detail/log.hpp"
+#include "ferry/log.hpp"
+#include "forwarder.hpp"
+
+namespace {
+
+constexpr const char* description =
+    "ferryd - ferry's forwarder: stores messages on disk before confirming them, delivers them to workers "
+    "with acknowledgements and leases, redelivers what a dead or stalled worker held, dead-letters what "
+    "keeps failing, and drops resent duplicates.\n"
+    "Exit codes: 0 clean stop, 1 runtime error, 2 bad flags or config, 3 data directory missing or "
+    "unwritable, 4 endpoint unavailable, 5 data directory used by another ferryd.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ferry::ferryd;
+  CLI::App app(description, "ferryd");
+  app.set_version_flag("--version", std::string("ferryd ") + FERRY_VERSION);
+  app.set_config("--config", "", "Read options from a TOML or INI file (key = value, same names as the flags); "
+                                 "flags on the command line win");
+
+  forwarder_options o;
+  std::string data_dir;
+  std::vector<std::string> bind;
+  std::string fsync = "always";
+  std::uint64_t fsync_interval_ms = 10, segment_mb = 64, lease_ms = 30'000, heartbeat_ms = 1000,
+                heartbeat_timeout_ms = 3000, dedup_window_ms = 120'000, dedup_max_ids = 1'000'000,
+                dedup_retain_mb = 1024, max_message_bytes = o.max_message_bytes, max_queue_messages = 0,
+                min_free_mb = 64, max_parked = 100'000;
+  std::uint32_t max_attempts = 5;
+  std::string log_level = "info";
+
+  app.add_option("--data-dir", data_dir, "Directory holding the queues (must exist and be writable)")->required();
+  app.add_option("--bind", bind, "Endpoint to listen on, repeatable (default tcp://127.0.0.1:5570)");
+  app.add_option("--fsync", fsync, "always: confirm after fdatasync (default); interval: confirm after write, "
+                                   "sync every --fsync-interval-ms (a machine crash can lose that much)")
+      ->check(CLI::IsMember({"always", "interval"}));
+  app.add_option("--fsync-interval-ms", fsync_interval_ms, "Sync period in interval mode")->check(CLI::Range(1, 60'000));
+  app.add_option("--segment-mb", segment_mb, "Size of a log segment file")->check(CLI::Range(1, 4096));
+  app.add_option("--lease-ms", lease_ms, "Visibility timeout: a delivery not answered in this time is redelivered")
+      ->check(CLI::Range(100, 86'400'000));
+  app.add_option("--max-attempts", max_attempts, "Deliveries before a message goes to <queue>.dlq")
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval clients are asked to use")
+      ->check(CLI::Range(50, 60'000));
+  app.add_option("--heartbeat-timeout-ms", heartbeat_timeout_ms,
+                 "Silence after which a consumer is dead and its deliveries go to others")
+      ->check(CLI::Range(100, 600'000));
+  app.add_option("--dedup-window-ms", dedup_window_ms, "How long a message id is remembered to drop resends")
+      ->check(CLI::Range(1000, 86'400'000));
+  app.add_option("--dedup-max-ids", dedup_max_ids, "Most ids remembered per queue (32 bytes each)")
+      ->check(CLI::Range(1000, 100'000'000));
+  app.add_option("--dedup-retain-mb", dedup_retain_mb,
+                 "Settled log kept per queue so the dedup window survives a restart")
+      ->check(CLI::Range(0, 1'000'000));
+  app.add_option("--max-message-bytes", max_message_bytes, "Largest payload accepted")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--max-queue-messages", max_queue_messages, "Refuse (queue_full) beyond this many stored "
+                                                             "messages per queue; 0 for no limit");
+  app.add_option("--max-parked", max_parked, "Most messages held back per queue behind a busy key");
+  app.add_option("--min-free-mb", min_free_mb, "Refuse (disk_full) when the data directory has less free space");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "ferryd: " << e.what() << "\n(run ferryd --help for the options)\n";
+    return exit_usage;
+  }
+  ferry::log_level level = ferry::log_level::info;
+  ferry::parse_log_level(log_level, level);
+  ferry::set_log_level(level);
+
+  o.data_dir = data_dir;
+  if (!bind.empty()) o.bind = bind;
+  o.fsync = fsync == "interval" ? fsync_policy::interval : fsync_policy::always;
+  o.fsync_interval = std::chrono::milliseconds(fsync_interval_ms);
+  o.queue.segment_bytes = segment_mb << 20;
+  o.queue.lease = std::chrono::milliseconds(lease_ms);
+  o.queue.max_attempts = max_attempts;
+  o.queue.max_messages = max_queue_messages;
+  o.queue.max_parked = max_parked;
+  o.queue.dedup.max_age = std::chrono::milliseconds(dedup_window_ms);
+  o.queue.dedup.max_ids = dedup_max_ids;
+  o.queue.dedup_retain_bytes = dedup_retain_mb << 20;
+  o.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
+  o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
+  o.max_message_bytes = max_message_bytes;
+  o.min_free_bytes = min_free_mb << 20;
+  if (o.heartbeat_timeout <= o.heartbeat_interval) {
+    std::cerr << "ferryd: --heartbeat-timeout-ms must be larger than --heartbeat-ms\n";
+    return exit_usage;
+  }
+
+  try {
+    forwarder f(o);
+    return f.run();
+  } catch (const startup_error& e) {
+    ferry::detail::logger().error("{}", e.what());
+    return e.code();
+  } catch (const std::exception& e) {
+    ferry::detail::logger().critical("{}", e.what());
+    return exit_runtime;
+  }
+}

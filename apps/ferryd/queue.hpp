@@ -1,0 +1,258 @@
+#pragma once
+// One durable queue: its log and journal on disk, and the delivery state in memory (docs/storage.md,
+// docs/protocol.md "The forwarder protocol").
+//
+// Delivery order: first deliveries leave in the order messages were stored (a read cursor walks the
+// log, so memory does not grow with the backlog). A message with a key is never in flight together with
+// another message of the same key, and messages of one key are delivered in order: the ones that come
+// up while their key is busy are parked (bounded) until it is free. Redeliveries go out before newer
+// messages. Each delivery carries a token; a token from an expired lease settles nothing.
+//
+// Thread safety: owned and used by the forwarder's loop thread only.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <unordered_set>
+#include <vector>
+#include <zmq.hpp>
+
+#include "ferry/dedup_window.hpp"
+#include "group_commit.hpp"
+#include "journal.hpp"
+#include "segment_log.hpp"
+
+namespace ferry::ferryd {
+
+using steady = std::chrono::steady_clock;
+
+struct queue_config {
+  std::uint32_t max_attempts = 5;
+  std::chrono::milliseconds lease{30'000};
+  std::uint64_t segment_bytes = 64ull << 20;
+  std::uint64_t max_messages = 0;  // 0: unlimited
+  std::size_t max_parked = 100'000;
+  dedup_options dedup;
+  std::uint64_t dedup_retain_bytes = 1ull << 30;  // settled segments kept so the dedup window survives restarts
+};
+
+/// Counters of one queue, monotonic since start-up.
+struct queue_counters {
+  std::uint64_t confirmed = 0;
+  std::uint64_t delivered = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t nacked = 0;
+  std::uint64_t redelivered = 0;
+  std::uint64_t expired = 0;
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t deduplicated = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t stale_acks = 0;
+};
+
+/// A consumer connection's subscription to this queue.
+struct subscription {
+  std::string identity;
+  std::uint32_t prefetch = 1;
+  std::uint32_t unacked = 0;                  // deliveries not answered yet, expired ones included
+  std::unordered_set<std::uint64_t> expired;  // tokens whose lease ran out but may still be answered
+  std::unordered_set<std::uint64_t> tokens;   // live deliveries
+  // DELIVER being assembled during one dispatch
+  std::string out_tokens;
+  std::vector<zmq::message_t> out_frames;
+  [[nodiscard]] std::uint32_t credit() const noexcept { return unacked >= prefetch ? 0 : prefetch - unacked; }
+};
+
+/// A message the queue wants moved to its dead-letter queue.
+struct dead_letter_request {
+  std::uint64_t seq = 0;
+  record_location where;
+  std::uint32_t attempts = 0;
+  std::string reason;
+};
+
+class queue {
+ public:
+  queue(std::string name, std::uint32_t index, std::filesystem::path dir, queue_config config,
+        std::uint64_t token_prefix);
+
+  /// Replays the journal, scans the log (repairing a torn tail), rebuilds the dedup window from recent
+  /// records and positions the read cursor. Throws ferry::error when the directory is unusable.
+  void recover(recovery_report& log_report, recovery_report& journal_report);
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
+  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return writer_; }
+  [[nodiscard]] journal& state_journal() noexcept { return journal_; }
+  [[nodiscard]] queue_counters& counters() noexcept { return counters_; }
+  [[nodiscard]] const queue_config& config() const noexcept { return config_; }
+
+  // ---- producing -------------------------------------------------------------------------------------
+  enum class admit { fresh, duplicate_committed, duplicate_pending };
+  /// Whether `id` is new, already durable, or already waiting in an uncommitted batch.
+  admit check_duplicate(const message_id& id);
+  /// True when accepting `n` more messages would exceed max_messages.
+  [[nodiscard]] bool full(std::size_t n = 1) const noexcept;
+  /// Appends a record to the batch being gathered; returns its seq.
+  std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
+                       std::string_view payload, bool remember_id = true);
+  [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
+  /// Takes the gathered records for the commit thread.
+  std::string take_pending();
+  /// Applies a commit outcome. Returns the seqs written (first..last) so the caller can confirm them.
+  void committed(const segment_writer::outcome& out);
+  /// Forgets a message whose append failed: its id may be sent again, its seq counts as settled.
+  void append_failed(const message_id& id, std::uint64_t seq);
+  void mark_committed(const message_id& id);
+
+  // ---- consuming -------------------------------------------------------------------------------------
+  subscription& subscribe(const std::string& identity, std::uint32_t prefetch);
+  /// The consumer went away (heartbeat timeout, error) or cancelled: its deliveries go back to the queue.
+  /// With `penalty` false (a clean cancel) their attempt count is restored.
+  void unsubscribe(const std::string& identity, bool penalty);
+  [[nodiscard]] bool has_subscriber(const std::string& identity) const noexcept {
+    return subs_.count(identity) != 0;
+  }
+  [[nodiscard]] std::size_t subscribers() const noexcept { return subs_.size(); }
+
+  enum class answer { settled, stale, unknown };
+  answer ack(const std::string& identity, std::uint64_t token);
+  answer nack(const std::string& identity, std::uint64_t token, std::string reason);
+  answer reject(const std::string& identity, std::uint64_t token, std::string reason);
+
+  /// Hands messages to subscribers with free credit; fills each subscription's out_* fields and appends
+  /// attempt records to the journal. Returns the number of deliveries.
+  std::size_t dispatch(steady::time_point now);
+  [[nodiscard]] bool has_work() const noexcept;
+  /// Subscriptions with an assembled DELIVER.
+  [[nodiscard]] std::unordered_map<std::string, std::unique_ptr<subscription>>& subs() noexcept { return subs_; }
+
+  /// Returns expired leases to the queue.
+  void expire_leases(steady::time_point now);
+
+  // ---- dead letters ------------------------------------------------------------------------------------
+  std::vector<dead_letter_request> take_dead_letters() { return std::exchange(dead_letters_, {}); }
+  void dead_lettered(std::uint64_t seq);            // the DLQ copy is durable: settle
+  void dead_letter_failed(dead_letter_request req);  // retry later
+  /// Reads a stored record (for dead-lettering and listing).
+  bool read(const record_location& where, std::string& buffer, message_record& out) const {
+    return log_.read(where, buffer, out);
+  }
+
+  /// Non-destructive listing of up to `limit` waiting messages (dead-letter inspection).
+  struct listed {
+    std::uint64_t seq;
+    record_location where;
+  };
+  std::vector<listed> list(std::size_t limit) const;
+  /// Settles a waiting (not in-flight) message with `reason` (replay, purge). False when not waiting.
+  bool settle_waiting(std::uint64_t seq, settle_reason reason);
+
+  // ---- housekeeping ------------------------------------------------------------------------------------
+  /// Deletes segments whose messages are all settled (keeping recent ones for the dedup window) and
+  /// compacts the journal when it has grown. Call when the commit thread is idle.
+  void housekeeping(std::int64_t now_us);
+
+  [[nodiscard]] std::uint64_t depth() const noexcept { return unsettled_; }
+  [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_.size(); }
+  [[nodiscard]] std::size_t parked() const noexcept { return parked_total_; }
+  [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return log_.bytes(); }
+
+ private:
+  struct waiting {
+    std::uint64_t seq = 0;
+    record_location where;
+    std::uint32_t attempts = 0;
+    std::uint64_t key_hash = 0;
+  };
+  struct delivery {
+    waiting msg;
+    subscription* sub = nullptr;
+    steady::time_point deadline;
+  };
+  struct key_state {
+    bool busy = false;   // a message of this key is in flight or being dead-lettered
+    std::uint32_t ready = 0;  // messages of this key in ready_
+    std::deque<waiting> parked;
+  };
+  // The read cursor over committed records not yet delivered for the first time.
+  struct cursor_state {
+    std::uint64_t segment = 0;  // base of the segment being read (0: none yet)
+    std::uint64_t offset = 0;   // file offset of buffer_[0]
+    std::string buffer;
+    std::size_t pos = 0;        // parse position in buffer
+  };
+  struct peeked {
+    waiting msg;
+    std::string_view envelope;
+    std::string_view payload;
+    std::size_t total = 0;
+  };
+
+  bool peek(peeked& out);
+  void advance(const peeked& p);
+  void settle(std::uint64_t seq, settle_reason reason);
+  void mark_gap(std::uint64_t seq);
+  void return_to_ready(waiting msg);
+  void release_key(std::uint64_t key_hash);
+  subscription* best_subscription();
+  void deliver(subscription& sub, const waiting& msg, std::string_view envelope, std::string_view payload,
+               steady::time_point now);
+  void record_attempts(std::uint64_t seq, std::uint32_t attempts);
+  std::string snapshot() const;
+  [[nodiscard]] std::uint64_t lowest_unsettled() const;
+
+  std::string name_;
+  std::uint32_t index_;
+  std::filesystem::path dir_;
+  queue_config config_;
+  segment_log log_;
+  journal journal_;
+  std::shared_ptr<segment_writer> writer_;
+  queue_counters counters_;
+
+  // producing
+  std::uint64_t next_seq_ = 1;
+  std::string pending_;
+  std::size_t pending_count_ = 0;
+  std::size_t committing_count_ = 0;
+  dedup_window dedup_;
+  std::unordered_set<message_id> pending_ids_;
+
+  // settlement
+  std::uint64_t unsettled_ = 0;
+  std::uint64_t low_watermark_ = 0;                       // every seq below is settled
+  std::set<std::uint64_t> settled_;                       // settled seqs at or above the watermark
+  std::unordered_map<std::uint64_t, std::uint32_t> attempts_;  // deliveries so far, for unsettled seqs
+  std::unordered_map<std::uint64_t, std::string> last_error_;
+
+  // delivery
+  cursor_state cursor_;
+  std::map<std::uint64_t, waiting> ready_;
+  std::unordered_map<std::uint64_t, key_state> keys_;
+  std::size_t parked_total_ = 0;
+  std::unordered_map<std::uint64_t, delivery> in_flight_;  // by token
+  std::priority_queue<std::pair<steady::time_point, std::uint64_t>,
+                      std::vector<std::pair<steady::time_point, std::uint64_t>>, std::greater<>>
+      leases_;
+  std::unordered_map<std::string, std::unique_ptr<subscription>> subs_;
+  std::uint64_t token_prefix_;
+  std::uint64_t next_token_ = 1;
+  std::uint64_t rr_ = 0;
+  std::string read_buffer_;
+
+  // dead letters
+  std::vector<dead_letter_request> dead_letters_;
+  std::unordered_map<std::uint64_t, waiting> dead_lettering_;
+};
+
+}  // namespace ferry::ferryd

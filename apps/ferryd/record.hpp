@@ -1,0 +1,82 @@
+#pragma once
+// On-disk record framing, shared by segment files and journals (docs/storage.md).
+//
+//   header, 16 bytes:  magic "FRY1" | body length u32 | XXH3-64 of the body u64      (little-endian)
+//   body:              type u8 | ...
+//
+// Message record body (type 1), 48 bytes then the variable parts:
+//   type u8 | flags u8 | reserved u16 | envelope length u32 | seq u64 | stored_at_us i64 | id 16 bytes |
+//   key hash u64 | envelope (storage form) | payload
+// Journal record body (types 2..4), 16 bytes:
+//   type u8 | detail u8 | reserved u16 | value u32 | seq u64
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ferry/message_id.hpp"
+
+namespace ferry::ferryd {
+
+inline constexpr char record_magic[4] = {'F', 'R', 'Y', '1'};
+inline constexpr std::size_t record_header_size = 16;
+inline constexpr std::size_t message_fixed_size = 48;
+inline constexpr std::size_t journal_body_size = 16;
+/// Larger bodies are treated as corruption when scanning.
+inline constexpr std::uint32_t max_record_body = 1u << 30;
+
+enum class record_type : std::uint8_t {
+  message = 1,
+  settle = 2,     // detail: settle_reason
+  attempts = 3,   // value: deliveries so far
+  watermark = 4,  // seq: every message below it is settled
+};
+
+enum class settle_reason : std::uint8_t { acked = 1, dead_lettered = 2, purged = 3, replayed = 4 };
+
+/// A message record as read back: views into the buffer it was parsed from.
+struct message_record {
+  std::uint64_t seq = 0;
+  std::int64_t stored_at_us = 0;
+  message_id id;
+  std::uint64_t key_hash = 0;
+  std::string_view envelope;
+  std::string_view payload;
+};
+
+struct journal_record {
+  record_type type = record_type::settle;
+  std::uint8_t detail = 0;
+  std::uint32_t value = 0;
+  std::uint64_t seq = 0;
+};
+
+/// Total bytes a message record takes on disk.
+[[nodiscard]] constexpr std::size_t message_record_size(std::size_t envelope, std::size_t payload) noexcept {
+  return record_header_size + message_fixed_size + envelope + payload;
+}
+
+/// Appends a framed message record to `out`.
+void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us, const message_id& id,
+                           std::uint64_t key_hash, std::string_view envelope, std::string_view payload);
+/// Appends a framed journal record to `out`.
+void append_journal_record(std::string& out, const journal_record& r);
+
+/// What a scan found at one position.
+enum class frame_status { ok, incomplete, bad };
+
+/// Checks the frame starting at `data` (at most `available` bytes): magic, length, checksum.
+/// On ok, `body` views the body and `total` is header + body.
+frame_status check_frame(const char* data, std::size_t available, std::string_view& body, std::size_t& total) noexcept;
+
+/// Parses a message body. Returns nullopt when the body is not a well-formed message record.
+std::optional<message_record> parse_message(std::string_view body) noexcept;
+/// Parses a journal body. Returns nullopt when it is not a well-formed journal record.
+std::optional<journal_record> parse_journal(std::string_view body) noexcept;
+
+/// Hash of a message key for ordering (0 means "no key"; a real key never hashes to 0).
+[[nodiscard]] std::uint64_t key_hash(std::string_view key) noexcept;
+
+}  // namespace ferry::ferryd

@@ -1,0 +1,262 @@
+#include "segment_log.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "detail/log.hpp"
+#include "ferry/error.hpp"
+
+namespace ferry::ferryd {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// Finds the next offset after `from` where a valid frame starts, or `size` when there is none.
+std::size_t resync(const char* data, std::size_t size, std::size_t from) {
+  for (std::size_t pos = from + 1; pos + record_header_size <= size;) {
+    const void* hit = ::memmem(data + pos, size - pos, record_magic, sizeof record_magic);
+    if (hit == nullptr) return size;
+    pos = static_cast<std::size_t>(static_cast<const char*>(hit) - data);
+    std::string_view body;
+    std::size_t total = 0;
+    if (check_frame(data + pos, size - pos, body, total) == frame_status::ok) return pos;
+    ++pos;
+  }
+  return size;
+}
+
+}  // namespace
+
+std::size_t scan_frames(const char* data, std::size_t size,
+                        const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record,
+                        const std::function<void(std::size_t, std::size_t)>& on_corrupt) {
+  std::size_t pos = 0;
+  std::size_t valid_end = 0;
+  while (pos < size) {
+    std::string_view body;
+    std::size_t total = 0;
+    const frame_status st = check_frame(data + pos, size - pos, body, total);
+    if (st == frame_status::ok) {
+      on_record(body, pos, total);
+      pos += total;
+      valid_end = pos;
+      continue;
+    }
+    const std::size_t next = resync(data, size, pos);
+    if (next >= size) break;  // nothing valid after: a torn tail
+    on_corrupt(pos, next - pos);
+    pos = next;
+  }
+  return valid_end;
+}
+
+std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& report,
+                      const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record) {
+  const int fd = ::open(file.c_str(), repair_tail ? O_RDWR | O_CLOEXEC : O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw error(fmt::format("cannot open {}: {}", file.string(), errno_text(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw error(fmt::format("cannot stat {}: {}", file.string(), errno_text(err)));
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  std::size_t valid_end = 0;
+  if (size > 0) {
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      throw error(fmt::format("cannot map {}: {}", file.string(), errno_text(err)));
+    }
+    ::madvise(map, size, MADV_SEQUENTIAL);
+    valid_end = scan_frames(static_cast<const char*>(map), size, on_record, [&](std::size_t offset, std::size_t length) {
+      ++report.corrupt_regions;
+      report.corrupt_bytes += length;
+      report.problems.push_back(fmt::format("{}: {} damaged bytes at offset {} skipped (checksum or framing)",
+                                            file.string(), length, offset));
+    });
+    ::munmap(map, size);
+  }
+  if (valid_end < size) {
+    if (repair_tail) {
+      if (::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 || ::fsync(fd) != 0) {
+        const int err = errno;
+        ::close(fd);
+        throw error(fmt::format("cannot truncate torn tail of {}: {}", file.string(), errno_text(err)));
+      }
+      report.truncated_bytes += size - valid_end;
+      report.problems.push_back(fmt::format("{}: torn tail of {} bytes at offset {} truncated", file.string(),
+                                            size - valid_end, valid_end));
+    } else {
+      report.corrupt_regions += 1;
+      report.corrupt_bytes += size - valid_end;
+      report.problems.push_back(fmt::format("{}: {} unreadable bytes at the end (offset {}) left in place",
+                                            file.string(), size - valid_end, valid_end));
+    }
+  }
+  ::close(fd);
+  return valid_end;
+}
+
+void sync_directory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw error(fmt::format("cannot open directory {}: {}", dir.string(), errno_text(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw error(fmt::format("cannot fsync directory {}: {}", dir.string(), errno_text(err)));
+}
+
+std::string segment_file_name(std::uint64_t base) { return fmt::format("{:020}.seg", base); }
+
+segment_log::segment_log(fs::path dir) : dir_(std::move(dir)) {}
+
+segment_log::~segment_log() {
+  for (auto& [base, s] : segments_)
+    if (s.fd >= 0) ::close(s.fd);
+}
+
+void segment_log::open_for_reading(segment_info& s) {
+  if (s.fd >= 0) return;
+  const fs::path path = dir_ / segment_file_name(s.base);
+  s.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (s.fd < 0) throw error(fmt::format("cannot open {}: {}", path.string(), errno_text(errno)));
+}
+
+void segment_log::recover(recovery_report& report, const visitor& visit) {
+  std::vector<std::uint64_t> bases;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() != 24 || name.substr(20) != ".seg") continue;
+    bases.push_back(std::stoull(name.substr(0, 20)));
+  }
+  std::sort(bases.begin(), bases.end());
+  std::uint64_t last_seq = 0;
+  for (std::size_t i = 0; i < bases.size(); ++i) {
+    segment_info info;
+    info.base = bases[i];
+    const bool is_last = i + 1 == bases.size();
+    const fs::path path = dir_ / segment_file_name(info.base);
+    info.committed = scan_file(path, is_last, report, [&](std::string_view body, std::size_t offset, std::size_t total) {
+      const auto rec = parse_message(body);
+      if (!rec) {
+        ++report.corrupt_regions;
+        report.problems.push_back(fmt::format("{}: record at offset {} is not a message record; skipped",
+                                              path.string(), offset));
+        return;
+      }
+      if (rec->seq <= last_seq) {
+        report.problems.push_back(fmt::format("{}: record at offset {} repeats sequence {}; skipped",
+                                              path.string(), offset, rec->seq));
+        return;
+      }
+      last_seq = rec->seq;
+      ++info.records;
+      info.last_seq = rec->seq;
+      info.last_stored_at_us = rec->stored_at_us;
+      ++report.records;
+      if (visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)})) ++info.unsettled;
+    });
+    report.bytes += info.committed;
+    ++report.segments;
+    auto& s = segments_.emplace(info.base, info).first->second;
+    open_for_reading(s);
+  }
+}
+
+void segment_log::committed(std::uint64_t base, std::uint64_t bytes, std::uint64_t new_records, std::uint64_t last_seq,
+                            std::int64_t last_stored_at_us) {
+  auto& s = segments_[base];
+  s.base = base;
+  s.committed = bytes;
+  s.records += new_records;
+  s.unsettled += new_records;
+  s.last_seq = last_seq;
+  s.last_stored_at_us = last_stored_at_us;
+  open_for_reading(s);
+}
+
+bool segment_log::read(const record_location& where, std::string& buffer, message_record& out) const {
+  const auto it = segments_.find(where.segment);
+  if (it == segments_.end() || it->second.fd < 0 || where.offset + where.size > it->second.committed) return false;
+  buffer.resize(where.size);
+  std::size_t done = 0;
+  while (done < where.size) {
+    const ssize_t n = ::pread(it->second.fd, buffer.data() + done, where.size - done,
+                              static_cast<off_t>(where.offset + done));
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      detail::logger().error("cannot read {} at {}: {}", segment_file_name(where.segment), where.offset,
+                             n < 0 ? errno_text(errno) : "unexpected end of file");
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  std::string_view body;
+  std::size_t total = 0;
+  if (check_frame(buffer.data(), buffer.size(), body, total) != frame_status::ok) {
+    detail::logger().error("record in {} at offset {} no longer matches its checksum",
+                           segment_file_name(where.segment), where.offset);
+    return false;
+  }
+  const auto rec = parse_message(body);
+  if (!rec) return false;
+  out = *rec;
+  return true;
+}
+
+std::size_t segment_log::read_chunk(std::uint64_t base, std::uint64_t offset, std::size_t max_bytes,
+                                    std::string& buffer) const {
+  const auto it = segments_.find(base);
+  if (it == segments_.end() || it->second.fd < 0 || offset >= it->second.committed) return 0;
+  const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, it->second.committed - offset));
+  const std::size_t at = buffer.size();
+  buffer.resize(at + want);
+  std::size_t done = 0;
+  while (done < want) {
+    const ssize_t n = ::pread(it->second.fd, buffer.data() + at + done, want - done, static_cast<off_t>(offset + done));
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  buffer.resize(at + done);
+  return done;
+}
+
+segment_info* segment_log::segment_for(std::uint64_t seq) {
+  auto it = segments_.upper_bound(seq);
+  if (it == segments_.begin()) return nullptr;
+  --it;
+  return &it->second;
+}
+
+std::uint64_t segment_log::remove(std::uint64_t base) {
+  const auto it = segments_.find(base);
+  if (it == segments_.end()) return 0;
+  const std::uint64_t freed = it->second.committed;
+  if (it->second.fd >= 0) ::close(it->second.fd);
+  const fs::path path = dir_ / segment_file_name(base);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    detail::logger().warn("cannot delete settled segment {}: {}", path.string(), errno_text(errno));
+  segments_.erase(it);
+  return freed;
+}
+
+std::uint64_t segment_log::bytes() const noexcept {
+  std::uint64_t total = 0;
+  for (const auto& [base, s] : segments_) total += s.committed;
+  return total;
+}
+
+}  // namespace ferry::ferryd

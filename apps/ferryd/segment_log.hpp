@@ -1,0 +1,106 @@
+#pragma once
+// The append-only, segmented message log of one queue (docs/storage.md).
+//
+// A queue directory holds segment files named by the sequence number of their first record
+// (00000000000000000001.seg, ...). Records are framed by record.hpp. The forwarder's loop thread owns a
+// segment_log: it recovers the files at start-up, keeps per-segment counts, reads records back for
+// delivery and deletes segments whose messages are all settled. Appending is done by the commit thread
+// through segment_writer, which reports back what became durable.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "record.hpp"
+
+namespace ferry::ferryd {
+
+/// Where a record lives.
+struct record_location {
+  std::uint64_t segment = 0;  // base seq of the segment
+  std::uint64_t offset = 0;   // of the record header
+  std::uint32_t size = 0;     // header + body
+};
+
+/// What recovery found in one directory.
+struct recovery_report {
+  std::uint64_t segments = 0;
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t truncated_bytes = 0;   // torn tail cut off the last file
+  std::uint64_t corrupt_regions = 0;   // damaged regions skipped in the middle
+  std::uint64_t corrupt_bytes = 0;
+  std::vector<std::string> problems;   // one line each, for the log
+};
+
+/// Walks the frames in `data`. Calls `on_record(body, offset, total)` for each valid frame and
+/// `on_corrupt(offset, length)` for each damaged region followed by a valid frame. Returns the offset
+/// just past the last valid frame: bytes after it are a torn tail (or damage with nothing valid after it).
+std::size_t scan_frames(const char* data, std::size_t size,
+                        const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
+                        const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt);
+
+/// Reads a whole file into memory-mapped view, scans it, and truncates a torn tail when `repair_tail`.
+/// Throws ferry::error when the file cannot be read.
+std::size_t scan_file(const std::filesystem::path& file, bool repair_tail, recovery_report& report,
+                      const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record);
+
+/// fsync of a directory, so a new, renamed or removed entry in it is durable. Throws ferry::error.
+void sync_directory(const std::filesystem::path& dir);
+
+std::string segment_file_name(std::uint64_t base);
+
+struct segment_info {
+  std::uint64_t base = 0;
+  std::uint64_t committed = 0;   // bytes durable and readable
+  std::uint64_t records = 0;
+  std::uint64_t unsettled = 0;
+  std::uint64_t last_seq = 0;
+  std::int64_t last_stored_at_us = 0;
+  int fd = -1;                   // read-only descriptor
+};
+
+class segment_log {
+ public:
+  explicit segment_log(std::filesystem::path dir);
+  ~segment_log();
+  segment_log(const segment_log&) = delete;
+  segment_log& operator=(const segment_log&) = delete;
+
+  /// Returns whether the record is still unsettled (it then counts in its segment's `unsettled`).
+  using visitor = std::function<bool(const message_record&, const record_location&)>;
+  /// Scans every segment in order, repairs a torn tail of the last one, and calls `visit` for every valid
+  /// message record. Damage in the middle is skipped and reported, never silently.
+  void recover(recovery_report& report, const visitor& visit);
+
+  /// Records that `base` now holds `committed` durable bytes (a new segment is opened for reading).
+  void committed(std::uint64_t base, std::uint64_t committed, std::uint64_t new_records, std::uint64_t last_seq,
+                 std::int64_t last_stored_at_us);
+
+  /// Reads one record. Returns false (and logs) when it cannot be read or is damaged.
+  bool read(const record_location& where, std::string& buffer, message_record& out) const;
+  /// Reads up to `max_bytes` of committed bytes of segment `base` starting at `offset` into `buffer`.
+  /// Returns the number of bytes read (0 at the end of the committed part).
+  std::size_t read_chunk(std::uint64_t base, std::uint64_t offset, std::size_t max_bytes, std::string& buffer) const;
+
+  /// The segment holding `seq`, or nullptr.
+  segment_info* segment_for(std::uint64_t seq);
+  [[nodiscard]] std::map<std::uint64_t, segment_info>& segments() noexcept { return segments_; }
+  [[nodiscard]] const std::map<std::uint64_t, segment_info>& segments() const noexcept { return segments_; }
+  /// Deletes segment `base` (closes it, unlinks the file). The directory entry becomes durable with the
+  /// next sync_directory. Returns the bytes freed.
+  std::uint64_t remove(std::uint64_t base);
+
+  [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
+  [[nodiscard]] std::uint64_t bytes() const noexcept;
+
+ private:
+  void open_for_reading(segment_info& s);
+  std::filesystem::path dir_;
+  std::map<std::uint64_t, segment_info> segments_;
+};
+
+}  // namespace ferry::ferryd

@@ -1,0 +1,84 @@
+#pragma once
+/// @file Durable consuming: a worker pool fed by ferryd, with acknowledgements.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "ferry/context.hpp"
+#include "ferry/dedup_window.hpp"
+#include "ferry/envelope.hpp"
+#include "ferry/message.hpp"
+
+namespace ferry {
+
+/// Throw from a consumer's handler to send the message straight to the dead-letter queue
+/// (`<queue>.dlq`) with this reason, without further attempts. Any other exception asks for a redelivery.
+class reject_message : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct consumer_options {
+  /// ferryd's endpoint, e.g. tcp://127.0.0.1:5570.
+  std::string forwarder;
+  /// The queue to consume.
+  std::string queue;
+  /// Handler threads.
+  unsigned threads = 1;
+  /// Most messages held (being handled or waiting) at once; ferryd sends no more until some are answered.
+  /// 0 picks 2 x threads + 8.
+  std::uint32_t prefetch = 0;
+  /// Filters redeliveries of messages this consumer already handled (for example when its ack was lost).
+  /// On by default; std::nullopt turns it off.
+  std::optional<dedup_options> dedup = dedup_options{};
+  /// How often ferryd is pinged. ferryd declares a consumer dead after its --heartbeat-timeout-ms.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  decode_limits limits;
+  socket_options socket;
+};
+
+struct consumer_stats {
+  std::uint64_t received = 0;    ///< deliveries taken from ferryd
+  std::uint64_t handled = 0;     ///< handler returned: acknowledged
+  std::uint64_t failed = 0;      ///< handler threw: negatively acknowledged (redelivered later)
+  std::uint64_t rejected = 0;    ///< handler threw reject_message: sent to the dead-letter queue
+  std::uint64_t duplicates = 0;  ///< redeliveries of handled messages, acknowledged without the handler
+  std::uint64_t malformed = 0;   ///< deliveries that did not decode (acknowledged negatively)
+  std::uint64_t resubscribed = 0;///< CONSUME sent again after ferryd restarted or forgot this consumer
+};
+
+/// Takes messages of one queue from ferryd and runs `handler` on each, on `threads` threads. A handler
+/// that returns acknowledges the message; one that throws asks for a redelivery (the message goes to the
+/// dead-letter queue after ferryd's --max-attempts); one that throws reject_message dead-letters it now.
+///
+/// Guarantee: at least once, made effectively once by the dedup window: a message redelivered to this
+/// consumer after its handler succeeded is acknowledged without running the handler again.
+///
+/// Thread safety: stop(), stats() and wait_ready() are safe from any thread except a handler thread.
+class consumer {
+ public:
+  /// Connects (in the background) and starts the threads. Throws ferry::error for bad options.
+  consumer(context& ctx, consumer_options options, message_handler handler);
+  /// Stops gracefully (see stop()).
+  ~consumer();
+  consumer(const consumer&) = delete;
+  consumer& operator=(const consumer&) = delete;
+
+  /// Waits until ferryd accepted the subscription. Returns false on timeout.
+  bool wait_ready(std::chrono::milliseconds timeout);
+  /// Graceful stop: running handlers finish and are acknowledged; messages received but not started are
+  /// handed back to ferryd (without counting as an attempt). Idempotent.
+  void stop();
+
+  [[nodiscard]] consumer_stats stats() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,86 @@
+#pragma once
+/// @file Durable producing: messages confirmed by ferryd once they are on disk.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ferry/context.hpp"
+#include "ferry/message.hpp"
+#include "ferry/status.hpp"
+
+namespace ferry {
+
+/// Why ferryd did not store a message. `code` is stable ("queue_full", "disk_full", "too_large",
+/// "malformed", "bad_queue", "io_error"); `text` explains it for people.
+struct refusal {
+  message_id id;
+  std::string code;
+  std::string text;
+};
+
+struct producer_options {
+  /// ferryd's endpoint, e.g. tcp://127.0.0.1:5570.
+  std::string forwarder;
+  /// Messages sent but not yet confirmed or refused. send() waits for room beyond this.
+  std::size_t max_in_flight = 10'000;
+  /// How long send() waits for room in the window; -1 waits as long as it takes, 0 never waits.
+  std::chrono::milliseconds send_timeout{-1};
+  /// An unconfirmed message is sent again (same id; ferryd drops the copy) after this long.
+  std::chrono::milliseconds confirm_timeout{5000};
+  /// How often ferryd is pinged; a new ferryd instance (a restart) triggers an immediate resend.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  /// Messages per SEND frame set.
+  std::size_t max_batch = 512;
+  /// Largest payload send() accepts (ferryd has its own limit and refuses larger ones with too_large).
+  std::uint64_t max_payload = 16ull << 20;
+  socket_options socket;
+};
+
+struct producer_stats {
+  std::uint64_t sent = 0;       ///< accepted by send()
+  std::uint64_t confirmed = 0;  ///< durable on ferryd
+  std::uint64_t refused = 0;    ///< refused by ferryd (see the refuse handler)
+  std::uint64_t resent = 0;     ///< copies sent again after a timeout or a ferryd restart
+  std::uint64_t in_flight = 0;  ///< sent, neither confirmed nor refused yet
+  bool forwarder_up = false;    ///< ferryd answered a heartbeat recently
+};
+
+/// Sends messages to ferryd and tracks each until ferryd confirms it is on disk (or refuses it).
+///
+/// Guarantee: a confirmed message survives a crash of ferryd (with fsync `always`). Unconfirmed messages
+/// are resent with the same id until confirmed, including across ferryd restarts; ferryd's dedup window
+/// turns the resends into no-ops, so a message is stored once.
+///
+/// Thread safety: send(), flush() and stats() are safe from any thread. Handlers run on the producer's
+/// I/O thread: keep them short and do not call flush() from them.
+class producer {
+ public:
+  using confirm_handler = std::function<void(const message_id&)>;
+  using refuse_handler = std::function<void(const refusal&)>;
+
+  /// Connects to options.forwarder (in the background). Throws ferry::error for a malformed endpoint.
+  producer(context& ctx, producer_options options, confirm_handler on_confirm = {}, refuse_handler on_refuse = {});
+  /// Stops the I/O thread. Messages still unconfirmed are abandoned: call flush() first.
+  ~producer();
+  producer(const producer&) = delete;
+  producer& operator=(const producer&) = delete;
+
+  /// Queues `msg` for its queue (the message's topic). Gives it an id if it has none.
+  /// Returns ok (the payload is consumed), timed_out (the window stayed full for send_timeout),
+  /// would_block (full and send_timeout is 0), too_large, or closed; on those `msg` is untouched.
+  [[nodiscard]] send_status send(message& msg);
+
+  /// Waits until every message sent so far is confirmed or refused. Returns false on timeout.
+  bool flush(std::chrono::milliseconds timeout);
+
+  [[nodiscard]] producer_stats stats() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ferry

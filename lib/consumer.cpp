@@ -1,0 +1,388 @@
+#include "ferry/consumer.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <msgpack.hpp>
+
+#include "detail/counter.hpp"
+#include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
+#include "detail/wakeup.hpp"
+
+namespace ferry {
+namespace fwd = detail::fwd;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+enum class verdict { ack, nack, reject };
+
+struct work {
+  message msg;
+};
+
+struct result {
+  message_id id;
+  verdict v = verdict::ack;
+  std::string reason;
+};
+
+zmq::message_t frame(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
+
+}  // namespace
+
+struct consumer::impl {
+  consumer_options options;
+  message_handler handler;
+  zmq::socket_t socket;
+  detail::wakeup wake;
+
+  // Between the I/O thread and handler threads.
+  std::mutex mutex;
+  std::condition_variable work_ready;
+  std::deque<work> queue;
+  std::vector<result> results;
+  bool stopping = false;  // handlers take no new work
+  bool closing = false;   // the I/O thread ends
+  std::condition_variable ready_cv;
+  bool subscribed = false;
+
+  detail::counter received, duplicates, malformed, resubscribed;
+  detail::counter handled, failed, rejected;  // written by the I/O thread from results
+
+  // I/O thread only.
+  std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
+  std::optional<dedup_window> dedup;
+  std::uint64_t instance = 0;
+  steady::time_point next_ping{};
+  steady::time_point next_consume{};
+  std::string acks;  // tokens to acknowledge in one ACK
+
+  std::vector<std::thread> handlers;
+  std::thread io;
+  std::mutex stop_mutex;
+  bool stopped = false;
+
+  impl(context& ctx, consumer_options o, message_handler h) : options(std::move(o)), handler(std::move(h)) {
+    if (options.forwarder.empty()) throw error("consumer: options.forwarder (ferryd's endpoint) is required");
+    if (!fwd::valid_queue_name(options.queue))
+      throw error("consumer: options.queue must be 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
+    if (!handler) throw error("consumer: a handler is required");
+    if (options.threads == 0) throw error("consumer: threads must be at least 1");
+    if (options.prefetch == 0) options.prefetch = 2 * options.threads + 8;
+    if (options.dedup) dedup.emplace(*options.dedup);
+    socket_options so = options.socket;
+    so.send_hwm = 0;
+    so.receive_hwm = 0;  // credit bounds what ferryd sends
+    so.linger = std::chrono::milliseconds(1000);
+    socket = ctx.make_socket(zmq::socket_type::dealer, so);
+    connect(socket, options.forwarder);
+    for (unsigned i = 0; i < options.threads; ++i) handlers.emplace_back([this] { handler_loop(); });
+    io = std::thread([this] { run(); });
+  }
+
+  void send(std::vector<zmq::message_t>& frames) {
+    try {
+      for (std::size_t i = 0; i < frames.size(); ++i)
+        (void)socket.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      detail::logger().warn("consumer: send to ferryd failed: {}", e.what());
+    }
+  }
+
+  void send_consume() {
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    pk.pack_map(1);
+    pk.pack("prefetch");
+    pk.pack(options.prefetch);
+    std::vector<zmq::message_t> frames;
+    frames.push_back(frame(fwd::consume));
+    frames.push_back(frame(options.queue));
+    frames.emplace_back(buf.data(), buf.size());
+    send(frames);
+  }
+
+  void handler_loop() {
+    for (;;) {
+      std::unique_lock lock(mutex);
+      work_ready.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (stopping) return;  // what is still queued goes back to ferryd with CANCEL
+      work w = std::move(queue.front());
+      queue.pop_front();
+      lock.unlock();
+      result r;
+      r.id = w.msg.id();
+      try {
+        handler(w.msg);
+        r.v = verdict::ack;
+      } catch (const reject_message& e) {
+        r.v = verdict::reject;
+        r.reason = e.what();
+      } catch (const std::exception& e) {
+        r.v = verdict::nack;
+        r.reason = e.what();
+      } catch (...) {
+        r.v = verdict::nack;
+        r.reason = "handler threw a non-standard exception";
+      }
+      lock.lock();
+      results.push_back(std::move(r));
+      lock.unlock();
+      wake.notify();
+    }
+  }
+
+  void answer(const std::vector<std::uint64_t>& tokens, verdict v, const std::string& reason) {
+    for (const std::uint64_t t : tokens) {
+      if (v == verdict::ack) {
+        char b[8];
+        fwd::put_u64(b, t);
+        acks.append(b, 8);
+        continue;
+      }
+      std::vector<zmq::message_t> frames;
+      frames.push_back(frame(v == verdict::nack ? fwd::nack : fwd::reject));
+      frames.push_back(frame(options.queue));
+      char b[8];
+      fwd::put_u64(b, t);
+      frames.emplace_back(b, 8);
+      frames.push_back(frame(reason));
+      send(frames);
+    }
+  }
+
+  void flush_acks() {
+    if (acks.empty()) return;
+    std::vector<zmq::message_t> frames;
+    frames.push_back(frame(fwd::ack));
+    frames.push_back(frame(options.queue));
+    frames.push_back(frame(acks));
+    send(frames);
+    acks.clear();
+  }
+
+  void take_results() {
+    std::vector<result> done;
+    {
+      std::lock_guard lock(mutex);
+      done.swap(results);
+    }
+    for (auto& r : done) {
+      auto it = in_progress.find(r.id);
+      if (it == in_progress.end()) continue;
+      switch (r.v) {
+        case verdict::ack:
+          handled.add();
+          if (dedup) dedup->check_and_insert(r.id);
+          break;
+        case verdict::nack: failed.add(); break;
+        case verdict::reject: rejected.add(); break;
+      }
+      answer(it->second, r.v, r.reason);
+      in_progress.erase(it);
+    }
+  }
+
+  void on_deliver(std::vector<zmq::message_t>& frames) {
+    // DELIVER | queue | tokens | (envelope | payload) x n
+    if (frames.size() < 5 || (frames.size() - 3) % 2 != 0 || frames[2].size() != 8 * ((frames.size() - 3) / 2)) {
+      detail::logger().warn("consumer: malformed DELIVER from ferryd ({} frames) ignored", frames.size());
+      return;
+    }
+    const auto* tokens = static_cast<const char*>(frames[2].data());
+    const std::size_t n = (frames.size() - 3) / 2;
+    std::vector<work> fresh;
+    fresh.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t token = fwd::get_u64(tokens + 8 * i);
+      received.add();
+      work w;
+      const decode_error err = decode_envelope(frames[3 + 2 * i].to_string_view(), w.msg, options.limits);
+      if (err != decode_error::none) {
+        malformed.add();
+        answer({token}, verdict::reject, std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
+        continue;
+      }
+      if (dedup && dedup->contains(w.msg.id())) {
+        duplicates.add();
+        answer({token}, verdict::ack, {});
+        continue;
+      }
+      auto [it, fresh_id] = in_progress.try_emplace(w.msg.id());
+      it->second.push_back(token);
+      if (!fresh_id) {  // the same message is being handled now: answer both tokens when it is done
+        duplicates.add();
+        continue;
+      }
+      w.msg.set_topic(options.queue);
+      w.msg.set_payload(std::move(frames[4 + 2 * i]));
+      fresh.push_back(std::move(w));
+    }
+    if (fresh.empty()) return;
+    {
+      std::lock_guard lock(mutex);
+      for (auto& w : fresh) queue.push_back(std::move(w));
+    }
+    if (fresh.size() == 1) {
+      work_ready.notify_one();
+    } else {
+      work_ready.notify_all();
+    }
+  }
+
+  void handle(std::vector<zmq::message_t>& frames) {
+    const std::string_view verb = frames[0].to_string_view();
+    if (verb == fwd::deliver) return on_deliver(frames);
+    if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
+      const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
+      if (instance != 0 && inst != instance) {
+        detail::logger().info("consumer: ferryd restarted; subscribing to {} again", options.queue);
+        resubscribed.add();
+        send_consume();
+      }
+      instance = inst;
+      return;
+    }
+    if (verb == fwd::consuming) {
+      std::lock_guard lock(mutex);
+      subscribed = true;
+      ready_cv.notify_all();
+      return;
+    }
+    if (verb == fwd::error && frames.size() >= 3) {
+      if (frames[1].to_string_view() == fwd::code::not_consuming) {
+        // ferryd forgot us (restart, or it declared us dead): subscribe again. Answers already sent for
+        // old deliveries settle nothing; those messages come again and the dedup window catches them.
+        if (steady::now() >= next_consume) {
+          next_consume = steady::now() + std::chrono::milliseconds(200);
+          resubscribed.add();
+          send_consume();
+        }
+        return;
+      }
+      detail::logger().warn("consumer: ferryd says {}: {}", frames[1].to_string_view(), frames[2].to_string_view());
+    }
+  }
+
+  void run() {
+    send_consume();
+    std::vector<zmq::message_t> frames;
+    for (;;) {
+      const auto now = steady::now();
+      if (now >= next_ping) {
+        next_ping = now + options.heartbeat_interval;
+        std::vector<zmq::message_t> ping;
+        ping.push_back(frame(fwd::ping));
+        send(ping);
+      }
+      for (;;) {
+        frames.clear();
+        zmq::message_t part;
+        if (!socket.recv(part, zmq::recv_flags::dontwait)) break;
+        frames.push_back(std::move(part));
+        while (frames.back().more()) {
+          zmq::message_t next;
+          (void)socket.recv(next);
+          frames.push_back(std::move(next));
+        }
+        handle(frames);
+      }
+      take_results();
+      flush_acks();
+      bool end = false;
+      {
+        std::lock_guard lock(mutex);
+        end = closing;
+      }
+      if (end) break;
+      wake.about_to_sleep();
+      {
+        std::lock_guard lock(mutex);
+        if (!results.empty() || closing) {
+          wake.awake();
+          continue;
+        }
+      }
+      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+      const auto until_ping = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(std::clamp<long>(until_ping.count(), 0, 100)));
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        wake.drain();
+      } else {
+        wake.awake();
+      }
+    }
+    // Handlers have finished: answer what they did, hand the rest back without penalty.
+    take_results();
+    flush_acks();
+    std::vector<zmq::message_t> cancel;
+    cancel.push_back(frame(fwd::cancel));
+    cancel.push_back(frame(options.queue));
+    send(cancel);
+    socket.set(zmq::sockopt::rcvtimeo, 1000);
+    const auto deadline = steady::now() + std::chrono::seconds(1);
+    while (steady::now() < deadline) {  // wait for CANCELLED so our answers were processed before we go
+      zmq::message_t part;
+      if (!socket.recv(part)) break;
+      const bool cancelled = part.to_string_view() == "CANCELLED";
+      while (part.more()) (void)socket.recv(part);
+      if (cancelled) break;
+    }
+    socket.close();
+  }
+
+  void stop() {
+    std::lock_guard guard(stop_mutex);
+    if (stopped) return;
+    stopped = true;
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    work_ready.notify_all();
+    for (auto& t : handlers) t.join();
+    {
+      std::lock_guard lock(mutex);
+      closing = true;
+    }
+    wake.force();
+    io.join();
+  }
+};
+
+consumer::consumer(context& ctx, consumer_options options, message_handler handler)
+    : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(handler))) {}
+
+consumer::~consumer() { stop(); }
+
+void consumer::stop() { impl_->stop(); }
+
+bool consumer::wait_ready(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(impl_->mutex);
+  return impl_->ready_cv.wait_for(lock, timeout, [&] { return impl_->subscribed; });
+}
+
+consumer_stats consumer::stats() const {
+  const impl& s = *impl_;
+  consumer_stats st;
+  st.received = s.received.get();
+  st.handled = s.handled.get();
+  st.failed = s.failed.get();
+  st.rejected = s.rejected.get();
+  st.duplicates = s.duplicates.get();
+  st.malformed = s.malformed.get();
+  st.resubscribed = s.resubscribed.get();
+  return st;
+}
+
+}  // namespace ferry

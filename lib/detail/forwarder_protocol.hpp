@@ -1,0 +1,85 @@
+#pragma once
+// The forwarder protocol v1, shared by the client classes (producer, consumer, admin) and ferryd.
+// docs/protocol.md ("The forwarder protocol") is the specification; this file names its constants.
+//
+// Clients use a DEALER socket, ferryd a ROUTER. Every message starts with a verb frame (ASCII).
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace ferry::detail::fwd {
+
+inline constexpr std::uint32_t protocol_version = 1;
+
+// Client -> ferryd
+inline constexpr std::string_view hello = "HELLO";        // | msgpack map
+inline constexpr std::string_view send = "SEND";          // | queue | (envelope | payload) x n
+inline constexpr std::string_view consume = "CONSUME";    // | queue | msgpack map {prefetch}
+inline constexpr std::string_view cancel = "CANCEL";      // | queue
+inline constexpr std::string_view ack = "ACK";            // | queue | tokens (8 bytes each)
+inline constexpr std::string_view nack = "NACK";          // | queue | token | reason
+inline constexpr std::string_view reject = "REJECT";      // | queue | token | reason
+inline constexpr std::string_view ping = "PING";          //
+inline constexpr std::string_view stats = "STATS";        //
+inline constexpr std::string_view dlq = "DLQ";            // | queue | op | msgpack map
+
+// ferryd -> client
+inline constexpr std::string_view welcome = "WELCOME";    // | msgpack map
+inline constexpr std::string_view confirm = "CONFIRM";    // | ids (16 bytes each)
+inline constexpr std::string_view refuse = "REFUSE";      // | id | code | text
+inline constexpr std::string_view consuming = "CONSUMING";// | queue | msgpack map
+inline constexpr std::string_view deliver = "DELIVER";    // | queue | tokens | (envelope | payload) x n
+inline constexpr std::string_view pong = "PONG";          // | instance (8 bytes)
+inline constexpr std::string_view stats_reply = "STATS";  // | msgpack map
+inline constexpr std::string_view dlq_reply = "DLQ";      // | msgpack map
+inline constexpr std::string_view error = "ERROR";        // | code | text
+
+// Refusal and error codes (ASCII, stable).
+namespace code {
+inline constexpr std::string_view queue_full = "queue_full";
+inline constexpr std::string_view disk_full = "disk_full";
+inline constexpr std::string_view too_large = "too_large";
+inline constexpr std::string_view malformed = "malformed";
+inline constexpr std::string_view bad_queue = "bad_queue";
+inline constexpr std::string_view shutting_down = "shutting_down";
+inline constexpr std::string_view io_error = "io_error";
+inline constexpr std::string_view unknown_verb = "unknown_verb";
+inline constexpr std::string_view bad_frames = "bad_frames";
+inline constexpr std::string_view not_consuming = "not_consuming";
+}  // namespace code
+
+inline constexpr std::size_t max_batch = 4096;   // messages per SEND or DELIVER
+inline constexpr std::size_t token_size = 8;
+inline constexpr std::size_t id_size = 16;
+inline constexpr std::size_t max_queue_name = 200;
+inline constexpr std::string_view dlq_suffix = ".dlq";
+
+/// A queue name is 1..200 bytes of [A-Za-z0-9._-], not starting with '.'. It names a directory on disk,
+/// so nothing else is allowed.
+inline bool valid_queue_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > max_queue_name || name.front() == '.') return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+inline bool is_dlq_name(std::string_view name) noexcept {
+  return name.size() > dlq_suffix.size() && name.substr(name.size() - dlq_suffix.size()) == dlq_suffix;
+}
+
+inline void put_u64(char* p, std::uint64_t v) noexcept {
+  for (int i = 7; i >= 0; --i) *p++ = static_cast<char>(v >> (8 * i));
+}
+
+inline std::uint64_t get_u64(const char* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+}  // namespace ferry::detail::fwd

@@ -1,0 +1,305 @@
+#include "ferry/producer.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "detail/counter.hpp"
+#include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
+#include "detail/wakeup.hpp"
+#include "ferry/envelope.hpp"
+
+namespace ferry {
+namespace fwd = detail::fwd;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+struct outgoing {
+  message_id id;
+  std::string queue;
+  zmq::message_t envelope;
+  zmq::message_t payload;
+};
+
+}  // namespace
+
+struct producer::impl {
+  producer_options options;
+  confirm_handler on_confirm;
+  refuse_handler on_refuse;
+  zmq::socket_t socket;
+  detail::wakeup wake;
+
+  // Shared with senders.
+  mutable std::mutex mutex;
+  std::condition_variable room;     // in_flight dropped below the window
+  std::condition_variable settled;  // in_flight reached zero
+  std::vector<outgoing> outbox;
+  std::uint64_t in_flight = 0;
+  bool closing = false;
+
+  // Counters (written by one thread each).
+  detail::counter sent, confirmed, refused, resent;
+  std::atomic<bool> forwarder_up{false};
+
+  // I/O thread only.
+  struct unconfirmed {
+    std::string queue;
+    zmq::message_t envelope;
+    zmq::message_t payload;
+    steady::time_point sent_at;
+  };
+  std::unordered_map<message_id, unconfirmed> waiting;
+  std::deque<std::pair<steady::time_point, message_id>> resend_order;
+  std::unordered_map<std::string, std::vector<message_id>> batches;  // queue -> ids to transmit now
+  std::uint64_t instance = 0;
+  steady::time_point last_heard{};
+  steady::time_point next_ping{};
+  std::thread thread;
+
+  impl(context& ctx, producer_options o, confirm_handler c, refuse_handler r)
+      : options(std::move(o)), on_confirm(std::move(c)), on_refuse(std::move(r)) {
+    if (options.forwarder.empty()) throw error("producer: options.forwarder (ferryd's endpoint) is required");
+    if (options.max_in_flight == 0) throw error("producer: max_in_flight must be at least 1");
+    socket_options so = options.socket;
+    so.send_hwm = 0;  // the window bounds what is queued; never drop or block here
+    so.receive_hwm = 0;
+    so.linger = std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend, not libzmq's to flush
+    socket = ctx.make_socket(zmq::socket_type::dealer, so);
+    connect(socket, options.forwarder);
+    thread = std::thread([this] { run(); });
+  }
+
+  ~impl() {
+    {
+      std::lock_guard lock(mutex);
+      closing = true;
+    }
+    room.notify_all();
+    settled.notify_all();
+    wake.force();
+    thread.join();
+  }
+
+  void settle_one() {
+    std::lock_guard lock(mutex);
+    --in_flight;
+    room.notify_one();
+    if (in_flight == 0) settled.notify_all();
+  }
+
+  void transmit(steady::time_point now) {
+    for (auto& [queue, ids] : batches) {
+      for (std::size_t start = 0; start < ids.size(); start += options.max_batch) {
+        const std::size_t end = std::min(ids.size(), start + options.max_batch);
+        std::vector<zmq::message_t> frames;
+        frames.reserve(2 + 2 * (end - start));
+        frames.emplace_back(fwd::send.data(), fwd::send.size());
+        frames.emplace_back(queue.data(), queue.size());
+        for (std::size_t i = start; i < end; ++i) {
+          auto it = waiting.find(ids[i]);
+          if (it == waiting.end()) continue;  // confirmed meanwhile
+          zmq::message_t env, payload;
+          env.copy(it->second.envelope);
+          payload.copy(it->second.payload);  // shares the buffer; nothing is copied for large payloads
+          frames.push_back(std::move(env));
+          frames.push_back(std::move(payload));
+          it->second.sent_at = now;
+          resend_order.emplace_back(now, ids[i]);
+        }
+        if (frames.size() == 2) continue;
+        try {
+          for (std::size_t i = 0; i < frames.size(); ++i)
+            (void)socket.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+        } catch (const zmq::error_t& e) {
+          detail::logger().warn("producer: send to ferryd failed: {} (will resend)", e.what());
+        }
+      }
+    }
+    batches.clear();
+  }
+
+  void take_outbox(steady::time_point now) {
+    std::vector<outgoing> items;
+    {
+      std::lock_guard lock(mutex);
+      items.swap(outbox);
+    }
+    for (auto& item : items) {
+      auto& ids = batches[item.queue];
+      ids.push_back(item.id);
+      waiting.emplace(item.id, unconfirmed{std::move(item.queue), std::move(item.envelope), std::move(item.payload), now});
+    }
+  }
+
+  void resend_everything(steady::time_point now) {
+    resend_order.clear();
+    for (auto& [id, u] : waiting) {
+      batches[u.queue].push_back(id);
+      resent.add();
+    }
+    transmit(now);
+  }
+
+  void check_resends(steady::time_point now) {
+    if (!forwarder_up.load(std::memory_order_relaxed)) return;  // resent all at once when it is back
+    while (!resend_order.empty() && resend_order.front().first + options.confirm_timeout <= now) {
+      const auto [at, id] = resend_order.front();
+      resend_order.pop_front();
+      auto it = waiting.find(id);
+      if (it == waiting.end() || it->second.sent_at != at) continue;
+      batches[it->second.queue].push_back(id);
+      resent.add();
+    }
+  }
+
+  void handle(std::vector<zmq::message_t>& frames, steady::time_point now) {
+    last_heard = now;
+    const std::string_view verb = frames[0].to_string_view();
+    if (verb == fwd::confirm && frames.size() >= 2) {
+      const auto* p = static_cast<const char*>(frames[1].data());
+      for (std::size_t off = 0; off + fwd::id_size <= frames[1].size(); off += fwd::id_size) {
+        const auto id = *message_id::from_bytes({p + off, fwd::id_size});
+        if (waiting.erase(id) == 0) continue;  // a duplicate confirm for a resent copy
+        confirmed.add();
+        if (on_confirm) on_confirm(id);
+        settle_one();
+      }
+    } else if (verb == fwd::refuse && frames.size() >= 4) {
+      const auto id = message_id::from_bytes(frames[1].to_string_view());
+      if (!id || waiting.erase(*id) == 0) {
+        detail::logger().warn("producer: ferryd refused a message: {}: {}", frames[2].to_string_view(),
+                              frames[3].to_string_view());
+        return;
+      }
+      refused.add();
+      if (on_refuse) on_refuse(refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
+      settle_one();
+    } else if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
+      const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
+      const bool was_up = forwarder_up.exchange(true, std::memory_order_relaxed);
+      if (instance != 0 && inst != instance) {
+        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)", waiting.size());
+        resend_everything(now);
+      } else if (!was_up && !waiting.empty()) {
+        resend_everything(now);  // back after a silence: whatever was in flight may be lost
+      }
+      instance = inst;
+    } else if (verb == fwd::error && frames.size() >= 3) {
+      detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(), frames[2].to_string_view());
+    }
+  }
+
+  void run() {
+    std::vector<zmq::message_t> frames;
+    for (;;) {
+      auto now = steady::now();
+      take_outbox(now);
+      if (now >= next_ping) {
+        next_ping = now + options.heartbeat_interval;
+        try {
+          (void)socket.send(zmq::message_t(fwd::ping.data(), fwd::ping.size()), zmq::send_flags::dontwait);
+        } catch (const zmq::error_t&) {
+        }
+        if (last_heard != steady::time_point{} && now - last_heard > 3 * options.heartbeat_interval)
+          forwarder_up.store(false, std::memory_order_relaxed);
+      }
+      check_resends(now);
+      transmit(now);
+      // Take everything that arrived.
+      for (;;) {
+        frames.clear();
+        zmq::message_t part;
+        if (!socket.recv(part, zmq::recv_flags::dontwait)) break;
+        frames.push_back(std::move(part));
+        while (frames.back().more()) {
+          zmq::message_t next;
+          (void)socket.recv(next);
+          frames.push_back(std::move(next));
+        }
+        handle(frames, steady::now());
+      }
+      {
+        std::lock_guard lock(mutex);
+        if (closing) return;
+      }
+      wake.about_to_sleep();
+      {
+        std::lock_guard lock(mutex);
+        if (!outbox.empty()) {
+          wake.awake();
+          continue;
+        }
+      }
+      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+      const auto until_ping = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
+      const long timeout = std::clamp<long>(until_ping.count(), 0, 100);
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(timeout));
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        wake.drain();
+      } else {
+        wake.awake();
+      }
+    }
+  }
+};
+
+producer::producer(context& ctx, producer_options options, confirm_handler on_confirm, refuse_handler on_refuse)
+    : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(on_confirm), std::move(on_refuse))) {}
+
+producer::~producer() = default;
+
+send_status producer::send(message& msg) {
+  impl& s = *impl_;
+  if (msg.payload().size() > s.options.max_payload) return send_status::too_large;
+  msg.stamp();
+  {
+    std::unique_lock lock(s.mutex);
+    auto has_room = [&] { return s.closing || s.in_flight < s.options.max_in_flight; };
+    if (!has_room()) {
+      if (s.options.send_timeout.count() == 0) return send_status::would_block;
+      if (s.options.send_timeout.count() < 0) {
+        s.room.wait(lock, has_room);
+      } else if (!s.room.wait_for(lock, s.options.send_timeout, has_room)) {
+        return send_status::timed_out;
+      }
+    }
+    if (s.closing) return send_status::closed;
+    ++s.in_flight;
+    s.outbox.push_back(outgoing{msg.id(), msg.topic(), encode_envelope(msg, envelope_form::storage),
+                                std::move(msg.payload_frame())});
+  }
+  s.sent.add();  // one writer per producer is typical; relaxed counts are good enough for stats
+  s.wake.notify();
+  return send_status::ok;
+}
+
+bool producer::flush(std::chrono::milliseconds timeout) {
+  impl& s = *impl_;
+  std::unique_lock lock(s.mutex);
+  return s.settled.wait_for(lock, timeout, [&] { return s.in_flight == 0 || s.closing; }) && s.in_flight == 0;
+}
+
+producer_stats producer::stats() const {
+  const impl& s = *impl_;
+  producer_stats st;
+  st.sent = s.sent.get();
+  st.confirmed = s.confirmed.get();
+  st.refused = s.refused.get();
+  st.resent = s.resent.get();
+  st.forwarder_up = s.forwarder_up.load(std::memory_order_relaxed);
+  std::lock_guard lock(s.mutex);
+  st.in_flight = s.in_flight;
+  return st;
+}
+
+}  // namespace ferry

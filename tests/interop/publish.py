@@ -1,0 +1,45 @@
+"""Publishes a stream with deliberate sequence gaps to a ferry subscriber.
+
+usage: publish.py
+Binds an XPUB socket on tcp://127.0.0.1:*, prints `endpoint EP` and `origin N`, waits for one
+subscription, publishes, printing one `msg ...` line per message and `published N`, then keeps the socket
+open until stdin closes. Exit codes: 0 ok, 3 no subscriber came."""
+
+import sys
+
+import ferry_py as f
+
+# (topic, payload) to publish, or (topic, n) to skip n sequence numbers: a high-water-mark drop.
+SCRIPT = [
+    ("ticks.a", b"a1"), ("ticks.a", b"a2"), ("ticks.b", b"b1"), ("ticks.a", b"a3"),
+    ("ticks.a", 2),  # gap of 2
+    ("ticks.a", b"a6"), ("ticks.b", b"b2"), ("other.x", b"filtered out"),
+    ("ticks.b", 1),  # gap of 1
+    ("ticks.b", b"b4"), ("ticks.a", b"a7"),
+]
+
+
+def main():
+    pub = f.Publisher(bind=["tcp://127.0.0.1:*"])
+    print(f"endpoint {pub.bound[0]}", flush=True)
+    print(f"origin {pub.origin}", flush=True)
+    if not pub.wait_for_subscriptions(1, 20_000):
+        print("no subscriber", flush=True)
+        return 3
+    n = 0
+    for topic, what in SCRIPT:
+        if isinstance(what, int):
+            pub.skip(topic, what)
+            continue
+        msg = f.Message(topic, what, key="k-" + topic)
+        pub.publish(msg)
+        print(f.describe(msg), flush=True)
+        n += 1
+    print(f"published {n}", flush=True)
+    sys.stdin.read()
+    pub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
