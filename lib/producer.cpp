@@ -86,10 +86,11 @@ struct producer::impl {
     thread.join();
   }
 
-  void settle_one() {
+  void settle(std::uint64_t n) {
+    if (n == 0) return;
     std::lock_guard lock(mutex);
-    --in_flight;
-    room.notify_one();
+    in_flight -= n;
+    room.notify_all();
     if (in_flight == 0) settled.notify_all();
   }
 
@@ -163,13 +164,15 @@ struct producer::impl {
     const std::string_view verb = frames[0].to_string_view();
     if (verb == fwd::confirm && frames.size() >= 2) {
       const auto* p = static_cast<const char*>(frames[1].data());
+      std::uint64_t n = 0;
       for (std::size_t off = 0; off + fwd::id_size <= frames[1].size(); off += fwd::id_size) {
         const auto id = *message_id::from_bytes({p + off, fwd::id_size});
         if (waiting.erase(id) == 0) continue;  // a duplicate confirm for a resent copy
-        confirmed.add();
+        ++n;
         if (on_confirm) on_confirm(id);
-        settle_one();
       }
+      confirmed.add(n);
+      settle(n);  // one lock and wake-up per CONFIRM, not per message
     } else if (verb == fwd::refuse && frames.size() >= 4) {
       const auto id = message_id::from_bytes(frames[1].to_string_view());
       if (!id || waiting.erase(*id) == 0) {
@@ -179,7 +182,7 @@ struct producer::impl {
       }
       refused.add();
       if (on_refuse) on_refuse(refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
-      settle_one();
+      settle(1);
     } else if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
       const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
       const bool was_up = forwarder_up.exchange(true, std::memory_order_relaxed);

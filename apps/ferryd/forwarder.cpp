@@ -71,6 +71,17 @@ bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out
 
 bool is_space_error(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
 
+// A ZeroMQ routing id for logs.
+std::string peer_name(std::string_view identity) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const unsigned char c : identity) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- data directory ------------------------------------------------------------------------------------
@@ -146,7 +157,7 @@ forwarder::forwarder(forwarder_options options)
     throw startup_error(exit_data_dir, fmt::format("cannot create {}: {}", (options_.data_dir / "queues").string(),
                                                    ec.message()));
   recover_all();
-  commit_ = std::make_unique<group_commit>(options_.fsync, options_.fsync_interval, commit_fd_);
+  commit_ = std::make_unique<group_commit>(options_.fsync, options_.fsync_interval, commit_fd_, options_.sync_delay);
   for (const auto& ep : options_.bind) {
     try {
       bound_.push_back(ferry::bind(router_, ep));
@@ -475,7 +486,7 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
   p.last_seen = steady::now();
   if (std::find(p.queues.begin(), p.queues.end(), slot.q->index()) == p.queues.end())
     p.queues.push_back(slot.q->index());
-  logger().info("consumer {} on queue {} (prefetch {})", fmt::format("{:02x}", fmt::join(identity, "")), name,
+  logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name,
                 prefetch);
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::consuming));
@@ -719,7 +730,7 @@ void forwarder::on_timer(steady::time_point now) {
       for (const std::uint32_t index : it->second.queues) {
         queue& q = *queues_[index].q;
         logger().warn("consumer {} on queue {} silent for over {} ms: its {} delivery(ies) go back to the queue",
-                      fmt::format("{:02x}", fmt::join(it->first, "")), q.name(), options_.heartbeat_timeout.count(),
+                      peer_name(it->first), q.name(), options_.heartbeat_timeout.count(),
                       q.subs().count(it->first) ? q.subs().at(it->first)->tokens.size() : 0);
         q.unsubscribe(it->first, true);
       }

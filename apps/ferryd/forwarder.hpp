@@ -33,6 +33,7 @@ struct forwarder_options {
   std::chrono::milliseconds heartbeat_timeout{3000};   // silence after which a consumer is dead
   std::uint64_t max_message_bytes = 16ull << 20;
   std::uint64_t min_free_bytes = 64ull << 20;          // below this, producers are refused with disk_full
+  std::chrono::milliseconds sync_delay{0};             // tests only: the commit thread waits this long before syncing
 };
 
 /// Exit codes of ferryd (docs/operations.md).

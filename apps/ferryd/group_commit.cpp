@@ -131,8 +131,13 @@ segment_writer::outcome segment_writer::append(const std::string& bytes) {
   return out;
 }
 
-group_commit::group_commit(fsync_policy policy, std::chrono::milliseconds interval, int notify_fd)
-    : policy_(policy), interval_(interval), notify_fd_(notify_fd), last_sync_(std::chrono::steady_clock::now()) {
+group_commit::group_commit(fsync_policy policy, std::chrono::milliseconds interval, int notify_fd,
+                           std::chrono::milliseconds sync_delay)
+    : policy_(policy),
+      interval_(interval),
+      notify_fd_(notify_fd),
+      sync_delay_(sync_delay),
+      last_sync_(std::chrono::steady_clock::now()) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -218,6 +223,7 @@ commit_result group_commit::execute(commit_batch& batch) {
     if (out.new_segment) dirs.push_back(req.writer->dir());
     result.outcomes.emplace_back(req.queue, std::move(out));
   }
+  if (sync_delay_.count() > 0) std::this_thread::sleep_for(sync_delay_);
   if (policy_ == fsync_policy::always) {
     for (int fd : batch.sync_fds) to_sync.push_back(fd);
     for (int fd : to_sync) {

@@ -87,7 +87,9 @@ struct commit_result {
 /// thread. `notify_fd` (an eventfd) is written when a result is ready.
 class group_commit {
  public:
-  group_commit(fsync_policy policy, std::chrono::milliseconds interval, int notify_fd);
+  /// `sync_delay` (tests only) makes each batch wait before its sync, to show confirms wait for it.
+  group_commit(fsync_policy policy, std::chrono::milliseconds interval, int notify_fd,
+               std::chrono::milliseconds sync_delay = std::chrono::milliseconds(0));
   ~group_commit();
 
   [[nodiscard]] bool busy() const noexcept { return busy_.load(std::memory_order_acquire); }
@@ -105,6 +107,7 @@ class group_commit {
   fsync_policy policy_;
   std::chrono::milliseconds interval_;
   int notify_fd_;
+  std::chrono::milliseconds sync_delay_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::optional<commit_batch> pending_;

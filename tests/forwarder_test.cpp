@@ -1,0 +1,368 @@
+#include <catch2/catch.hpp>
+
+#include <msgpack.hpp>
+
+#include <atomic>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "detail/forwarder_protocol.hpp"
+#include "ferry/consumer.hpp"
+#include "ferry/producer.hpp"
+#include "forwarder.hpp"
+#include "support/test_support.hpp"
+
+using namespace ferry;
+using namespace std::chrono_literals;
+namespace fwd = ferry::detail::fwd;
+
+namespace {
+
+// ferryd in this process, on a free loopback port and a temp data dir.
+struct running_forwarder {
+  test::temp_dir dir;
+  std::string endpoint = test::free_tcp_endpoint();
+  ferryd::forwarder_options options;
+  std::unique_ptr<ferryd::forwarder> f;
+  std::thread loop;
+
+  explicit running_forwarder(ferryd::forwarder_options o = {}) : options(std::move(o)) { start(); }
+  ~running_forwarder() { stop(); }
+
+  void start() {
+    options.data_dir = dir.path();
+    options.bind = {endpoint};
+    f = std::make_unique<ferryd::forwarder>(options);
+    loop = std::thread([this] { f->run(false); });
+  }
+  void stop() {
+    if (!f) return;
+    f->stop();
+    loop.join();
+    f.reset();
+  }
+};
+
+// A raw DEALER speaking the forwarder protocol, for what the client classes never send.
+struct raw_client {
+  context ctx;
+  zmq::socket_t s{ctx.zmq(), zmq::socket_type::dealer};
+  explicit raw_client(const std::string& ep) {
+    s.set(zmq::sockopt::rcvtimeo, 5000);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(ep);
+  }
+  void send(std::vector<std::string> frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i)
+      s.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  std::vector<std::string> recv() {
+    std::vector<std::string> out;
+    zmq::message_t m;
+    do {
+      if (!s.recv(m)) return out;
+      out.emplace_back(m.to_string_view());
+    } while (m.more());
+    return out;
+  }
+};
+
+std::string envelope_of(const message& m) { return std::string(encode_envelope(m).to_string_view()); }
+
+msgpack::object_handle stats_of(const std::string& ep) {
+  raw_client c(ep);
+  c.send({"STATS"});
+  const auto reply = c.recv();
+  REQUIRE(reply.size() == 2);
+  REQUIRE(reply[0] == "STATS");
+  return msgpack::unpack(reply[1].data(), reply[1].size());
+}
+
+std::uint64_t queue_stat(const std::string& ep, const std::string& queue, const std::string& field) {
+  auto oh = stats_of(ep);
+  auto all = oh.get().as<std::map<std::string, msgpack::object>>();
+  auto queues = all.at("queues").as<std::map<std::string, std::map<std::string, std::uint64_t>>>();
+  return queues.at(queue).at(field);
+}
+
+}  // namespace
+
+TEST_CASE("messages sent through ferryd reach a consumer with every field", "[forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  std::atomic<int> confirmed{0};
+  producer p(ctx, {.forwarder = fwdr.endpoint}, [&](const message_id&) { ++confirmed; });
+  std::vector<message_id> sent;
+  for (int i = 0; i < 200; ++i) {
+    message m("orders", "order " + std::to_string(i));
+    m.set_key("customer-" + std::to_string(i % 7));
+    m.set_header("source", "test");
+    sent.push_back(m.id());
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  REQUIRE(p.flush(10s));
+  CHECK(confirmed == 200);
+  CHECK(p.stats().confirmed == 200);
+
+  std::mutex mu;
+  std::vector<message> got;
+  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "orders", .threads = 3}, [&](message& m) {
+    std::lock_guard lock(mu);
+    got.push_back(std::move(m));
+  });
+  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return got.size() == 200; }));
+  c.stop();
+  std::set<message_id> ids;
+  for (const auto& m : got) {
+    ids.insert(m.id());
+    CHECK(m.topic() == "orders");
+    CHECK(m.header("source") == "test");
+    CHECK(m.attempt() == 1);
+    CHECK(m.key().rfind("customer-", 0) == 0);
+  }
+  CHECK(ids == std::set<message_id>(sent.begin(), sent.end()));
+  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "orders", "depth") == 0; }));
+  CHECK(queue_stat(fwdr.endpoint, "orders", "acked") == 200);
+}
+
+TEST_CASE("a resend with the same id is confirmed again and stored once", "[forwarder]") {
+  running_forwarder fwdr;
+  raw_client c(fwdr.endpoint);
+  message m("q", "once");
+  const std::string env = envelope_of(m);
+  c.send({"SEND", "q", env, "once"});
+  auto reply = c.recv();
+  REQUIRE(reply.size() == 2);
+  CHECK(reply[0] == "CONFIRM");
+  CHECK(reply[1] == std::string(m.id().view()));
+  c.send({"SEND", "q", env, "once"});
+  reply = c.recv();
+  REQUIRE(reply.size() == 2);
+  CHECK(reply[0] == "CONFIRM");
+  CHECK(queue_stat(fwdr.endpoint, "q", "depth") == 1);
+  CHECK(queue_stat(fwdr.endpoint, "q", "deduplicated") == 1);
+
+  SECTION("and after a restart") {
+    fwdr.stop();
+    fwdr.start();
+    raw_client again(fwdr.endpoint);
+    again.send({"SEND", "q", env, "once"});
+    reply = again.recv();
+    REQUIRE(reply.size() == 2);
+    CHECK(reply[0] == "CONFIRM");
+    CHECK(queue_stat(fwdr.endpoint, "q", "depth") == 1);
+  }
+}
+
+TEST_CASE("a confirm waits for the group commit's sync", "[forwarder]") {
+  ferryd::forwarder_options o;
+  o.sync_delay = 300ms;  // test hook: the commit thread sleeps before fdatasync
+  running_forwarder fwdr(o);
+  raw_client c(fwdr.endpoint);
+  message m("q", "durable");
+  const auto t0 = std::chrono::steady_clock::now();
+  c.send({"SEND", "q", envelope_of(m), "durable"});
+  const auto reply = c.recv();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  REQUIRE(reply.size() == 2);
+  CHECK(reply[0] == "CONFIRM");
+  CHECK(waited >= 300ms);
+  // And the record is in the segment file by then.
+  std::string contents;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(fwdr.dir.path()))
+    if (e.path().extension() == ".seg") {
+      std::ifstream f(e.path(), std::ios::binary);
+      contents.assign(std::istreambuf_iterator<char>(f), {});
+    }
+  CHECK(contents.find(std::string(m.id().view())) != std::string::npos);
+}
+
+TEST_CASE("many producers share group commits", "[forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  constexpr int producers = 4, per_producer = 2000;
+  std::vector<std::thread> threads;
+  std::atomic<int> confirmed{0};
+  for (int i = 0; i < producers; ++i)
+    threads.emplace_back([&] {
+      producer p(ctx, {.forwarder = fwdr.endpoint}, [&](const message_id&) { ++confirmed; });
+      for (int n = 0; n < per_producer; ++n) {
+        message m("shared", std::string(100, 'x'));
+        REQUIRE(p.send(m) == send_status::ok);
+      }
+      REQUIRE(p.flush(30s));
+    });
+  for (auto& t : threads) t.join();
+  CHECK(confirmed == producers * per_producer);
+  auto oh = stats_of(fwdr.endpoint);
+  const auto commits = oh.get().as<std::map<std::string, msgpack::object>>().at("commits").as<std::uint64_t>();
+  CHECK(commits < static_cast<std::uint64_t>(producers * per_producer / 10));  // many messages per fsync
+}
+
+TEST_CASE("refusals are explicit: bad queue, too large, queue full", "[forwarder]") {
+  ferryd::forwarder_options o;
+  o.max_message_bytes = 1000;
+  o.queue.max_messages = 2;
+  running_forwarder fwdr(o);
+  raw_client c(fwdr.endpoint);
+  auto send_one = [&](const std::string& queue, const std::string& payload) {
+    message m(queue, payload);
+    c.send({"SEND", queue, envelope_of(m), payload});
+    return c.recv();
+  };
+  auto r = send_one("bad/name", "x");
+  REQUIRE(r.size() == 4);
+  CHECK(r[0] == "REFUSE");
+  CHECK(r[2] == "bad_queue");
+  r = send_one("q.dlq", "x");
+  CHECK(r[2] == "bad_queue");
+  r = send_one("q", std::string(1001, 'x'));
+  CHECK(r[2] == "too_large");
+  CHECK(send_one("q", "1")[0] == "CONFIRM");
+  CHECK(send_one("q", "2")[0] == "CONFIRM");
+  r = send_one("q", "3");
+  CHECK(r[0] == "REFUSE");
+  CHECK(r[2] == "queue_full");
+
+  context ctx;
+  std::vector<refusal> refused;
+  std::mutex mu;
+  producer p(ctx, {.forwarder = fwdr.endpoint}, {}, [&](const refusal& x) {
+    std::lock_guard lock(mu);
+    refused.push_back(x);
+  });
+  message m("q", "4");
+  REQUIRE(p.send(m) == send_status::ok);
+  REQUIRE(p.flush(5s));
+  std::lock_guard lock(mu);
+  REQUIRE(refused.size() == 1);
+  CHECK(refused[0].code == "queue_full");
+  CHECK(p.stats().refused == 1);
+}
+
+TEST_CASE("unknown verbs and malformed frames get an error and ferryd keeps serving", "[forwarder]") {
+  running_forwarder fwdr;
+  raw_client c(fwdr.endpoint);
+  c.send({"FLY"});
+  auto r = c.recv();
+  REQUIRE(r.size() == 3);
+  CHECK(r[0] == "ERROR");
+  CHECK(r[1] == "unknown_verb");
+  c.send({"SEND", "q", "lonely envelope"});
+  r = c.recv();
+  CHECK(r[1] == "bad_frames");
+  message m("q", "x");
+  c.send({"SEND", "q", "not msgpack", "x"});
+  r = c.recv();
+  REQUIRE(r.size() == 4);
+  CHECK(r[0] == "REFUSE");
+  CHECK(r[2] == "malformed");
+  c.send({"ACK", "q", "1234567"});
+  r = c.recv();
+  CHECK(r[1] == "bad_frames");
+  c.send({"ACK", "q", "12345678"});
+  r = c.recv();
+  CHECK(r[1] == "not_consuming");
+  c.send({"PING"});
+  r = c.recv();
+  REQUIRE(r.size() == 2);
+  CHECK(r[0] == "PONG");
+  CHECK(r[1].size() == 8);
+}
+
+TEST_CASE("a handler that throws gets its message again, then it is dead-lettered", "[forwarder]") {
+  ferryd::forwarder_options o;
+  o.queue.max_attempts = 3;
+  running_forwarder fwdr(o);
+  context ctx;
+  producer p(ctx, {.forwarder = fwdr.endpoint});
+  message poison("jobs", "poison");
+  message fine("jobs", "fine");
+  REQUIRE(p.send(poison) == send_status::ok);
+  REQUIRE(p.send(fine) == send_status::ok);
+  REQUIRE(p.flush(5s));
+  std::atomic<int> poison_attempts{0}, fine_handled{0};
+  std::atomic<std::uint32_t> last_attempt{0}, replayed_attempt{0};
+  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs"}, [&](message& m) {
+    if (m.payload() == "poison") {
+      last_attempt = m.attempt();
+      if (poison_attempts == 3) replayed_attempt = m.attempt();  // the first delivery after the replay
+      ++poison_attempts;
+      throw std::runtime_error("cannot parse order");
+    }
+    ++fine_handled;
+  });
+  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 1; }));
+  CHECK(poison_attempts == 3);
+  CHECK(last_attempt == 3);
+  CHECK(fine_handled == 1);
+  CHECK(c.stats().failed == 3);
+  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs.dlq", "depth") == 1; }));
+
+  raw_client admin(fwdr.endpoint);
+  admin.send({"DLQ", "jobs", "list"});
+  auto r = admin.recv();
+  REQUIRE(r.size() == 2);
+  auto oh = msgpack::unpack(r[1].data(), r[1].size());
+  auto listing = oh.get().as<std::map<std::string, msgpack::object>>();
+  auto messages = listing.at("messages").as<std::vector<std::map<std::string, msgpack::object>>>();
+  REQUIRE(messages.size() == 1);
+  auto headers = messages[0].at("headers").as<std::map<std::string, std::string>>();
+  CHECK_THAT(headers.at("ferry-dead-letter-reason"), Catch::Contains("cannot parse order"));
+  CHECK(headers.at("ferry-attempts") == "3");
+  CHECK(messages[0].at("id").as<std::string>() == poison.id().to_hex());
+
+  // Replay puts it back on the queue with a fresh attempt count.
+  admin.send({"DLQ", "jobs", "replay"});
+  r = admin.recv();
+  REQUIRE(r.size() == 2);
+  REQUIRE(test::wait_until([&] { return poison_attempts >= 4; }));
+  CHECK(replayed_attempt == 1);
+}
+
+TEST_CASE("reject_message dead-letters at once", "[forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  producer p(ctx, {.forwarder = fwdr.endpoint});
+  message m("jobs", "unsupported");
+  REQUIRE(p.send(m) == send_status::ok);
+  REQUIRE(p.flush(5s));
+  std::atomic<int> calls{0};
+  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs"}, [&](message&) {
+    ++calls;
+    throw reject_message("unsupported order type");
+  });
+  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 1; }));
+  CHECK(calls == 1);
+}
+
+TEST_CASE("a consumer that stops hands unstarted messages back without an attempt", "[forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  producer p(ctx, {.forwarder = fwdr.endpoint});
+  for (int i = 0; i < 20; ++i) {
+    message m("jobs", std::to_string(i));
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  REQUIRE(p.flush(5s));
+  std::atomic<int> first{0};
+  {
+    consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs", .prefetch = 10}, [&](message&) {
+      ++first;
+      std::this_thread::sleep_for(50ms);
+    });
+    REQUIRE(test::wait_until([&] { return first >= 2; }));
+  }  // graceful stop
+  std::mutex mu;
+  std::vector<std::uint32_t> attempts;
+  consumer c2(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs", .prefetch = 10}, [&](message& m) {
+    std::lock_guard lock(mu);
+    attempts.push_back(m.attempt());
+  });
+  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return static_cast<int>(attempts.size()) + first == 20; }));
+  std::lock_guard lock(mu);
+  for (auto a : attempts) CHECK(a == 1);
+  CHECK(queue_stat(fwdr.endpoint, "jobs", "depth") == 0);
+}

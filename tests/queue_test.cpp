@@ -1,0 +1,288 @@
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <thread>
+
+#include "ferry/envelope.hpp"
+#include "queue.hpp"
+#include "support/test_support.hpp"
+
+using namespace ferry;
+using namespace ferry::ferryd;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A queue driven directly, without sockets: append, commit, dispatch, answer.
+struct harness {
+  test::temp_dir dir;
+  queue_config config;
+  std::unique_ptr<queue> q;
+  std::map<std::string, message_id> ids;  // payload -> id
+  steady::time_point now = steady::now();
+
+  explicit harness(queue_config c = {}) : config(c) { reopen(); }
+
+  void reopen() {
+    q.reset();
+    q = std::make_unique<queue>("jobs", 0, dir.path() / "jobs", config, std::uint64_t{7} << 40);
+    recovery_report a, b;
+    q->recover(a, b);
+  }
+
+  void put(const std::string& payload, const std::string& key = "") {
+    message m("jobs", payload);
+    m.set_key(key);
+    ids[payload] = m.id();
+    const zmq::message_t env = encode_envelope(m, envelope_form::storage);
+    q->append(m.id(), key_hash(key), env.to_string_view(), payload);
+  }
+
+  void commit() {
+    const std::string bytes = q->take_pending();
+    const auto out = q->writer()->append(bytes);
+    REQUIRE(out.error == 0);
+    q->committed(out);
+    for (const auto& [payload, id] : ids) q->mark_committed(id);
+  }
+
+  struct got {
+    std::uint64_t token;
+    std::string payload;
+    std::uint32_t attempt;
+  };
+  // Dispatches and returns what each subscription received.
+  std::map<std::string, std::vector<got>> dispatch() {
+    q->dispatch(now);
+    std::map<std::string, std::vector<got>> out;
+    for (auto& [identity, sub] : q->subs()) {
+      for (std::size_t i = 0; i < sub->out_frames.size() / 2; ++i) {
+        std::uint64_t token = 0;
+        for (int b = 0; b < 8; ++b) token = (token << 8) | static_cast<unsigned char>(sub->out_tokens[8 * i + b]);
+        message m;
+        REQUIRE(decode_envelope(sub->out_frames[2 * i].to_string_view(), m) == decode_error::none);
+        out[identity].push_back({token, std::string(sub->out_frames[2 * i + 1].to_string_view()), m.attempt()});
+      }
+      sub->out_frames.clear();
+      sub->out_tokens.clear();
+    }
+    return out;
+  }
+};
+
+std::vector<std::string> payloads(const std::vector<harness::got>& v) {
+  std::vector<std::string> out;
+  for (const auto& g : v) out.push_back(g.payload);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("first deliveries leave in the order messages were stored", "[queue]") {
+  harness h;
+  for (int i = 0; i < 10; ++i) h.put("m" + std::to_string(i));
+  h.commit();
+  h.q->subscribe("w1", 100);
+  const auto got = h.dispatch();
+  REQUIRE(got.at("w1").size() == 10);
+  for (int i = 0; i < 10; ++i) CHECK(got.at("w1")[static_cast<std::size_t>(i)].payload == "m" + std::to_string(i));
+  CHECK(got.at("w1")[0].attempt == 1);
+  CHECK(h.q->in_flight() == 10);
+}
+
+TEST_CASE("nothing is delivered before it is committed", "[queue]") {
+  harness h;
+  h.q->subscribe("w1", 10);
+  h.put("a");
+  CHECK(h.dispatch().empty());
+  h.commit();
+  CHECK(h.dispatch().at("w1").size() == 1);
+}
+
+TEST_CASE("credit limits deliveries and goes to the consumer with the most of it", "[queue]") {
+  harness h;
+  for (int i = 0; i < 10; ++i) h.put("m" + std::to_string(i));
+  h.commit();
+  h.q->subscribe("small", 1);
+  h.q->subscribe("big", 5);
+  auto got = h.dispatch();
+  CHECK(got["small"].size() == 1);
+  CHECK(got["big"].size() == 5);
+  // An ack frees one credit, and only that consumer gets the next message.
+  REQUIRE(h.q->ack("big", got["big"][0].token) == queue::answer::settled);
+  got = h.dispatch();
+  CHECK(got.count("small") == 0);
+  REQUIRE(got["big"].size() == 1);
+  CHECK(got["big"][0].payload == "m6");
+}
+
+TEST_CASE("messages with one key are never in flight together and keep their order", "[queue]") {
+  harness h;
+  // a1 b1 a2 c1 a3 b2
+  for (auto [p, k] : std::vector<std::pair<std::string, std::string>>{
+           {"a1", "A"}, {"b1", "B"}, {"a2", "A"}, {"c1", "C"}, {"a3", "A"}, {"b2", "B"}})
+    h.put(p, k);
+  h.commit();
+  h.q->subscribe("w1", 100);
+  h.q->subscribe("w2", 100);
+  auto got = h.dispatch();
+  std::vector<std::string> first;
+  std::map<std::string, std::uint64_t> token_of;
+  for (auto& [who, list] : got)
+    for (auto& g : list) {
+      first.push_back(g.payload);
+      token_of[g.payload] = g.token;
+    }
+  std::sort(first.begin(), first.end());
+  CHECK(first == std::vector<std::string>{"a1", "b1", "c1"});
+  CHECK(h.q->parked() == 3);
+  auto owner = [&](const std::string& payload) {
+    for (auto& [who, list] : got)
+      for (auto& g : list)
+        if (g.payload == payload) return who;
+    return std::string();
+  };
+  REQUIRE(h.q->ack(owner("a1"), token_of["a1"]) == queue::answer::settled);
+  got = h.dispatch();
+  std::vector<std::string> second;
+  for (auto& [who, list] : got)
+    for (auto& g : list) second.push_back(g.payload);
+  CHECK(second == std::vector<std::string>{"a2"});
+}
+
+TEST_CASE("a nacked message comes back before newer ones, with its attempt counted", "[queue]") {
+  harness h;
+  for (int i = 0; i < 3; ++i) h.put("m" + std::to_string(i));
+  h.commit();
+  h.q->subscribe("w", 1);
+  auto got = h.dispatch();
+  REQUIRE(payloads(got["w"]) == std::vector<std::string>{"m0"});
+  REQUIRE(h.q->nack("w", got["w"][0].token, "boom") == queue::answer::settled);
+  got = h.dispatch();
+  REQUIRE(payloads(got["w"]) == std::vector<std::string>{"m0"});
+  CHECK(got["w"][0].attempt == 2);
+  CHECK(h.q->counters().redelivered == 1);
+}
+
+TEST_CASE("an expired lease redelivers and the old token settles nothing", "[queue]") {
+  queue_config c;
+  c.lease = 50ms;
+  harness h(c);
+  h.put("m0");
+  h.commit();
+  h.q->subscribe("slow", 1);
+  h.q->subscribe("fast", 1);
+  auto got = h.dispatch();
+  const std::string first_owner = got.count("slow") ? "slow" : "fast";
+  const std::string other = first_owner == "slow" ? "fast" : "slow";
+  const std::uint64_t old_token = got[first_owner][0].token;
+  h.q->expire_leases(h.now + 100ms);
+  CHECK(h.q->counters().expired == 1);
+  got = h.dispatch();
+  REQUIRE(got[other].size() == 1);  // the first owner's credit is still taken by the expired delivery
+  CHECK(got[other][0].attempt == 2);
+  CHECK(h.q->ack(first_owner, old_token) == queue::answer::stale);
+  CHECK(h.q->depth() == 1);  // the stale ack settled nothing
+  CHECK(h.q->ack(other, got[other][0].token) == queue::answer::settled);
+  CHECK(h.q->depth() == 0);
+}
+
+TEST_CASE("a dead consumer's deliveries go to another; a clean cancel does not count an attempt", "[queue]") {
+  harness h;
+  h.put("m0");
+  h.put("m1");
+  h.commit();
+  h.q->subscribe("a", 10);
+  auto got = h.dispatch();
+  REQUIRE(got["a"].size() == 2);
+  SECTION("heartbeat timeout") {
+    h.q->unsubscribe("a", true);
+    h.q->subscribe("b", 10);
+    got = h.dispatch();
+    REQUIRE(payloads(got["b"]) == std::vector<std::string>{"m0", "m1"});
+    CHECK(got["b"][0].attempt == 2);
+  }
+  SECTION("cancel") {
+    h.q->unsubscribe("a", false);
+    h.q->subscribe("b", 10);
+    got = h.dispatch();
+    REQUIRE(got["b"].size() == 2);
+    CHECK(got["b"][0].attempt == 1);
+  }
+}
+
+TEST_CASE("after max attempts a message is handed over for dead-lettering", "[queue]") {
+  queue_config c;
+  c.max_attempts = 3;
+  harness h(c);
+  h.put("poison");
+  h.commit();
+  h.q->subscribe("w", 1);
+  for (int i = 1; i <= 3; ++i) {
+    auto got = h.dispatch();
+    REQUIRE(got["w"].size() == 1);
+    CHECK(got["w"][0].attempt == static_cast<std::uint32_t>(i));
+    h.q->nack("w", got["w"][0].token, "attempt " + std::to_string(i) + " failed");
+  }
+  CHECK(h.dispatch().empty());
+  auto dead = h.q->take_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].attempts == 3);
+  CHECK_THAT(dead[0].reason, Catch::Contains("attempt 3 failed"));
+  h.q->dead_lettered(dead[0].seq);
+  CHECK(h.q->depth() == 0);
+  CHECK(h.q->counters().dead_lettered == 1);
+}
+
+TEST_CASE("a restart keeps unsettled messages, attempt counts and the dedup window", "[queue]") {
+  harness h;
+  for (int i = 0; i < 5; ++i) h.put("m" + std::to_string(i));
+  h.commit();
+  h.q->subscribe("w", 10);
+  auto got = h.dispatch();
+  REQUIRE(got["w"].size() == 5);
+  h.q->ack("w", got["w"][1].token);
+  h.q->ack("w", got["w"][3].token);
+  REQUIRE(h.q->state_journal().flush() == 0);
+  h.reopen();
+  CHECK(h.q->depth() == 3);
+  CHECK(h.q->check_duplicate(h.ids["m1"]) == queue::admit::duplicate_committed);
+  CHECK(h.q->check_duplicate(message_id::generate()) == queue::admit::fresh);
+  h.q->subscribe("w", 10);
+  got = h.dispatch();
+  REQUIRE(payloads(got["w"]) == std::vector<std::string>{"m0", "m2", "m4"});
+  for (const auto& g : got["w"]) CHECK(g.attempt == 2);
+}
+
+TEST_CASE("settled segments are deleted, so disk use follows the backlog", "[queue]") {
+  queue_config c;
+  c.segment_bytes = 2048;
+  c.dedup.max_age = 1ms;  // nothing kept for the dedup window
+  c.dedup_retain_bytes = 0;
+  harness h(c);
+  for (int i = 0; i < 100; ++i) h.put(std::string(100, 'x') + std::to_string(i));
+  h.commit();
+  const auto before = h.q->disk_bytes();
+  h.q->subscribe("w", 1000);
+  auto got = h.dispatch();
+  for (const auto& g : got["w"]) REQUIRE(h.q->ack("w", g.token) == queue::answer::settled);
+  std::this_thread::sleep_for(5ms);
+  h.q->housekeeping(unix_now_us());
+  CHECK(h.q->disk_bytes() < before / 4);  // only the active segment remains
+  CHECK(h.q->depth() == 0);
+  h.reopen();
+  CHECK(h.q->depth() == 0);
+}
+
+TEST_CASE("queue_full is reported at max_messages", "[queue]") {
+  queue_config c;
+  c.max_messages = 3;
+  harness h(c);
+  CHECK_FALSE(h.q->full());
+  h.put("a");
+  h.put("b");
+  h.put("c");
+  CHECK(h.q->full());
+  h.commit();
+  CHECK(h.q->full());
+}

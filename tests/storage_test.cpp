@@ -1,0 +1,250 @@
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "group_commit.hpp"
+#include "journal.hpp"
+#include "record.hpp"
+#include "segment_log.hpp"
+#include "support/test_support.hpp"
+
+using namespace ferry;
+using namespace ferry::ferryd;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string records(std::uint64_t first, std::uint64_t count, std::size_t payload_size = 100) {
+  std::string out;
+  for (std::uint64_t s = first; s < first + count; ++s)
+    append_message_record(out, s, 1'700'000'000'000'000 + static_cast<std::int64_t>(s), message_id::generate(),
+                          s % 3, "env", std::string(payload_size, static_cast<char>('a' + s % 26)));
+  return out;
+}
+
+std::vector<std::uint64_t> recovered_seqs(const fs::path& dir, recovery_report& report) {
+  segment_log log(dir);
+  std::vector<std::uint64_t> seqs;
+  log.recover(report, [&](const message_record& r, const record_location&) {
+    seqs.push_back(r.seq);
+    return true;
+  });
+  return seqs;
+}
+
+std::uintmax_t size_of(const fs::path& p) { return fs::file_size(p); }
+
+void flip_byte(const fs::path& p, std::uintmax_t offset) {
+  std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+}
+
+}  // namespace
+
+TEST_CASE("a message record round-trips through its frame", "[storage]") {
+  const auto id = message_id::generate();
+  std::string buf;
+  append_message_record(buf, 42, 123456, id, 99, "ENV", "payload bytes");
+  REQUIRE(buf.size() == message_record_size(3, 13));
+  std::string_view body;
+  std::size_t total = 0;
+  REQUIRE(check_frame(buf.data(), buf.size(), body, total) == frame_status::ok);
+  CHECK(total == buf.size());
+  const auto rec = parse_message(body);
+  REQUIRE(rec);
+  CHECK(rec->seq == 42);
+  CHECK(rec->stored_at_us == 123456);
+  CHECK(rec->id == id);
+  CHECK(rec->key_hash == 99);
+  CHECK(rec->envelope == "ENV");
+  CHECK(rec->payload == "payload bytes");
+  for (std::size_t cut = 0; cut < buf.size(); ++cut)
+    CHECK(check_frame(buf.data(), cut, body, total) == frame_status::incomplete);
+  buf[record_header_size + 20] ^= 1;
+  CHECK(check_frame(buf.data(), buf.size(), body, total) == frame_status::bad);
+}
+
+TEST_CASE("key_hash is 0 only for no key", "[storage]") {
+  CHECK(key_hash("") == 0);
+  CHECK(key_hash("order-1") != 0);
+  CHECK(key_hash("order-1") == key_hash("order-1"));
+  CHECK(key_hash("order-1") != key_hash("order-2"));
+}
+
+TEST_CASE("scan_frames reports a torn tail and resynchronises after damage in the middle", "[storage]") {
+  const std::string data = records(1, 10);
+  std::vector<std::size_t> offsets;
+  scan_frames(data.data(), data.size(), [&](std::string_view, std::size_t off, std::size_t) { offsets.push_back(off); },
+              [](std::size_t, std::size_t) { FAIL("no damage expected"); });
+  REQUIRE(offsets.size() == 10);
+
+  SECTION("every cut inside the last record leaves the first nine") {
+    for (std::size_t cut = offsets[9] + 1; cut < data.size(); ++cut) {
+      int n = 0;
+      const std::size_t end = scan_frames(data.data(), cut, [&](std::string_view, std::size_t, std::size_t) { ++n; },
+                                          [](std::size_t, std::size_t) {});
+      REQUIRE(n == 9);
+      REQUIRE(end == offsets[9]);
+    }
+  }
+  SECTION("a flipped byte in record 5 skips exactly that record") {
+    std::string damaged = data;
+    damaged[offsets[4] + record_header_size + 30] ^= 0x10;
+    int n = 0;
+    std::size_t bad_at = 0, bad_len = 0;
+    const std::size_t end = scan_frames(damaged.data(), damaged.size(),
+                                        [&](std::string_view, std::size_t, std::size_t) { ++n; },
+                                        [&](std::size_t at, std::size_t len) {
+                                          bad_at = at;
+                                          bad_len = len;
+                                        });
+    CHECK(n == 9);
+    CHECK(end == damaged.size());
+    CHECK(bad_at == offsets[4]);
+    CHECK(bad_len == offsets[5] - offsets[4]);
+  }
+  SECTION("a damaged length field is found too") {
+    std::string damaged = data;
+    damaged[offsets[2] + 5] ^= 0x7f;
+    int n = 0;
+    scan_frames(damaged.data(), damaged.size(), [&](std::string_view, std::size_t, std::size_t) { ++n; },
+                [](std::size_t, std::size_t) {});
+    CHECK(n == 9);
+  }
+}
+
+TEST_CASE("segment_writer rolls segments and segment_log recovers them in order", "[storage]") {
+  test::temp_dir dir;
+  {
+    segment_writer w(dir.path(), 4096);
+    for (std::uint64_t batch = 0; batch < 5; ++batch) {
+      const auto out = w.append(records(1 + batch * 20, 20));
+      REQUIRE(out.error == 0);
+      REQUIRE(out.durable_through == batch * 20 + 20);
+    }
+  }
+  std::size_t segments = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) segments += e.path().extension() == ".seg";
+  CHECK(segments == 5);  // 24 records of 167 bytes fit in 4096
+  recovery_report report;
+  const auto seqs = recovered_seqs(dir.path(), report);
+  REQUIRE(seqs.size() == 100);
+  for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  CHECK(report.problems.empty());
+  CHECK(report.truncated_bytes == 0);
+}
+
+TEST_CASE("recovery truncates a torn tail and reports damage in the middle", "[storage]") {
+  test::temp_dir dir;
+  {
+    segment_writer w(dir.path(), 1 << 20);
+    REQUIRE(w.append(records(1, 50)).error == 0);
+  }
+  const fs::path seg = dir.path() / segment_file_name(1);
+  const auto full = size_of(seg);
+  const std::size_t record_size = message_record_size(3, 100);
+
+  SECTION("torn tail") {
+    fs::resize_file(seg, full - 7);
+    recovery_report report;
+    const auto seqs = recovered_seqs(dir.path(), report);
+    CHECK(seqs.size() == 49);
+    CHECK(report.truncated_bytes == record_size - 7);
+    CHECK(size_of(seg) == full - record_size);
+    REQUIRE(report.problems.size() == 1);
+    CHECK_THAT(report.problems[0], Catch::Contains("torn tail"));
+    // A second recovery finds a clean file.
+    recovery_report again;
+    CHECK(recovered_seqs(dir.path(), again).size() == 49);
+    CHECK(again.problems.empty());
+  }
+  SECTION("flipped byte in the middle") {
+    flip_byte(seg, 10 * record_size + record_header_size + 40);
+    recovery_report report;
+    const auto seqs = recovered_seqs(dir.path(), report);
+    CHECK(seqs.size() == 49);
+    CHECK(std::find(seqs.begin(), seqs.end(), 11) == seqs.end());
+    CHECK(report.corrupt_regions == 1);
+    REQUIRE(report.problems.size() == 1);
+    CHECK_THAT(report.problems[0], Catch::Contains("offset " + std::to_string(10 * record_size)));
+    CHECK(size_of(seg) == full);  // damage in the middle is reported, not cut away
+  }
+}
+
+TEST_CASE("journal replays its records and survives a rewrite", "[storage]") {
+  test::temp_dir dir;
+  const fs::path file = dir.path() / "journal";
+  {
+    journal j(file);
+    recovery_report r;
+    j.recover(r, [](const journal_record&) { FAIL("empty journal"); });
+    j.append({record_type::attempts, 0, 2, 7});
+    j.append({record_type::settle, static_cast<std::uint8_t>(settle_reason::acked), 0, 5});
+    REQUIRE(j.flush() == 0);
+  }
+  std::vector<journal_record> seen;
+  {
+    journal j(file);
+    recovery_report r;
+    j.recover(r, [&](const journal_record& rec) { seen.push_back(rec); });
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].type == record_type::attempts);
+    CHECK(seen[0].value == 2);
+    CHECK(seen[0].seq == 7);
+    CHECK(seen[1].type == record_type::settle);
+    std::string snap;
+    append_journal_record(snap, {record_type::watermark, 0, 0, 100});
+    j.append({record_type::settle, 0, 0, 6});  // buffered, then superseded by the snapshot
+    j.rewrite(snap);
+    j.append({record_type::attempts, 0, 1, 101});
+    REQUIRE(j.flush() == 0);
+  }
+  seen.clear();
+  journal j(file);
+  recovery_report r;
+  j.recover(r, [&](const journal_record& rec) { seen.push_back(rec); });
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].type == record_type::watermark);
+  CHECK(seen[0].seq == 100);
+  CHECK(seen[1].seq == 101);
+  CHECK_FALSE(fs::exists(file.string() + ".tmp"));
+}
+
+TEST_CASE("group_commit writes, syncs and reports each queue's batch", "[storage]") {
+  test::temp_dir dir;
+  const int fd = ::eventfd(0, EFD_CLOEXEC);
+  {
+    group_commit gc(fsync_policy::always, std::chrono::milliseconds(10), fd);
+    auto w1 = std::make_shared<segment_writer>(dir.path() / "a", 1 << 20);
+    auto w2 = std::make_shared<segment_writer>(dir.path() / "b", 1 << 20);
+    fs::create_directories(dir.path() / "a");
+    fs::create_directories(dir.path() / "b");
+    commit_batch batch;
+    batch.number = 1;
+    batch.appends.push_back({w1, 0, records(1, 10)});
+    batch.appends.push_back({w2, 1, records(1, 3)});
+    gc.submit(std::move(batch));
+    CHECK(gc.busy());
+    const auto result = gc.wait();
+    REQUIRE(result);
+    CHECK_FALSE(gc.busy());
+    CHECK(result->sync_error == 0);
+    REQUIRE(result->outcomes.size() == 2);
+    CHECK(result->outcomes[0].second.durable_through == 10);
+    CHECK(result->outcomes[1].second.durable_through == 3);
+    CHECK(result->outcomes[0].second.new_segment);
+  }
+  ::close(fd);
+  recovery_report report;
+  CHECK(recovered_seqs(dir.path() / "a", report).size() == 10);
+}
