@@ -232,6 +232,14 @@ std::string_view to_string(decode_error e) noexcept {
   return "unknown";
 }
 
+decode_error check_limits(const message& msg, const decode_limits& limits) noexcept {
+  if (msg.topic().size() > limits.max_topic) return decode_error::topic_too_long;
+  if (msg.key().size() > limits.max_key) return decode_error::key_too_long;
+  if (msg.headers().size() > limits.max_headers) return decode_error::too_many_headers;
+  if (envelope_size(msg, envelope_form::storage) > limits.max_envelope) return decode_error::envelope_too_large;
+  return decode_error::none;
+}
+
 std::size_t envelope_size(const message& msg, envelope_form form) noexcept {
   std::size_t n = 1 + 1 + 18 + 9;  // array header, version, id, timestamp
   n += form == envelope_form::storage ? 5 : uint_size(msg.attempt());

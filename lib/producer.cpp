@@ -263,7 +263,8 @@ producer::~producer() = default;
 
 send_status producer::send(message& msg) {
   impl& s = *impl_;
-  if (msg.payload().size() > s.options.max_payload) return send_status::too_large;
+  if (msg.payload().size() > s.options.max_payload || check_limits(msg) != decode_error::none)
+    return send_status::too_large;
   msg.stamp();
   {
     std::unique_lock lock(s.mutex);

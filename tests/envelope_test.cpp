@@ -192,3 +192,21 @@ TEST_CASE("decode_error names are stable", "[envelope]") {
   CHECK(to_string(decode_error::truncated) == "truncated");
   CHECK(to_string(decode_error::unknown_version) == "unknown_version");
 }
+
+TEST_CASE("check_limits names what a receiver with those limits would reject", "[envelope]") {
+  message m("orders", "x");
+  CHECK(check_limits(m) == decode_error::none);
+  m.set_topic(std::string(256, 't'));
+  CHECK(check_limits(m) == decode_error::topic_too_long);
+  m.set_topic("orders");
+  m.set_key(std::string(256, 'k'));
+  CHECK(check_limits(m) == decode_error::key_too_long);
+  m.set_key("");
+  for (int i = 0; i < 65; ++i) m.set_header("h" + std::to_string(i), "v");
+  CHECK(check_limits(m) == decode_error::too_many_headers);
+  decode_limits small;
+  small.max_envelope = 40;
+  message n("orders", "x");
+  n.set_header("trace", std::string(20, 'z'));
+  CHECK(check_limits(n, small) == decode_error::envelope_too_large);
+}

@@ -182,6 +182,18 @@ TEST_CASE("send reports would_block or timed_out instead of dropping", "[work_qu
     CHECK(p.send(m) == send_status::timed_out);
     CHECK(m.payload() == "x");
   }
+  SECTION("topic, key or headers over what receivers accept") {
+    pusher p(ctx, {.bind = {"inproc://wq-limits"}}, {.send_timeout = 0ms});
+    message long_topic(std::string(256, 't'), "x");
+    CHECK(p.send(long_topic) == send_status::too_large);
+    message long_key("jobs", "x");
+    long_key.set_key(std::string(256, 'k'));
+    CHECK(p.send(long_key) == send_status::too_large);
+    message many_headers("jobs", "x");
+    for (int i = 0; i < 65; ++i) many_headers.set_header("h" + std::to_string(i), "v");
+    CHECK(p.send(many_headers) == send_status::too_large);
+    CHECK(many_headers.payload() == "x");
+  }
   SECTION("payload over the limit") {
     pusher p(ctx, {.bind = {"inproc://wq-big"}}, {.max_payload = 10});
     message m("jobs", std::string(11, 'x'));

@@ -42,6 +42,10 @@ struct decode_limits {
   std::size_t max_envelope = 64 * 1024;
 };
 
+/// Checks that a receiver with `limits` will accept `msg`'s topic and envelope; senders call it so an
+/// oversize message is refused at the sender (send_status::too_large) instead of dropped at every receiver.
+[[nodiscard]] decode_error check_limits(const message& msg, const decode_limits& limits = {}) noexcept;
+
 /// How wide the attempt field is written.
 enum class envelope_form : std::uint8_t {
   compact,  ///< smallest encoding (what senders use)

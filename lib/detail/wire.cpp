@@ -3,6 +3,7 @@
 namespace ferry::detail {
 
 send_status send_message(zmq::socket_t& socket, message& msg, bool wait) {
+  if (check_limits(msg) != decode_error::none) return send_status::too_large;
   msg.stamp();
   zmq::message_t topic(msg.topic().data(), msg.topic().size());
   zmq::message_t envelope = encode_envelope(msg);

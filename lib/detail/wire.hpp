@@ -12,7 +12,8 @@ namespace ferry::detail {
 /// Sends `msg` as topic | envelope | payload. With `wait` false the first frame does not wait for room;
 /// otherwise it waits as long as the socket's ZMQ_SNDTIMEO allows. libzmq accepts the remaining frames of a
 /// message whose first frame it took, so a message goes out whole or not at all. On ok the payload frame is
-/// consumed; on any other status `msg` is unchanged.
+/// consumed; on any other status `msg` is unchanged. A topic, key, header set or envelope over the default
+/// decode_limits gives too_large: no receiver with default limits would accept it.
 [[nodiscard]] send_status send_message(zmq::socket_t& socket, message& msg, bool wait);
 
 /// What one receive produced.
