@@ -6,6 +6,19 @@
 #include "ferry/error.hpp"
 
 namespace ferry {
+namespace {
+
+// Table slots: the high 32 bits of the id's hash (its fingerprint) and the 32-bit ring index. The home
+// slot comes from the low bits, so fingerprint and position are independent.
+constexpr std::uint64_t slot_of(std::uint64_t h, std::size_t index) noexcept {
+  return (h & 0xffffffff00000000ull) | static_cast<std::uint32_t>(index);
+}
+constexpr std::uint32_t index_of(std::uint64_t slot) noexcept { return static_cast<std::uint32_t>(slot); }
+constexpr bool same_fingerprint(std::uint64_t slot, std::uint64_t h) noexcept {
+  return (slot ^ h) >> 32 == 0;
+}
+
+}  // namespace
 
 dedup_window::dedup_window(dedup_options options) : options_(options) {
   if (options_.max_ids == 0 || options_.max_ids > 0x7fffffffu)
@@ -13,16 +26,12 @@ dedup_window::dedup_window(dedup_options options) : options_(options) {
   if (options_.max_age.count() <= 0) throw error("dedup window max_age must be positive");
 }
 
-std::size_t dedup_window::home(const message_id& id) const noexcept {
-  return std::hash<message_id>{}(id)&mask_;
-}
-
-std::size_t dedup_window::find_slot(const message_id& id) const noexcept {
+std::size_t dedup_window::find_slot(const message_id& id, std::uint64_t h) const noexcept {
   if (table_.empty()) return table_.size();
-  for (std::size_t i = home(id);; i = (i + 1) & mask_) {
-    const std::uint32_t slot = table_[i];
+  for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+    const std::uint64_t slot = table_[i];
     if (slot == empty) return table_.size();
-    if (ring_[slot].id == id) return i;
+    if (same_fingerprint(slot, h) && ring_[index_of(slot)].id == id) return i;
   }
 }
 
@@ -32,11 +41,10 @@ void dedup_window::expire(clock::time_point now) noexcept {
   while (count_ > 0 && ring_[head_].at_ns < cutoff) evict_oldest();
 }
 
-void dedup_window::evict_oldest() noexcept {
+void dedup_window::remove_slot(std::size_t i) noexcept {
   // Backward-shift deletion keeps probe chains intact without tombstones.
-  std::size_t i = find_slot(ring_[head_].id);
   for (std::size_t j = (i + 1) & mask_; table_[j] != empty; j = (j + 1) & mask_) {
-    const std::size_t k = home(ring_[table_[j]].id);
+    const std::size_t k = hash(ring_[index_of(table_[j])].id) & mask_;
     // Move j's entry back to i unless its home lies cyclically in (i, j].
     const bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (!stays) {
@@ -45,8 +53,24 @@ void dedup_window::evict_oldest() noexcept {
     }
   }
   table_[i] = empty;
+}
+
+void dedup_window::evict_oldest() noexcept {
+  entry& oldest = ring_[head_];
+  if (oldest.at_ns != erased) {
+    const std::size_t i = find_slot(oldest.id, hash(oldest.id));
+    if (i != table_.size()) remove_slot(i);
+  }
   head_ = (head_ + 1) % ring_.size();
   --count_;
+}
+
+bool dedup_window::erase(const message_id& id) noexcept {
+  const std::size_t i = find_slot(id, hash(id));
+  if (i == table_.size()) return false;
+  ring_[index_of(table_[i])].at_ns = erased;  // its ring place is freed when it becomes the oldest
+  remove_slot(i);
+  return true;
 }
 
 void dedup_window::grow() {
@@ -58,20 +82,27 @@ void dedup_window::grow() {
   table_.assign(std::bit_ceil(capacity * 2), empty);
   mask_ = table_.size() - 1;
   for (std::size_t n = 0; n < count_; ++n) {
-    std::size_t i = home(ring_[n].id);
+    if (ring_[n].at_ns == erased) continue;
+    const std::uint64_t h = hash(ring_[n].id);
+    std::size_t i = h & mask_;
     while (table_[i] != empty) i = (i + 1) & mask_;
-    table_[i] = static_cast<std::uint32_t>(n);
+    table_[i] = slot_of(h, n);
   }
 }
 
 bool dedup_window::contains(const message_id& id, clock::time_point now) {
   expire(now);
-  return find_slot(id) != table_.size();
+  return find_slot(id, hash(id)) != table_.size();
 }
 
-bool dedup_window::check_and_insert(const message_id& id, clock::time_point now) {
+bool dedup_window::check_and_insert(const message_id& id, clock::time_point now, std::uint64_t value,
+                                    std::uint64_t* previous) {
   expire(now);
-  if (find_slot(id) != table_.size()) return true;
+  const std::uint64_t h = hash(id);
+  if (const std::size_t i = find_slot(id, h); i != table_.size()) {
+    if (previous != nullptr) *previous = ring_[index_of(table_[i])].value;
+    return true;
+  }
   if (count_ == ring_.size()) {
     if (ring_.size() < options_.max_ids) {
       grow();
@@ -80,10 +111,10 @@ bool dedup_window::check_and_insert(const message_id& id, clock::time_point now)
     }
   }
   const std::size_t n = (head_ + count_) % ring_.size();
-  ring_[n] = entry{id, std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count()};
-  std::size_t i = home(id);
+  ring_[n] = entry{id, std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count(), value};
+  std::size_t i = h & mask_;
   while (table_[i] != empty) i = (i + 1) & mask_;
-  table_[i] = static_cast<std::uint32_t>(n);
+  table_[i] = slot_of(h, n);
   ++count_;
   return false;
 }
@@ -95,7 +126,7 @@ void dedup_window::clear() noexcept {
 }
 
 std::size_t dedup_window::memory_bytes() const noexcept {
-  return ring_.capacity() * sizeof(entry) + table_.capacity() * sizeof(std::uint32_t);
+  return ring_.capacity() * sizeof(entry) + table_.capacity() * sizeof(std::uint64_t);
 }
 
 }  // namespace ferry

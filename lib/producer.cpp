@@ -1,6 +1,7 @@
 #include "ferry/producer.hpp"
 
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -33,6 +34,7 @@ struct producer::impl {
   confirm_handler on_confirm;
   refuse_handler on_refuse;
   zmq::socket_t socket;
+  zmq::socket_t monitor;  // connection events of `socket`: a reconnect means in-flight copies may be lost
   detail::wakeup wake;
 
   // Shared with senders.
@@ -58,6 +60,7 @@ struct producer::impl {
   std::deque<std::pair<steady::time_point, message_id>> resend_order;
   std::unordered_map<std::string, std::vector<message_id>> batches;  // queue -> ids to transmit now
   std::uint64_t instance = 0;
+  bool disconnected = false;
   steady::time_point last_heard{};
   steady::time_point next_ping{};
   std::thread thread;
@@ -71,6 +74,13 @@ struct producer::impl {
     so.receive_hwm = 0;
     so.linger = std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend, not libzmq's to flush
     socket = ctx.make_socket(zmq::socket_type::dealer, so);
+    static std::atomic<std::uint64_t> monitors{0};
+    const std::string monitor_ep = "inproc://ferry-producer-monitor-" + std::to_string(monitors.fetch_add(1));
+    if (zmq_socket_monitor(socket.handle(), monitor_ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+      throw error("producer: cannot monitor its socket");
+    monitor = zmq::socket_t(ctx.zmq(), zmq::socket_type::pair);
+    monitor.set(zmq::sockopt::linger, 0);
+    monitor.connect(monitor_ep);
     connect(socket, options.forwarder);
     thread = std::thread([this] { run(); });
   }
@@ -84,6 +94,7 @@ struct producer::impl {
     settled.notify_all();
     wake.force();
     thread.join();
+    zmq_socket_monitor(socket.handle(), nullptr, 0);
   }
 
   void settle(std::uint64_t n) {
@@ -198,10 +209,34 @@ struct producer::impl {
     }
   }
 
+  // Returns true when the connection came back after a disconnect.
+  bool read_monitor() {
+    bool reconnected = false;
+    zmq::message_t event;
+    while (monitor.recv(event, zmq::recv_flags::dontwait)) {
+      std::uint16_t id = 0;
+      if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
+      zmq::message_t address;
+      if (event.more()) (void)monitor.recv(address);
+      if (id == ZMQ_EVENT_DISCONNECTED) {
+        forwarder_up.store(false, std::memory_order_relaxed);
+        disconnected = true;
+      } else if (id == ZMQ_EVENT_CONNECTED && disconnected) {
+        disconnected = false;
+        reconnected = true;
+      }
+    }
+    return reconnected;
+  }
+
   void run() {
     std::vector<zmq::message_t> frames;
     for (;;) {
       auto now = steady::now();
+      if (read_monitor() && !waiting.empty()) {
+        detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)", waiting.size());
+        resend_everything(now);
+      }
       take_outbox(now);
       if (now >= next_ping) {
         next_ping = now + options.heartbeat_interval;
@@ -239,11 +274,13 @@ struct producer::impl {
           continue;
         }
       }
-      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, wake.fd(), ZMQ_POLLIN, 0},
+                                {monitor.handle(), 0, ZMQ_POLLIN, 0}};
       const auto until_ping = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
       const long timeout = std::clamp<long>(until_ping.count(), 0, 100);
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(timeout));
+        zmq::poll(items, 3, std::chrono::milliseconds(timeout));
       } catch (const zmq::error_t&) {
         return;
       }

@@ -25,7 +25,7 @@ TEST_CASE("dedup_window forgets the oldest ids past max_ids", "[dedup]") {
   CHECK(w.size() == 1000);
   for (int i = 0; i < 2000; ++i) CHECK_FALSE(w.contains(ids[static_cast<std::size_t>(i)]));
   for (int i = 2000; i < 3000; ++i) CHECK(w.contains(ids[static_cast<std::size_t>(i)]));
-  CHECK(w.memory_bytes() <= 1000 * 24 + 2048 * 4 * 2);
+  CHECK(w.memory_bytes() <= 1000 * 32 + 2048 * 8);  // 48 bytes per id at most
 }
 
 TEST_CASE("dedup_window forgets ids older than max_age", "[dedup]") {
@@ -60,4 +60,32 @@ TEST_CASE("dedup_window stays correct under heavy churn (probe chains survive de
 TEST_CASE("dedup_window rejects nonsense bounds", "[dedup]") {
   CHECK_THROWS_AS(dedup_window({.max_ids = 0, .max_age = 1s}), ferry::error);
   CHECK_THROWS_AS(dedup_window({.max_ids = 10, .max_age = 0s}), ferry::error);
+}
+
+TEST_CASE("dedup_window forgets an erased id and keeps the others", "[dedup]") {
+  dedup_window w({.max_ids = 100, .max_age = 1h});
+  std::vector<message_id> ids;
+  for (int i = 0; i < 50; ++i) {
+    ids.push_back(message_id::generate());
+    REQUIRE_FALSE(w.check_and_insert(ids.back()));
+  }
+  CHECK(w.erase(ids[10]));
+  CHECK_FALSE(w.erase(ids[10]));
+  CHECK_FALSE(w.contains(ids[10]));
+  for (int i = 0; i < 50; ++i)
+    if (i != 10) CHECK(w.contains(ids[static_cast<std::size_t>(i)]));
+  CHECK_FALSE(w.check_and_insert(ids[10]));  // it may come again
+  // Eviction passes over the erased place without disturbing anything.
+  for (int i = 0; i < 200; ++i) w.check_and_insert(message_id::generate());
+  CHECK_FALSE(w.contains(ids[0]));
+}
+
+TEST_CASE("dedup_window hands back the value an id was first seen with", "[dedup]") {
+  dedup_window w;
+  const auto id = message_id::generate();
+  std::uint64_t previous = 0;
+  CHECK_FALSE(w.check_and_insert(id, dedup_window::clock::now(), 41, &previous));
+  CHECK(previous == 0);
+  CHECK(w.check_and_insert(id, dedup_window::clock::now(), 99, &previous));
+  CHECK(previous == 41);
 }

@@ -35,7 +35,8 @@ struct harness {
     m.set_key(key);
     ids[payload] = m.id();
     const zmq::message_t env = encode_envelope(m, envelope_form::storage);
-    q->append(m.id(), key_hash(key), env.to_string_view(), payload);
+    REQUIRE_FALSE(q->admit(m.id(), steady::now()).has_value());  // a new id
+    q->append(m.id(), key_hash(key), env.to_string_view(), payload, unix_now_us());
   }
 
   void commit() {
@@ -43,7 +44,6 @@ struct harness {
     const auto out = q->writer()->append(bytes);
     REQUIRE(out.error == 0);
     q->committed(out);
-    for (const auto& [payload, id] : ids) q->mark_committed(id);
   }
 
   struct got {
@@ -246,8 +246,8 @@ TEST_CASE("a restart keeps unsettled messages, attempt counts and the dedup wind
   REQUIRE(h.q->state_journal().flush() == 0);
   h.reopen();
   CHECK(h.q->depth() == 3);
-  CHECK(h.q->check_duplicate(h.ids["m1"]) == queue::admit::duplicate_committed);
-  CHECK(h.q->check_duplicate(message_id::generate()) == queue::admit::fresh);
+  CHECK(h.q->seen(h.ids["m1"], steady::now()));
+  CHECK_FALSE(h.q->seen(message_id::generate(), steady::now()));
   h.q->subscribe("w", 10);
   got = h.dispatch();
   REQUIRE(payloads(got["w"]) == std::vector<std::string>{"m0", "m2", "m4"});

@@ -372,6 +372,7 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
   }
   queue_slot* slot = queue_problem.empty() ? &open_queue(std::string(name)) : nullptr;
   const bool no_space = disk_full(now);
+  const std::int64_t now_us = unix_now_us();
   for (std::size_t i = 0; i < count; ++i) {
     const zmq::message_t& env = frames[3 + 2 * i];
     const zmq::message_t& payload = frames[4 + 2 * i];
@@ -395,24 +396,24 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
                          options_.max_message_bytes));
       continue;
     }
-    switch (q.check_duplicate(id)) {
-      case queue::admit::duplicate_committed:
-        ++q.counters().deduplicated;
-        queue_confirm(identity, id);
-        continue;
-      case queue::admit::duplicate_pending:
-        ++q.counters().deduplicated;
-        slot->extra_waiters.emplace(id, identity);
-        continue;
-      case queue::admit::fresh: break;
-    }
     if (no_space) {
       ++q.counters().refused;
       refuse(identity, id, fwd::code::disk_full,
              "the data directory is out of space; the message was not stored (retry later)");
       continue;
     }
+    if (const auto first = q.admit(id, now)) {
+      // A resend. Confirm it now if the first copy is durable, or together with it if still in a batch.
+      ++q.counters().deduplicated;
+      if (q.commit_finished(*first)) {
+        queue_confirm(identity, id);
+      } else {
+        slot->extra_waiters.emplace(id, identity);
+      }
+      continue;
+    }
     if (q.full()) {
+      q.append_failed_admission(id);
       ++q.counters().refused;
       refuse(identity, id, fwd::code::queue_full,
              fmt::format("queue {} holds its maximum of {} messages", q.name(), q.config().max_messages));
@@ -421,7 +422,7 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     scratch_.set_attempt(0);
     envelope_buffer_.resize(envelope_size(scratch_, envelope_form::storage));
     encode_envelope(scratch_, envelope_buffer_.data(), envelope_form::storage);
-    const std::uint64_t seq = q.append(id, key_hash(scratch_.key()), envelope_buffer_, view(payload));
+    const std::uint64_t seq = q.append(id, key_hash(scratch_.key()), envelope_buffer_, view(payload), now_us);
     slot->gathering.push_back(pending_append{seq, id, identity});
   }
 }
@@ -579,7 +580,12 @@ void forwarder::move_dead_letters() {
   for (std::uint32_t i = 0; i < queues_.size(); ++i) {
     queue& source = *queues_[i].q;
     auto requests = source.take_dead_letters();
+    const auto now = steady::now();
     for (auto& req : requests) {
+      if (req.not_before > now) {
+        source.dead_letter_failed(std::move(req), std::chrono::duration_cast<std::chrono::milliseconds>(req.not_before - now));
+        continue;
+      }
       message_record rec;
       if (!source.read(req.where, read_buffer_, rec)) {
         logger().error("queue {}: cannot read message seq {} to dead-letter it; it is dropped", source.name(), req.seq);
@@ -593,8 +599,12 @@ void forwarder::move_dead_letters() {
                        req.seq);
         m.set_id(rec.id);
       }
-      if (dlq.q->check_duplicate(m.id()) == queue::admit::duplicate_committed) {
-        source.dead_lettered(req.seq);  // moved before a restart; finish the move
+      if (const auto first = dlq.q->admit(m.id(), steady::now())) {
+        if (dlq.q->commit_finished(*first)) {
+          source.dead_lettered(req.seq);  // moved before a restart; finish the move
+        } else {
+          source.dead_letter_failed(std::move(req), std::chrono::milliseconds(50));  // its copy is on the way
+        }
         continue;
       }
       m.set_header("ferry-dead-letter-reason", req.reason);
@@ -603,7 +613,7 @@ void forwarder::move_dead_letters() {
       m.set_attempt(0);
       envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
       encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-      const std::uint64_t seq = dlq.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload);
+      const std::uint64_t seq = dlq.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
       pending_append p;
       p.seq = seq;
       p.id = m.id();
@@ -688,7 +698,6 @@ void forwarder::handle_commit(commit_result& result) {
       const bool ok = !failed || (outcome.durable_through != 0 && p.seq <= outcome.durable_through);
       auto waiters = slot.extra_waiters.equal_range(p.id);
       if (ok) {
-        q.mark_committed(p.id);
         ++committed_records_;
         if (!p.identity.empty()) {
           ++q.counters().confirmed;
@@ -712,7 +721,7 @@ void forwarder::handle_commit(commit_result& result) {
           refuse(p.identity, p.id, code, text);
         }
         for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text);
-        if (p.source_queue != ~0u && !p.replay) queues_[p.source_queue].q->dead_letter_failed(std::move(p.request));
+        if (p.source_queue != ~0u && !p.replay) queues_[p.source_queue].q->dead_letter_failed(std::move(p.request), std::chrono::seconds(1));
       }
       slot.extra_waiters.erase(p.id);
     }
@@ -883,8 +892,10 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
         m.set_attempt(0);
         envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
         encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-        // A deliberate move: bypasses the dedup window, which still remembers this id from its first trip.
-        const std::uint64_t seq = target->q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, false);
+        // A deliberate move: the dedup window, which still remembers this id from its first trip, is not asked.
+        (void)target->q->admit(m.id(), steady::now());
+        const std::uint64_t seq =
+            target->q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
         pending_append p;
         p.seq = seq;
         p.id = m.id();

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(100, 600'000));
   app.add_option("--dedup-window-ms", dedup_window_ms, "How long a message id is remembered to drop resends")
       ->check(CLI::Range(1000, 86'400'000));
-  app.add_option("--dedup-max-ids", dedup_max_ids, "Most ids remembered per queue (32 bytes each)")
+  app.add_option("--dedup-max-ids", dedup_max_ids, "Most ids remembered per queue (48 bytes each)")
       ->check(CLI::Range(1000, 100'000'000));
   app.add_option("--dedup-retain-mb", dedup_retain_mb,
                  "Settled log kept per queue so the dedup window survives a restart")

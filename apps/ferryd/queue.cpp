@@ -60,13 +60,14 @@ void queue::recover(recovery_report& log_report, recovery_report& journal_report
     last_seq = rec.seq;
     next_seq_ = std::max(next_seq_, rec.seq + 1);
     if (now_us - rec.stored_at_us < window_us)
-      dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us));
+      dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us), rec.seq);
     if (rec.seq < watermark || settled_.count(rec.seq) != 0) return false;
     ++unsettled_;
     if (lowest_unsettled == 0) lowest_unsettled = rec.seq;
     return true;
   });
   low_watermark_ = lowest_unsettled != 0 ? lowest_unsettled : next_seq_;
+  committed_through_ = next_seq_ - 1;
   for (const std::uint64_t s : gaps)
     if (s > low_watermark_) settled_.insert(s);
   std::erase_if(settled_, [&](std::uint64_t s) { return s < low_watermark_; });
@@ -91,10 +92,10 @@ void queue::recover(recovery_report& log_report, recovery_report& journal_report
 
 // ---- producing ------------------------------------------------------------------------------------------
 
-queue::admit queue::check_duplicate(const message_id& id) {
-  if (dedup_.contains(id)) return admit::duplicate_committed;
-  if (pending_ids_.count(id) != 0) return admit::duplicate_pending;
-  return admit::fresh;
+std::optional<std::uint64_t> queue::admit(const message_id& id, steady::time_point now) {
+  std::uint64_t first = 0;
+  if (dedup_.check_and_insert(id, now, next_seq_, &first)) return first;
+  return std::nullopt;
 }
 
 bool queue::full(std::size_t n) const noexcept {
@@ -102,15 +103,15 @@ bool queue::full(std::size_t n) const noexcept {
 }
 
 std::uint64_t queue::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                            std::string_view payload, bool remember_id) {
+                            std::string_view payload, std::int64_t stored_at_us) {
   const std::uint64_t seq = next_seq_++;
-  append_message_record(pending_, seq, unix_now_us(), id, key_hash, envelope, payload);
+  append_message_record(pending_, seq, stored_at_us, id, key_hash, envelope, payload);
   ++pending_count_;
-  if (remember_id) pending_ids_.insert(id);
   return seq;
 }
 
 std::string queue::take_pending() {
+  committing_through_ = next_seq_ - 1;
   committing_count_ = pending_count_;
   pending_count_ = 0;
   return std::exchange(pending_, {});
@@ -118,19 +119,15 @@ std::string queue::take_pending() {
 
 void queue::committed(const segment_writer::outcome& out) {
   committing_count_ = 0;
+  committed_through_ = committing_through_;
   for (const auto& u : out.segments) {
     log_.committed(u.base, u.committed, u.records, u.last_seq, u.last_stored_at_us);
     unsettled_ += u.records;
   }
 }
 
-void queue::mark_committed(const message_id& id) {
-  pending_ids_.erase(id);
-  dedup_.check_and_insert(id);
-}
-
 void queue::append_failed(const message_id& id, std::uint64_t seq) {
-  pending_ids_.erase(id);
+  dedup_.erase(id);
   mark_gap(seq);
 }
 
@@ -491,7 +488,10 @@ void queue::dead_lettered(std::uint64_t seq) {
   release_key(key);
 }
 
-void queue::dead_letter_failed(dead_letter_request req) { dead_letters_.push_back(std::move(req)); }
+void queue::dead_letter_failed(dead_letter_request req, std::chrono::milliseconds delay) {
+  req.not_before = steady::now() + delay;
+  dead_letters_.push_back(std::move(req));
+}
 
 std::vector<queue::listed> queue::list(std::size_t limit) const {
   std::vector<listed> out;

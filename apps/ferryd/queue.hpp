@@ -78,6 +78,7 @@ struct dead_letter_request {
   record_location where;
   std::uint32_t attempts = 0;
   std::string reason;
+  steady::time_point not_before{};  // a failed move waits before it is tried again
 };
 
 class queue {
@@ -97,14 +98,19 @@ class queue {
   [[nodiscard]] const queue_config& config() const noexcept { return config_; }
 
   // ---- producing -------------------------------------------------------------------------------------
-  enum class admit { fresh, duplicate_committed, duplicate_pending };
-  /// Whether `id` is new, already durable, or already waiting in an uncommitted batch.
-  admit check_duplicate(const message_id& id);
+  /// Remembers `id` in the dedup window with the seq the next append() will use. Returns nullopt for a
+  /// new id (append() or append_failed_admission() must follow), or the seq of the first copy of a resend.
+  std::optional<std::uint64_t> admit(const message_id& id, steady::time_point now);
+  /// True when the message with `seq` went through a finished commit (a resend of it is confirmed at once);
+  /// false while it waits in a batch.
+  [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept { return seq <= committed_through_; }
+  /// True when `id` is in the dedup window.
+  [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return dedup_.contains(id, now); }
   /// True when accepting `n` more messages would exceed max_messages.
   [[nodiscard]] bool full(std::size_t n = 1) const noexcept;
-  /// Appends a record to the batch being gathered; returns its seq.
+  /// Appends a record to the batch being gathered; returns its seq. `stored_at_us` is ferryd's clock.
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                       std::string_view payload, bool remember_id = true);
+                       std::string_view payload, std::int64_t stored_at_us);
   [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
   /// Takes the gathered records for the commit thread.
   std::string take_pending();
@@ -112,7 +118,8 @@ class queue {
   void committed(const segment_writer::outcome& out);
   /// Forgets a message whose append failed: its id may be sent again, its seq counts as settled.
   void append_failed(const message_id& id, std::uint64_t seq);
-  void mark_committed(const message_id& id);
+  /// Forgets an id admitted but then refused before it was appended.
+  void append_failed_admission(const message_id& id) { dedup_.erase(id); }
 
   // ---- consuming -------------------------------------------------------------------------------------
   subscription& subscribe(const std::string& identity, std::uint32_t prefetch);
@@ -142,7 +149,8 @@ class queue {
   // ---- dead letters ------------------------------------------------------------------------------------
   std::vector<dead_letter_request> take_dead_letters() { return std::exchange(dead_letters_, {}); }
   void dead_lettered(std::uint64_t seq);            // the DLQ copy is durable: settle
-  void dead_letter_failed(dead_letter_request req);  // retry later
+  /// The move did not happen (or is not finished): try again after `delay`.
+  void dead_letter_failed(dead_letter_request req, std::chrono::milliseconds delay);
   /// Reads a stored record (for dead-lettering and listing).
   bool read(const record_location& where, std::string& buffer, message_record& out) const {
     return log_.read(where, buffer, out);
@@ -225,8 +233,9 @@ class queue {
   std::string pending_;
   std::size_t pending_count_ = 0;
   std::size_t committing_count_ = 0;
+  std::uint64_t committing_through_ = 0;  // last seq in the batch being written
+  std::uint64_t committed_through_ = 0;   // last seq of the last finished commit
   dedup_window dedup_;
-  std::unordered_set<message_id> pending_ids_;
 
   // settlement
   std::uint64_t unsettled_ = 0;

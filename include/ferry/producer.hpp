@@ -28,8 +28,9 @@ struct producer_options {
   std::size_t max_in_flight = 10'000;
   /// How long send() waits for room in the window; -1 waits as long as it takes, 0 never waits.
   std::chrono::milliseconds send_timeout{-1};
-  /// An unconfirmed message is sent again (same id; ferryd drops the copy) after this long.
-  std::chrono::milliseconds confirm_timeout{5000};
+  /// Unconfirmed messages are sent again (same id; ferryd drops the copy) at once when the connection to
+  /// ferryd is re-established or ferryd restarted, and after this long in any case.
+  std::chrono::milliseconds confirm_timeout{30'000};
   /// How often ferryd is pinged; a new ferryd instance (a restart) triggers an immediate resend.
   std::chrono::milliseconds heartbeat_interval{1000};
   /// Messages per SEND frame set.
@@ -43,7 +44,7 @@ struct producer_stats {
   std::uint64_t sent = 0;       ///< accepted by send()
   std::uint64_t confirmed = 0;  ///< durable on ferryd
   std::uint64_t refused = 0;    ///< refused by ferryd (see the refuse handler)
-  std::uint64_t resent = 0;     ///< copies sent again after a timeout or a ferryd restart
+  std::uint64_t resent = 0;     ///< copies sent again after a reconnect, a ferryd restart or a timeout
   std::uint64_t in_flight = 0;  ///< sent, neither confirmed nor refused yet
   bool forwarder_up = false;    ///< ferryd answered a heartbeat recently
 };
