@@ -1,0 +1,211 @@
+"""Runs the example exchanges of docs/protocol.md ("The forwarder protocol", "Examples") against a real ferryd
+and prints them as the annotated ```exchange blocks the document holds.
+
+usage: ferryd_exchanges.py ENDPOINT
+ENDPOINT is a ferryd started with default flags (except --bind) on an empty --data-dir. Paste the output
+into the document when the protocol changes; tests/interop_ferryd_test.cpp replays the document's blocks
+against ferryd and fails when a byte differs, so the document cannot drift. Values that differ from run to
+run (tokens, ferryd's instance number) are marked `(varies: NAME)`."""
+
+import struct
+import sys
+
+import msgpack
+import zmq
+
+import ferry_py as f
+
+COLUMN = 50  # where comments start, as in the envelope examples
+
+
+def line(hex_bytes, comment):
+    text = " ".join(f"{b:02x}" for b in hex_bytes)
+    return f"{text:<{COLUMN}}# {comment}" if len(text) < COLUMN else f"{text} # {comment}"
+
+
+def quoted(b):
+    return '"' + b.decode("utf-8", "replace") + '"'
+
+
+def text_lines(b, what=""):
+    """Raw bytes shown 16 per line with their text."""
+    out = []
+    for i in range(0, len(b), 16):
+        out.append(line(b[i:i + 16], (what + " " if what and i == 0 else "") + quoted(b[i:i + 16])))
+    return out or [line(b"", "(empty)")]
+
+
+def str_lines(b, prefix):
+    """A MessagePack str value."""
+    n = len(b)
+    head = bytes([0xA0 | n]) if n < 32 else b"\xd9" + bytes([n])
+    kind = "fixstr" if n < 32 else "str 8"
+    if len(head) + n <= 16:
+        return [line(head + b, f"{prefix}{quoted(b)} ({kind})")]
+    return [line(head, f"{prefix}{kind}, {n} bytes")] + text_lines(b)
+
+
+def uint_lines(v, prefix, varies=None):
+    if v < 128:
+        return [line(bytes([v]), f"{prefix}{v} (positive fixint)")]
+    for marker, fmt, kind in ((0xCC, ">B", "uint 8"), (0xCD, ">H", "uint 16"), (0xCE, ">I", "uint 32"),
+                              (0xCF, ">Q", "uint 64")):
+        try:
+            body = struct.pack(fmt, v)
+        except struct.error:
+            continue
+        if varies:
+            return [line(bytes([marker]), f"{prefix}{kind}"), line(body, f"{prefix}{v} (varies: {varies})")]
+        return [line(bytes([marker]) + body, f"{prefix}{v} ({kind})")]
+    raise ValueError(v)
+
+
+def map_lines(data, varies=None):
+    """A flat MessagePack map of str keys to uint or str values, as ferryd writes its replies. `varies`
+    maps a key to the name of its run-dependent value."""
+    varies = varies or {}
+    m = msgpack.unpackb(data, raw=False)
+    out = [line(bytes([0x80 | len(m)]), f"fixmap, {len(m)} pair{'s' if len(m) > 1 else ''}")]
+    for k, v in m.items():
+        out += str_lines(k.encode(), "key ")
+        if isinstance(v, int):
+            out += uint_lines(v, "    ", varies.get(k))
+        else:
+            out += str_lines(v.encode(), "    ")
+    if msgpack.packb(m) != data:
+        raise ValueError("map re-encodes differently; extend map_lines")
+    return out
+
+
+def envelope_lines(env):
+    """Envelope v1 with field offsets, in ferry's fixed layout (ferryd always writes the storage form)."""
+    e = f.decode_envelope(env)
+    out = [line(env[0:1], f"+0   fixarray, {env[0] & 0x0F} elements: envelope v1"),
+           line(env[1:2], "+1   [0] version: 1"),
+           line(env[2:4], "+2   [1] id: bin 8, 16 bytes"),
+           line(env[4:20], "     the message id"),
+           line(env[20:29], f"+20  [2] timestamp_us: {e['timestamp_us']} (uint 64)")]
+    if env[29] == 0xCE:
+        attempt = f"+29  [3] attempt: {e['attempt']} (uint 32: storage form, patched by ferryd)"
+        out.append(line(env[29:34], attempt))
+        pos = 34
+    else:
+        out.append(line(env[29:30], f"+29  [3] attempt: {e['attempt']} (positive fixint)"))
+        pos = 30
+    if e["key"] is None:
+        out.append(line(env[pos:pos + 1], f"+{pos:<3} [4] key: nil (no key)"))
+        pos += 1
+    else:
+        raise ValueError("examples use messages without a key")
+    if e["headers"]:
+        raise ValueError("examples use messages without headers")
+    out.append(line(env[pos:pos + 1], f"+{pos:<3} [5] headers: fixmap, 0 pairs"))
+    return out
+
+
+def show(direction, frames, parts):
+    """One multipart message: `parts` is a list of (label, lines) per frame."""
+    verb = frames[0].decode()
+    out = [f"# {direction}: {verb}, {len(frames)} frame{'s' if len(frames) > 1 else ''}"]
+    for n, (frame, (label, lines)) in enumerate(zip(frames, parts)):
+        out.append(f"# frame {n}: {label}, {len(frame)} bytes")
+        out += lines
+    return out
+
+
+def verb_part(frame):
+    return ("verb", text_lines(frame))
+
+
+def queue_part(frame):
+    return ("queue", text_lines(frame))
+
+
+def main():
+    ctx = zmq.Context.instance()
+    sockets = {}
+    for name in ("producer", "consumer"):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(sys.argv[1])
+        sockets[name] = s
+
+    def recv(name):
+        if not sockets[name].poll(5000):
+            raise SystemExit(f"no reply on {name}")
+        return sockets[name].recv_multipart()
+
+    blocks = {}
+    msg = f.Message("jobs", b"hello", id=bytes.fromhex("018fd3abc2007000800005a3c19e2f04"),
+                    timestamp_us=1717243200000417)  # example 1
+    env = f.encode_envelope(msg)
+
+    def client(name, step, frames, parts):
+        sockets[name].send_multipart(frames)
+        blocks.setdefault(step, []).extend(show(f"{name} -> ferryd", frames, parts))
+
+    def server(name, step, parts_of):
+        frames = recv(name)
+        blocks.setdefault(step, []).extend(show(f"ferryd -> {name}", frames, parts_of(frames)))
+        return frames
+
+    def token_part(label, token, what):
+        return (label, [line(token, what)])
+
+    def send_parts(queue):
+        return [verb_part(b"SEND"), queue_part(queue), ("envelope", envelope_lines(env)),
+                ("payload", text_lines(msg.payload))]
+
+    def deliver_parts(token_name):
+        return lambda fr: [verb_part(fr[0]), queue_part(fr[1]),
+                           token_part("tokens", fr[2], f"one token per message (varies: {token_name})"),
+                           ("envelope", envelope_lines(fr[3])), ("payload", text_lines(fr[4]))]
+
+    def error_parts(fr):
+        return [verb_part(fr[0]), ("code", text_lines(fr[1])), ("text", text_lines(fr[2]))]
+
+    client("producer", "send", [b"SEND", b"jobs", env, msg.payload], send_parts(b"jobs"))
+    server("producer", "send", lambda fr: [verb_part(fr[0]), ("ids", [line(fr[1], "the id, confirmed")])])
+
+    client("producer", "refuse", [b"SEND", b"jobs.dlq", env, msg.payload], send_parts(b"jobs.dlq"))
+    server("producer", "refuse", lambda fr: [verb_part(fr[0]), ("id", [line(fr[1], "the id, refused")]),
+                                             ("code", text_lines(fr[2])), ("text", text_lines(fr[3]))])
+
+    options = msgpack.packb({"prefetch": 10})
+    client("consumer", "consume", [b"CONSUME", b"jobs", options],
+           [verb_part(b"CONSUME"), queue_part(b"jobs"), ("options", map_lines(options))])
+    server("consumer", "consume", lambda fr: [verb_part(fr[0]), queue_part(fr[1]),
+                                              ("subscription", map_lines(fr[2], {"instance": "instance"}))])
+    first = server("consumer", "consume", deliver_parts("token 1"))
+
+    client("consumer", "nack", [b"NACK", b"jobs", first[2], b"busy"],
+           [verb_part(b"NACK"), queue_part(b"jobs"),
+            token_part("token", first[2], "the token delivered above (varies: token 1)"),
+            ("reason", text_lines(b"busy"))])
+    second = server("consumer", "nack", deliver_parts("token 2"))
+
+    client("consumer", "ack", [b"ACK", b"jobs", second[2]],
+           [verb_part(b"ACK"), queue_part(b"jobs"),
+            token_part("tokens", second[2], "the token of the redelivery (varies: token 2)")])
+
+    client("producer", "error", [b"ACK", b"jobs", second[2]],
+           [verb_part(b"ACK"), queue_part(b"jobs"),
+            token_part("tokens", second[2], "the same token (varies: token 2)")])
+    server("producer", "error", error_parts)
+
+    client("consumer", "ping", [b"PING"], [verb_part(b"PING")])
+    server("consumer", "ping", lambda fr: [verb_part(fr[0]), ("instance", [
+        line(fr[1], f"{int.from_bytes(fr[1], 'big')} (varies: instance)")])])
+
+    for step, lines in blocks.items():
+        print(f"<!-- {step} -->")
+        print("```exchange")
+        print("\n".join(lines))
+        print("```")
+        print()
+    for s in sockets.values():
+        s.close()
+
+
+if __name__ == "__main__":
+    main()
