@@ -279,6 +279,7 @@ struct consumer::impl {
         next_ping = now + options.heartbeat_interval;
         std::vector<zmq::message_t> ping;
         ping.push_back(frame(fwd::ping));
+        ping.push_back(frame(options.queue));  // ferryd answers not_consuming if it forgot us
         send(ping);
       }
       for (;;) {
@@ -334,7 +335,7 @@ struct consumer::impl {
     while (steady::now() < deadline) {  // wait for CANCELLED so our answers were processed before we go
       zmq::message_t part;
       if (!socket.recv(part)) break;
-      const bool cancelled = part.to_string_view() == "CANCELLED";
+      const bool cancelled = part.to_string_view() == fwd::cancelled;
       while (part.more()) (void)socket.recv(part);
       if (cancelled) break;
     }

@@ -69,6 +69,7 @@ struct producer::impl {
       : options(std::move(o)), on_confirm(std::move(c)), on_refuse(std::move(r)) {
     if (options.forwarder.empty()) throw error("producer: options.forwarder (ferryd's endpoint) is required");
     if (options.max_in_flight == 0) throw error("producer: max_in_flight must be at least 1");
+    options.max_batch = std::clamp<std::size_t>(options.max_batch, 1, fwd::max_batch);
     socket_options so = options.socket;
     so.send_hwm = 0;  // the window bounds what is queued; never drop or block here
     so.receive_hwm = 0;

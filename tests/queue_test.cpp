@@ -286,3 +286,30 @@ TEST_CASE("queue_full is reported at max_messages", "[queue]") {
   h.commit();
   CHECK(h.q->full());
 }
+
+TEST_CASE("a message whose last attempt dies with its consumer is dead-lettered without waiting for credit",
+          "[queue]") {
+  queue_config c;
+  c.max_attempts = 1;
+  harness h(c);
+  h.put("fatal");
+  h.commit();
+  h.q->subscribe("w", 1);
+  REQUIRE(h.dispatch()["w"].size() == 1);
+  h.q->unsubscribe("w", true);  // heartbeat timeout; no consumer left
+  auto dead = h.q->take_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].attempts == 1);
+  CHECK_THAT(dead[0].reason, Catch::Contains("consumer went away"));
+}
+
+TEST_CASE("a queue only consumed from leaves nothing on disk", "[queue]") {
+  test::temp_dir dir;
+  queue q("typo", 0, dir.path() / "typo", {}, 0);
+  recovery_report a, b;
+  q.recover(a, b);
+  q.subscribe("w", 1);
+  q.dispatch(steady::now());
+  q.housekeeping(unix_now_us());
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "typo"));
+}

@@ -71,6 +71,23 @@ bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out
 
 bool is_space_error(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
 
+// The id of an envelope that does not decode, when its first fields are still readable (array, version
+// as a fixint, 16-byte bin), so a refusal names the message it is about.
+message_id readable_id(std::string_view env) {
+  const auto* b = reinterpret_cast<const unsigned char*>(env.data());
+  if (env.size() >= 20 && (b[0] & 0xf0) == 0x90 && b[1] < 0x80 && b[2] == 0xc4 && b[3] == 16)
+    return *message_id::from_bytes(env.substr(4, 16));
+  return {};
+}
+
+// Bytes from the network, fit for a log line or an error text.
+std::string printable(std::string_view bytes) {
+  std::string shown(bytes.substr(0, 64));
+  for (auto& c : shown)
+    if (c < 32 || c > 126) c = '?';
+  return shown;
+}
+
 // A ZeroMQ routing id for logs.
 std::string peer_name(std::string_view identity) {
   static constexpr char digits[] = "0123456789abcdef";
@@ -304,7 +321,16 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
     char inst[8];
     fwd::put_u64(inst, instance_);
     reply.emplace_back(inst, 8);
-    return send_frames(identity, reply);
+    send_frames(identity, reply);
+    // A consumer names its queue: tell it when it is no longer subscribed (declared dead, or a restart).
+    if (frames.size() >= 3) {
+      const queue_slot* slot = find_queue(view(frames[2]));
+      if (slot == nullptr || !slot->q->has_subscriber(identity))
+        send_error(identity, fwd::code::not_consuming,
+                   fmt::format("this connection is not consuming queue '{}'; send CONSUME again",
+                               printable(view(frames[2]))));
+    }
+    return;
   }
   if (verb == fwd::consume) return on_consume(identity, frames);
   if (verb == fwd::cancel) return on_cancel(identity, frames);
@@ -312,17 +338,15 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
   if (verb == fwd::stats) return on_stats(identity);
   if (verb == fwd::dlq) return on_dlq(identity, frames);
   ++rejected_frames_;
-  std::string shown(verb.substr(0, 32));
-  for (auto& c : shown)
-    if (c < 32 || c > 126) c = '?';
-  send_error(identity, fwd::code::unknown_verb, fmt::format("unknown verb '{}'", shown));
+  send_error(identity, fwd::code::unknown_verb, fmt::format("unknown verb '{}'", printable(verb)));
 }
 
 void forwarder::on_hello(const std::string& identity, std::vector<zmq::message_t>& frames) {
   std::uint64_t version = 1;
   if (frames.size() >= 3 && !map_uint(view(frames[2]), "version", version, 1)) {
     ++rejected_frames_;
-    return send_error(identity, fwd::code::bad_frames, "HELLO: the second frame must be a MessagePack map");
+    return send_error(identity, fwd::code::bad_frames,
+                      "HELLO: the second frame must be a MessagePack map whose \"version\" is an unsigned integer");
   }
   if (version != fwd::protocol_version) {
     return send_error(identity, fwd::code::bad_frames,
@@ -367,9 +391,9 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     queue_problem = "queue names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'";
   } else if (fwd::is_dlq_name(name)) {
     queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
-  } else if (count > fwd::max_batch) {
-    queue_problem = fmt::format("at most {} messages per SEND", fwd::max_batch);
   }
+  std::string batch_problem;
+  if (count > fwd::max_batch) batch_problem = fmt::format("at most {} messages per SEND; send them in smaller batches", fwd::max_batch);
   queue_slot* slot = queue_problem.empty() ? &open_queue(std::string(name)) : nullptr;
   const bool no_space = disk_full(now);
   const std::int64_t now_us = unix_now_us();
@@ -377,9 +401,14 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     const zmq::message_t& env = frames[3 + 2 * i];
     const zmq::message_t& payload = frames[4 + 2 * i];
     const decode_error err = decode_envelope(view(env), scratch_);
-    const message_id id = err == decode_error::none ? scratch_.id() : message_id();
+    const message_id id = err == decode_error::none ? scratch_.id() : readable_id(view(env));
     if (!queue_problem.empty()) {
       refuse(identity, id, fwd::code::bad_queue, queue_problem);
+      continue;
+    }
+    if (!batch_problem.empty()) {
+      ++rejected_frames_;
+      refuse(identity, id, fwd::code::malformed, batch_problem);
       continue;
     }
     queue& q = *slot->q;
@@ -396,12 +425,6 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
                          options_.max_message_bytes));
       continue;
     }
-    if (no_space) {
-      ++q.counters().refused;
-      refuse(identity, id, fwd::code::disk_full,
-             "the data directory is out of space; the message was not stored (retry later)");
-      continue;
-    }
     if (const auto first = q.admit(id, now)) {
       // A resend. Confirm it now if the first copy is durable, or together with it if still in a batch.
       ++q.counters().deduplicated;
@@ -410,6 +433,13 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
       } else {
         slot->extra_waiters.emplace(id, identity);
       }
+      continue;
+    }
+    if (no_space) {
+      q.append_failed_admission(id);
+      ++q.counters().refused;
+      refuse(identity, id, fwd::code::disk_full,
+             "the data directory is out of space; the message was not stored (retry later)");
       continue;
     }
     if (q.full()) {
@@ -474,7 +504,7 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
   }
   const std::string_view name = view(frames[2]);
   if (!fwd::valid_queue_name(name))
-    return send_error(identity, fwd::code::bad_queue, fmt::format("'{}' is not a valid queue name", name.substr(0, 64)));
+    return send_error(identity, fwd::code::bad_queue, fmt::format("'{}' is not a valid queue name", printable(name)));
   std::uint64_t prefetch = 64;
   if (frames.size() >= 4 && !map_uint(view(frames[3]), "prefetch", prefetch, 64)) {
     ++rejected_frames_;
@@ -511,6 +541,8 @@ void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_
     ++rejected_frames_;
     return send_error(identity, fwd::code::bad_frames, "CANCEL needs a queue frame");
   }
+  if (!fwd::valid_queue_name(view(frames[2])))
+    return send_error(identity, fwd::code::bad_queue, fmt::format("'{}' is not a valid queue name", printable(view(frames[2]))));
   if (queue_slot* slot = find_queue(view(frames[2]))) {
     slot->q->unsubscribe(identity, false);
     if (auto p = peers_.find(identity); p != peers_.end()) {
@@ -519,7 +551,7 @@ void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_
     }
   }
   std::vector<zmq::message_t> reply;
-  reply.push_back(frame("CANCELLED"));
+  reply.push_back(frame(fwd::cancelled));
   reply.push_back(frame(view(frames[2])));
   send_frames(identity, reply);
 }
@@ -537,7 +569,7 @@ void forwarder::on_answer(const std::string& identity, std::string_view verb, st
     // ferryd restarted or declared this consumer dead: nothing it answers settles anything.
     return send_error(identity, fwd::code::not_consuming,
                       fmt::format("this connection is not consuming queue '{}'; send CONSUME again",
-                                  view(frames[2]).substr(0, 64)));
+                                  printable(view(frames[2]))));
   }
   queue& q = *slot->q;
   const char* tokens = static_cast<const char*>(frames[3].data());
@@ -545,7 +577,8 @@ void forwarder::on_answer(const std::string& identity, std::string_view verb, st
     for (std::size_t i = 0; i < frames[3].size(); i += fwd::token_size) (void)q.ack(identity, fwd::get_u64(tokens + i));
   } else {
     std::string reason = frames.size() >= 5 ? std::string(view(frames[4]).substr(0, 1024)) : std::string("no reason given");
-    if (verb == fwd::nack) {
+    // A dead letter rejected again stays where it is: there is no dead-letter queue of a dead-letter queue.
+    if (verb == fwd::nack || fwd::is_dlq_name(q.name())) {
       (void)q.nack(identity, fwd::get_u64(tokens), std::move(reason));
     } else {
       (void)q.reject(identity, fwd::get_u64(tokens), std::move(reason));
@@ -561,17 +594,20 @@ void forwarder::dispatch_all(steady::time_point now) {
     if (q.subscribers() == 0 || !q.has_work()) continue;
     if (q.dispatch(now) == 0) continue;
     for (auto& [identity, sub] : q.subs()) {
-      if (sub->out_frames.empty()) continue;
-      std::vector<zmq::message_t> out;
-      out.reserve(sub->out_frames.size() + 3);
-      out.push_back(frame(fwd::deliver));
-      out.push_back(frame(q.name()));
-      out.push_back(frame(sub->out_tokens));
-      for (auto& f : sub->out_frames) out.push_back(std::move(f));
+      const std::size_t messages = sub->out_frames.size() / 2;
+      for (std::size_t first = 0; first < messages; first += fwd::max_deliver) {
+        const std::size_t n = std::min(fwd::max_deliver, messages - first);
+        std::vector<zmq::message_t> out;
+        out.reserve(2 * n + 3);
+        out.push_back(frame(fwd::deliver));
+        out.push_back(frame(q.name()));
+        out.push_back(frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
+        for (std::size_t i = 2 * first; i < 2 * (first + n); ++i) out.push_back(std::move(sub->out_frames[i]));
+        // Sent after the journal is flushed (see run()); kept here until then.
+        pending_delivers_.push_back({identity, std::move(out)});
+      }
       sub->out_frames.clear();
       sub->out_tokens.clear();
-      // Sent after the journal is flushed (see run()); kept here until then.
-      pending_delivers_.push_back({identity, std::move(out)});
     }
   }
 }
@@ -599,13 +635,16 @@ void forwarder::move_dead_letters() {
                        req.seq);
         m.set_id(rec.id);
       }
-      if (const auto first = dlq.q->admit(m.id(), steady::now())) {
-        if (dlq.q->commit_finished(*first)) {
-          source.dead_lettered(req.seq);  // moved before a restart; finish the move
-        } else {
+      if (const auto first = dlq.q->admit(m.id(), now)) {
+        if (!dlq.q->commit_finished(*first)) {
           source.dead_letter_failed(std::move(req), std::chrono::milliseconds(50));  // its copy is on the way
+          continue;
         }
-        continue;
+        if (dlq.q->unsettled(*first)) {
+          source.dead_lettered(req.seq);  // moved before a restart: finish the move
+          continue;
+        }
+        dlq.q->readmit(m.id(), now);  // an earlier copy was replayed or purged: this is a new dead letter
       }
       m.set_header("ferry-dead-letter-reason", req.reason);
       m.set_header("ferry-attempts", std::to_string(req.attempts));
@@ -663,7 +702,15 @@ void forwarder::maybe_submit() {
     slot.committing = std::move(slot.gathering);
     slot.gathering.clear();
   }
-  if (batch.appends.empty()) return;
+  const auto now = steady::now();
+  if (batch.appends.empty()) {
+    // No messages to store, but settlements and attempt counts waiting for a sync: sync them every
+    // so often (fsync always) so a machine crash does not bring back much that was acknowledged.
+    const bool dirty = std::any_of(queues_.begin(), queues_.end(), [](const queue_slot& q) { return q.journal_dirty; });
+    if (!dirty || options_.fsync != fsync_policy::always || now - last_journal_sync_ < std::chrono::milliseconds(200))
+      return;
+  }
+  last_journal_sync_ = now;
   for (auto& slot : queues_) {
     if (slot.journal_dirty) {
       batch.sync_fds.push_back(slot.q->state_journal().fd());
@@ -689,10 +736,15 @@ void forwarder::handle_commit(commit_result& result) {
     q.committed(outcome);
     const bool failed = outcome.error != 0;
     if (failed) {
-      const bool space = is_space_error(outcome.error);
-      disk_full_until_ = steady::now() + std::chrono::seconds(1);
-      logger().error("queue {}: write failed: {}; {} producers are refused until it works again", q.name(),
-                     std::strerror(outcome.error), space ? "" : "");
+      if (is_space_error(outcome.error)) {
+        disk_full_until_ = steady::now() + std::chrono::seconds(1);
+        logger().error("queue {}: write failed: {}; producers are refused with disk_full for a second, then "
+                       "writes are tried again",
+                       q.name(), std::strerror(outcome.error));
+      } else {
+        logger().error("queue {}: write failed: {}; the batch is refused with io_error", q.name(),
+                       std::strerror(outcome.error));
+      }
     }
     for (auto& p : slot.committing) {
       const bool ok = !failed || (outcome.durable_through != 0 && p.seq <= outcome.durable_through);
@@ -811,7 +863,7 @@ void forwarder::on_stats(const std::string& identity) {
       pk.pack("deduplicated"); pk.pack(c.deduplicated);
       pk.pack("refused"); pk.pack(c.refused);
       pk.pack("stale_acks"); pk.pack(c.stale_acks);
-      pk.pack("rejected"); pk.pack(c.refused);
+      pk.pack("rejected"); pk.pack(c.rejected);
     }
   })));
   send_frames(identity, reply);
@@ -854,7 +906,9 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
         pk.pack("seq");
         pk.pack(l.seq);
         pk.pack("id");
-        pk.pack(ok ? m.id().to_hex() : std::string());
+        const std::string_view id_bytes = ok ? m.id().view() : std::string_view();
+        pk.pack_bin(static_cast<std::uint32_t>(id_bytes.size()));
+        pk.pack_bin_body(id_bytes.data(), static_cast<std::uint32_t>(id_bytes.size()));
         pk.pack("timestamp_us");
         pk.pack(ok ? m.timestamp_us() : 0);
         pk.pack("key");

@@ -158,6 +158,7 @@ class forwarder {
   steady::time_point next_timer_;
   steady::time_point disk_full_until_;
   steady::time_point next_disk_check_;
+  steady::time_point last_journal_sync_;
   bool low_disk_ = false;
   std::uint64_t rejected_frames_ = 0;
   std::uint64_t commits_ = 0;

@@ -86,6 +86,7 @@ segment_writer::outcome segment_writer::append(const std::string& bytes) {
           break;
         }
         std::erase(out.touched_fds, fd_);
+        out.closed_fds.push_back(fd_);
         ::close(fd_);
         fd_ = -1;
       }
@@ -219,6 +220,7 @@ commit_result group_commit::execute(commit_batch& batch) {
   std::vector<fs::path> dirs;
   for (auto& req : batch.appends) {
     auto out = req.writer->append(req.bytes);
+    for (int fd : out.closed_fds) std::erase(unsynced_, fd);  // synced before closing; the number may be reused
     for (int fd : out.touched_fds) to_sync.push_back(fd);
     if (out.new_segment) dirs.push_back(req.writer->dir());
     result.outcomes.emplace_back(req.queue, std::move(out));

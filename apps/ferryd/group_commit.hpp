@@ -47,6 +47,7 @@ class segment_writer {
     int error = 0;                      // errno for the records after durable_through
     std::vector<segment_update> segments;
     std::vector<int> touched_fds;
+    std::vector<int> closed_fds;  // segments finished (synced and closed) during this append
     bool new_segment = false;
   };
   /// Writes the framed message records in `bytes` (pwrite; no sync). Stops at the first failure and cuts

@@ -28,10 +28,23 @@ queue::queue(std::string name, std::uint32_t index, fs::path dir, queue_config c
       low_watermark_(1),
       token_prefix_(token_prefix) {}
 
-void queue::recover(recovery_report& log_report, recovery_report& journal_report) {
+void queue::create_on_disk() {
+  if (on_disk_) return;
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw error(fmt::format("cannot create queue directory {}: {}", dir_.string(), ec.message()));
+  sync_directory(dir_.parent_path());
+  recovery_report ignored;
+  journal_.recover(ignored, [](const journal_record&) {});
+  on_disk_ = true;
+}
+
+void queue::recover(recovery_report& log_report, recovery_report& journal_report) {
+  // A queue that was only consumed from or asked about has no directory: nothing to recover, nothing
+  // left behind by a typo.
+  std::error_code ec;
+  if (!fs::exists(dir_, ec)) return;
+  on_disk_ = true;
 
   // The journal first: the log scan needs to know what is settled.
   std::uint64_t watermark = 1;
@@ -104,6 +117,7 @@ bool queue::full(std::size_t n) const noexcept {
 
 std::uint64_t queue::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
                             std::string_view payload, std::int64_t stored_at_us) {
+  create_on_disk();
   const std::uint64_t seq = next_seq_++;
   append_message_record(pending_, seq, stored_at_us, id, key_hash, envelope, payload);
   ++pending_count_;
@@ -190,6 +204,16 @@ void queue::unsubscribe(const std::string& identity, bool penalty) {
 }
 
 void queue::return_to_ready(waiting w) {
+  if (w.attempts >= config_.max_attempts) {
+    // No attempt left: dead-letter it now rather than when a consumer next has credit. Its key stays busy.
+    if (w.key_hash != 0) keys_[w.key_hash].busy = true;
+    dead_lettering_[w.seq] = w;
+    const auto e = last_error_.find(w.seq);
+    dead_letters_.push_back({w.seq, w.where, w.attempts,
+                             fmt::format("{} attempts failed; last error: {}", w.attempts,
+                                         e == last_error_.end() ? "unknown" : e->second)});
+    return;
+  }
   if (w.key_hash != 0) {
     auto& ks = keys_[w.key_hash];
     ks.busy = false;
@@ -274,6 +298,7 @@ queue::answer queue::reject(const std::string& identity, std::uint64_t token, st
     --sub.unacked;
     dead_lettering_[w.seq] = w;  // the key stays busy until the dead-letter copy is durable
     dead_letters_.push_back({w.seq, w.where, w.attempts, "rejected by the handler: " + reason});
+    ++counters_.rejected;
     return answer::settled;
   }
   if (sub.expired.erase(token) != 0) {

@@ -57,6 +57,7 @@ struct queue_counters {
   std::uint64_t deduplicated = 0;
   std::uint64_t refused = 0;
   std::uint64_t stale_acks = 0;
+  std::uint64_t rejected = 0;  // REJECTs from consumers
 };
 
 /// A consumer connection's subscription to this queue.
@@ -87,7 +88,8 @@ class queue {
         std::uint64_t token_prefix);
 
   /// Replays the journal, scans the log (repairing a torn tail), rebuilds the dedup window from recent
-  /// records and positions the read cursor. Throws ferry::error when the directory is unusable.
+  /// records and positions the read cursor. A queue without a directory gets one at its first append.
+  /// Throws ferry::error when the directory is unusable.
   void recover(recovery_report& log_report, recovery_report& journal_report);
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
@@ -101,6 +103,15 @@ class queue {
   /// Remembers `id` in the dedup window with the seq the next append() will use. Returns nullopt for a
   /// new id (append() or append_failed_admission() must follow), or the seq of the first copy of a resend.
   std::optional<std::uint64_t> admit(const message_id& id, steady::time_point now);
+  /// True when the message with `seq` is stored and not settled.
+  [[nodiscard]] bool unsettled(std::uint64_t seq) const noexcept {
+    return seq >= low_watermark_ && seq < next_seq_ && seq <= committed_through_ && settled_.count(seq) == 0;
+  }
+  /// Remembers `id` afresh (its earlier copy is gone) with the seq the next append() will use.
+  void readmit(const message_id& id, steady::time_point now) {
+    dedup_.erase(id);
+    (void)admit(id, now);
+  }
   /// True when the message with `seq` went through a finished commit (a resend of it is confirmed at once);
   /// false while it waits in a batch.
   [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept { return seq <= committed_through_; }
@@ -219,9 +230,12 @@ class queue {
   std::string snapshot() const;
   [[nodiscard]] std::uint64_t lowest_unsettled() const;
 
+  void create_on_disk();
+
   std::string name_;
   std::uint32_t index_;
   std::filesystem::path dir_;
+  bool on_disk_ = false;
   queue_config config_;
   segment_log log_;
   journal journal_;

@@ -33,7 +33,7 @@ struct producer_options {
   std::chrono::milliseconds confirm_timeout{30'000};
   /// How often ferryd is pinged; a new ferryd instance (a restart) triggers an immediate resend.
   std::chrono::milliseconds heartbeat_interval{1000};
-  /// Messages per SEND frame set.
+  /// Messages per SEND frame set (at most 4096, the protocol's limit).
   std::size_t max_batch = 512;
   /// Largest payload send() accepts (ferryd has its own limit and refuses larger ones with too_large).
   std::uint64_t max_payload = 16ull << 20;

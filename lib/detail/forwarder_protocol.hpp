@@ -21,7 +21,7 @@ inline constexpr std::string_view cancel = "CANCEL";      // | queue
 inline constexpr std::string_view ack = "ACK";            // | queue | tokens (8 bytes each)
 inline constexpr std::string_view nack = "NACK";          // | queue | token | reason
 inline constexpr std::string_view reject = "REJECT";      // | queue | token | reason
-inline constexpr std::string_view ping = "PING";          //
+inline constexpr std::string_view ping = "PING";          // [| queue]
 inline constexpr std::string_view stats = "STATS";        //
 inline constexpr std::string_view dlq = "DLQ";            // | queue | op | msgpack map
 
@@ -30,6 +30,7 @@ inline constexpr std::string_view welcome = "WELCOME";    // | msgpack map
 inline constexpr std::string_view confirm = "CONFIRM";    // | ids (16 bytes each)
 inline constexpr std::string_view refuse = "REFUSE";      // | id | code | text
 inline constexpr std::string_view consuming = "CONSUMING";// | queue | msgpack map
+inline constexpr std::string_view cancelled = "CANCELLED";// | queue
 inline constexpr std::string_view deliver = "DELIVER";    // | queue | tokens | (envelope | payload) x n
 inline constexpr std::string_view pong = "PONG";          // | instance (8 bytes)
 inline constexpr std::string_view stats_reply = "STATS";  // | msgpack map
@@ -43,14 +44,14 @@ inline constexpr std::string_view disk_full = "disk_full";
 inline constexpr std::string_view too_large = "too_large";
 inline constexpr std::string_view malformed = "malformed";
 inline constexpr std::string_view bad_queue = "bad_queue";
-inline constexpr std::string_view shutting_down = "shutting_down";
 inline constexpr std::string_view io_error = "io_error";
 inline constexpr std::string_view unknown_verb = "unknown_verb";
 inline constexpr std::string_view bad_frames = "bad_frames";
 inline constexpr std::string_view not_consuming = "not_consuming";
 }  // namespace code
 
-inline constexpr std::size_t max_batch = 4096;   // messages per SEND or DELIVER
+inline constexpr std::size_t max_batch = 4096;   // messages per SEND
+inline constexpr std::size_t max_deliver = 1024; // messages per DELIVER
 inline constexpr std::size_t token_size = 8;
 inline constexpr std::size_t id_size = 16;
 inline constexpr std::size_t max_queue_name = 200;

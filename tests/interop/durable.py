@@ -169,7 +169,7 @@ def nack_reject(endpoint, queue):
     listing = wait_dlq(c, queue, 1)
     for entry in listing["messages"]:
         h = entry["headers"]
-        print(f"dlq queue {listing['queue']} id {entry['id']} payload {entry['payload'].decode()} "
+        print(f"dlq queue {listing['queue']} id {entry['id'].hex()} payload {entry['payload'].decode()} "
               f"attempts {h.get('ferry-attempts')} source {h.get('ferry-source-queue')}", flush=True)
         print(f"dlq reason {h.get('ferry-dead-letter-reason')}", flush=True)
     print_stats(wait_stats(c, queue, {"depth": 0, "acked": 2, "nacked": 1, "redelivered": 1, "dead_lettered": 1}))

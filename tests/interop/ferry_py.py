@@ -204,7 +204,7 @@ def decode_envelope(data, limits=None):
         id_ = value()
     except DecodeError as e:
         raise DecodeError("truncated" if e.reason == "truncated" else "bad_id") from None
-    if not isinstance(id_, bytes) or len(id_) != 16:
+    if not isinstance(id_, bytes) or len(id_) != 16 or id_ == bytes(16):
         raise DecodeError("bad_id")
 
     ts = value()

@@ -36,6 +36,7 @@ def cases():
     yield "array of 5", "not_an_array", [b"jobs", env(1, ID, TS, 0, None), b"p"]
     yield "version 2", "unknown_version", [b"jobs", env(2, ID, TS, 0, None, {}), b"p"]
     yield "15-byte id", "bad_id", [b"jobs", env(1, ID[:15], TS, 0, None, {}), b"p"]
+    yield "all-zero id", "bad_id", [b"jobs", env(1, bytes(16), TS, 0, None, {}), b"p"]
     yield "id as str", "bad_id", [b"jobs", env(1, "0123456789abcdef", TS, 0, None, {}), b"p"]
     yield "timestamp as str", "bad_field", [b"jobs", env(1, ID, "now", 0, None, {}), b"p"]
     yield "negative attempt", "bad_field", [b"jobs", env(1, ID, TS, -1, None, {}), b"p"]
