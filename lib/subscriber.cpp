@@ -44,7 +44,9 @@ subscriber::subscriber(context& ctx, const endpoints& where, const std::vector<s
                        message_handler handler, subscriber_options options) {
   if (where.empty()) throw error("subscriber: give at least one endpoint to bind or connect");
   if (prefixes.empty()) throw error("subscriber: give at least one prefix (\"\" subscribes to every topic)");
-  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::sub, options.socket);
+  socket_options so = options.socket;
+  so.linger = std::chrono::milliseconds(0);  // it only receives: nothing of ours is queued to linger for
+  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::sub, so);
   for (const auto& prefix : prefixes) socket.set(zmq::sockopt::subscribe, prefix);
   bound_ = ctx.attach(socket, where);
   detail::receiver_config config;

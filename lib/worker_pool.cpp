@@ -8,7 +8,9 @@ namespace ferry {
 worker_pool::worker_pool(context& ctx, const endpoints& where, message_handler handler,
                          worker_pool_options options) {
   if (where.empty()) throw error("worker_pool: give at least one endpoint to bind or connect");
-  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::pull, options.socket);
+  socket_options so = options.socket;
+  so.linger = std::chrono::milliseconds(0);  // it only receives: nothing of ours is queued to linger for
+  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::pull, so);
   bound_ = ctx.attach(socket, where);
   detail::receiver_config config;
   config.name = "worker_pool";

@@ -126,18 +126,29 @@ data_dir_lock::data_dir_lock(const fs::path& dir) {
                                                  n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?",
                                                  dir.string()));
   }
+  // A full disk is no reason not to start: consumers draining the backlog is what frees space, and
+  // producers are refused with disk_full meanwhile. Anything else that stops a write is.
+  auto fatal = [](int err) { return err != ENOSPC && err != EDQUOT; };
   const std::string pid = std::to_string(::getpid());
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
-    throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
-                                                   std::strerror(errno)));
-  // A probe write: catches a directory we may lock but not fill (read-only mount, full disk at start).
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    if (fatal(errno))
+      throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
+                                                     std::strerror(errno)));
+  }
+  // A probe write: catches a directory we may lock but not fill (a read-only mount).
   const fs::path probe = dir / ".ferryd-probe";
   const int pfd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (pfd < 0 || ::write(pfd, "ok", 2) != 2) {
     const int err = errno;
     if (pfd >= 0) ::close(pfd);
-    throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
-                                                   std::strerror(err)));
+    ::unlink(probe.c_str());
+    if (fatal(err))
+      throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
+                                                     std::strerror(err)));
+    logger().warn("data directory {} is full: starting anyway; producers are refused (disk_full) until "
+                  "consumers or an operator free space",
+                  dir.string());
+    return;
   }
   ::close(pfd);
   ::unlink(probe.c_str());

@@ -1,7 +1,9 @@
 // ferryd: the optional forwarder that makes ferry's work queues durable. See docs/operations.md.
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
+#include <pthread.h>
 #include <iostream>
 
 #include "detail/log.hpp"
@@ -100,6 +102,20 @@ int main(int argc, char** argv) {
     std::cerr << "ferryd: --heartbeat-timeout-ms must be larger than --heartbeat-ms\n";
     return exit_usage;
   }
+
+  for (const auto& ep : o.bind) {
+    if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0) {
+      std::cerr << "ferryd: --bind " << ep << ": use tcp://HOST:PORT or ipc://PATH\n";
+      return exit_usage;
+    }
+  }
+  // Block SIGTERM and SIGINT before any thread starts: threads inherit the mask, so the signals wait for
+  // the loop's signalfd instead of killing the process from whichever thread the kernel picks.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {
     forwarder f(o);

@@ -1,6 +1,7 @@
 #include "queue.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "detail/log.hpp"
@@ -380,13 +381,23 @@ bool queue::peek(peeked& out) {
         cursor_.pos += total;  // settled before a restart, or not a message: skip
         continue;
       }
-      if (st == frame_status::bad) {
-        detail::logger().error("queue {}: damaged record in segment {} at offset {}; skipping the rest of it",
-                               name_, cursor_.segment, cursor_.offset + cursor_.pos);
-        cursor_.pos = cursor_.buffer.size();
-        cursor_.offset = segs[cursor_.segment].committed;
+      // A frame that is damaged, or that claims to run past what is committed, is stepped over to the
+      // next valid one (recovery reported the damage already; this also covers damage found later).
+      bool damaged = st == frame_status::bad;
+      if (st == frame_status::incomplete && cursor_.buffer.size() - cursor_.pos >= record_header_size) {
+        std::uint32_t len = 0;
+        std::memcpy(&len, cursor_.buffer.data() + cursor_.pos + 4, 4);
+        damaged = cursor_.offset + cursor_.pos + record_header_size + len > segs[cursor_.segment].committed;
+      }
+      if (damaged) {
+        const std::uint64_t at = cursor_.offset + cursor_.pos;
+        const std::uint64_t next = log_.next_valid_frame(cursor_.segment, at);
+        detail::logger().warn("queue {}: damaged record in segment {} at offset {}: {} bytes skipped", name_,
+                              segment_file_name(cursor_.segment), at, next - at);
+        cursor_.offset = next;
         cursor_.buffer.clear();
         cursor_.pos = 0;
+        continue;
       }
     }
     // Refill from where parsing stopped.

@@ -234,6 +234,44 @@ std::size_t segment_log::read_chunk(std::uint64_t base, std::uint64_t offset, st
   return done;
 }
 
+std::uint64_t segment_log::next_valid_frame(std::uint64_t base, std::uint64_t from) const {
+  const auto it = segments_.find(base);
+  if (it == segments_.end()) return from;
+  const std::uint64_t end = it->second.committed;
+  constexpr std::size_t chunk = 1 << 20;
+  std::string buf;
+  std::string record;
+  for (std::uint64_t off = from + 1; off + record_header_size <= end;) {
+    buf.clear();
+    const std::size_t n = read_chunk(base, off, chunk, buf);
+    if (n == 0) break;
+    for (std::size_t i = 0;;) {
+      const void* hit = ::memmem(buf.data() + i, buf.size() - i, record_magic, sizeof record_magic);
+      if (hit == nullptr) break;
+      const std::size_t pos = static_cast<std::size_t>(static_cast<const char*>(hit) - buf.data());
+      const std::uint64_t candidate = off + pos;
+      // Verify the whole frame, reading it again when it runs past this chunk.
+      std::string_view body;
+      std::size_t total = 0;
+      frame_status st = check_frame(buf.data() + pos, buf.size() - pos, body, total);
+      if (st == frame_status::incomplete && pos + record_header_size <= buf.size()) {
+        std::uint32_t len = 0;
+        std::memcpy(&len, buf.data() + pos + 4, 4);  // little-endian on the platforms ferryd runs on
+        if (candidate + record_header_size + len <= end) {
+          record.clear();
+          read_chunk(base, candidate, record_header_size + len, record);
+          st = check_frame(record.data(), record.size(), body, total);
+        }
+      }
+      if (st == frame_status::ok) return candidate;
+      i = pos + 1;
+    }
+    // Overlap by a header so a magic split across chunks is still found.
+    off += n > record_header_size ? n - record_header_size : n;
+  }
+  return end;
+}
+
 segment_info* segment_log::segment_for(std::uint64_t seq) {
   auto it = segments_.upper_bound(seq);
   if (it == segments_.begin()) return nullptr;

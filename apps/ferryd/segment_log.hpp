@@ -86,6 +86,10 @@ class segment_log {
   /// Returns the number of bytes read (0 at the end of the committed part).
   std::size_t read_chunk(std::uint64_t base, std::uint64_t offset, std::size_t max_bytes, std::string& buffer) const;
 
+  /// The offset of the first valid frame in segment `base` after `from`, or the segment's committed size
+  /// when there is none. Used to step over damage found while reading.
+  [[nodiscard]] std::uint64_t next_valid_frame(std::uint64_t base, std::uint64_t from) const;
+
   /// The segment holding `seq`, or nullptr.
   segment_info* segment_for(std::uint64_t seq);
   [[nodiscard]] std::map<std::uint64_t, segment_info>& segments() noexcept { return segments_; }

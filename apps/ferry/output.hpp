@@ -1,0 +1,33 @@
+#pragma once
+// How the ferry tool prints a received message: the payload alone (text) or one JSON object per line.
+// Shared by every receiving command (pull, sub, and later consume), so they all print the same schema.
+
+#include <string>
+#include <string_view>
+
+#include "ferry/message.hpp"
+
+namespace ferry::cli {
+
+enum class output_format { text, json };
+
+/// Appends `msg` as one line (ending in '\n') in `format` to `out`.
+///
+/// text: the payload bytes as they arrived, then '\n'.
+/// json: {"id","topic","key","headers","attempt","timestamp"[,"origin","sequence"],"payload"} where id is
+/// 32 hex digits, timestamp Unix microseconds, origin 16 hex digits (a 64-bit id does not fit a JSON
+/// number exactly in most parsers), origin and sequence only when nonzero. The payload is a JSON string
+/// when it is valid UTF-8, else base64 with "payload_base64":true.
+void append_message(std::string& out, const ferry::message& msg, output_format format);
+
+/// True when `bytes` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+[[nodiscard]] bool is_valid_utf8(std::string_view bytes) noexcept;
+
+/// Appends `text` as a quoted JSON string. Quotes, backslashes and control characters are escaped; bytes
+/// that are not valid UTF-8 become U+FFFD, so the output is always valid JSON.
+void append_json_string(std::string& out, std::string_view text);
+
+/// Appends `bytes` in standard base64 (RFC 4648, with padding).
+void append_base64(std::string& out, std::string_view bytes);
+
+}  // namespace ferry::cli
