@@ -8,17 +8,16 @@ std::int64_t unix_now_us() noexcept {
       .count();
 }
 
+// One clock read gives both the id's milliseconds and the timestamp.
 message::message(std::string topic, std::string_view payload)
-    : id_(message_id::generate()),
-      topic_(std::move(topic)),
-      timestamp_us_(unix_now_us()),
-      payload_(payload.data(), payload.size()) {}
+    : topic_(std::move(topic)), timestamp_us_(unix_now_us()), payload_(payload.data(), payload.size()) {
+  id_ = message_id::generate(static_cast<std::uint64_t>(timestamp_us_ / 1000));
+}
 
 message::message(std::string topic, zmq::message_t&& payload)
-    : id_(message_id::generate()),
-      topic_(std::move(topic)),
-      timestamp_us_(unix_now_us()),
-      payload_(std::move(payload)) {}
+    : topic_(std::move(topic)), timestamp_us_(unix_now_us()), payload_(std::move(payload)) {
+  id_ = message_id::generate(static_cast<std::uint64_t>(timestamp_us_ / 1000));
+}
 
 message message::clone() const {
   message m;
@@ -40,8 +39,10 @@ std::string_view message::header(std::string_view name) const noexcept {
 }
 
 void message::stamp() noexcept {
-  if (id_.is_nil()) id_ = message_id::generate();
-  if (timestamp_us_ == 0) timestamp_us_ = unix_now_us();
+  if (!id_.is_nil() && timestamp_us_ != 0) return;
+  const std::int64_t now = unix_now_us();
+  if (id_.is_nil()) id_ = message_id::generate(static_cast<std::uint64_t>(now / 1000));
+  if (timestamp_us_ == 0) timestamp_us_ = now;
 }
 
 }  // namespace ferry

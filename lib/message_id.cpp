@@ -46,6 +46,11 @@ int hex_value(char c) noexcept {
 }  // namespace
 
 message_id message_id::generate() noexcept {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return generate(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
+}
+
+message_id message_id::generate(std::uint64_t ms) noexcept {
   (void)atfork_registered;
   generator_state& s = state;
   const std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
@@ -54,8 +59,6 @@ message_id message_id::generate() noexcept {
     s.tag = random_tag();
     s.counter = 0;
   }
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  const auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
   if (ms > s.last_ms) {
     s.last_ms = ms;
     s.counter = 0;

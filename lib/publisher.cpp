@@ -33,15 +33,20 @@ publisher::publisher(context& ctx, const endpoints& where, publisher_options opt
 }
 
 send_status publisher::publish(message& msg) {
-  auto it = sequences_.find(msg.topic());
-  if (it == sequences_.end()) it = sequences_.emplace(msg.topic(), 0).first;
+  if (last_sequence_ == nullptr || msg.topic() != last_topic_) {
+    auto it = sequences_.find(msg.topic());
+    if (it == sequences_.end()) it = sequences_.emplace(msg.topic(), 0).first;
+    last_topic_ = msg.topic();
+    last_sequence_ = &it->second;
+  }
+  std::uint64_t& sequence = *last_sequence_;
   const std::uint64_t old_origin = msg.origin();
   const std::uint64_t old_sequence = msg.sequence();
-  msg.set_stream(origin_, it->second + 1);
+  msg.set_stream(origin_, sequence + 1);
   const bool wait = options_.when_full == when_full::block && options_.send_timeout.count() != 0;
   const send_status s = detail::send_message(socket_, msg, wait);
   if (s == send_status::ok) {
-    ++it->second;
+    ++sequence;
     ++stats_.published;
     if ((stats_.published & 1023) == 0) read_subscriptions(0);
   } else {

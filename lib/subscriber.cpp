@@ -14,26 +14,44 @@ class gap_tracker {
  public:
   std::uint64_t observe(const message& msg) {
     if (msg.sequence() == 0) return 0;
-    auto& topics = streams_[msg.origin()];
-    auto it = topics.find(msg.topic());
-    if (it == topics.end()) {
-      if (++count_ > max_streams) {
-        streams_.clear();
-        count_ = 1;
-        streams_[msg.origin()].emplace(msg.topic(), msg.sequence());
-        return 0;
+    std::uint64_t* last = nullptr;
+    if (last_ != nullptr && msg.origin() == last_origin_ && msg.topic() == last_topic_) {
+      last = last_;  // the same stream as the previous message: no lookup
+    } else {
+      auto& topics = streams_[msg.origin()];
+      auto it = topics.find(msg.topic());
+      if (it == topics.end()) {
+        if (++count_ > max_streams) {
+          streams_.clear();
+          count_ = 1;
+          last_ = nullptr;
+          streams_[msg.origin()].emplace(msg.topic(), msg.sequence());
+          return 0;
+        }
+        it = topics.emplace(msg.topic(), msg.sequence()).first;
+        remember(msg, &it->second);
+        return 0;  // the first message seen of a stream sets where it starts
       }
-      topics.emplace(msg.topic(), msg.sequence());
-      return 0;  // the first message seen of a stream sets where it starts
+      last = &it->second;
+      remember(msg, last);
     }
     std::uint64_t missing = 0;
-    if (msg.sequence() > it->second + 1) missing = msg.sequence() - it->second - 1;
-    if (msg.sequence() > it->second) it->second = msg.sequence();
+    if (msg.sequence() > *last + 1) missing = msg.sequence() - *last - 1;
+    if (msg.sequence() > *last) *last = msg.sequence();
     return missing;
   }
 
  private:
+  void remember(const message& msg, std::uint64_t* value) {
+    last_origin_ = msg.origin();
+    last_topic_ = msg.topic();
+    last_ = value;  // element pointers survive rehashing
+  }
+
   static constexpr std::size_t max_streams = 100'000;
+  std::uint64_t last_origin_ = 0;
+  std::string last_topic_;
+  std::uint64_t* last_ = nullptr;
   std::unordered_map<std::uint64_t, std::unordered_map<std::string, std::uint64_t>> streams_;
   std::size_t count_ = 0;
 };
@@ -55,7 +73,7 @@ subscriber::subscriber(context& ctx, const endpoints& where, const std::vector<s
   config.dedup = options.dedup;
   config.limits = options.limits;
   config.observe = [gaps = std::make_shared<gap_tracker>()](const message& msg) { return gaps->observe(msg); };
-  receiver_ = std::make_unique<detail::receiver>(ctx, std::move(socket), std::move(config), std::move(handler));
+  receiver_ = std::make_unique<detail::receiver>(std::move(socket), std::move(config), std::move(handler));
 }
 
 subscriber::~subscriber() { stop(); }

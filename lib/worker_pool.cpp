@@ -17,7 +17,7 @@ worker_pool::worker_pool(context& ctx, const endpoints& where, message_handler h
   config.threads = options.threads;
   config.dedup = options.dedup;
   config.limits = options.limits;
-  receiver_ = std::make_unique<detail::receiver>(ctx, std::move(socket), std::move(config), std::move(handler));
+  receiver_ = std::make_unique<detail::receiver>(std::move(socket), std::move(config), std::move(handler));
 }
 
 worker_pool::~worker_pool() { stop(); }

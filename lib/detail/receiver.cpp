@@ -8,10 +8,9 @@
 namespace ferry::detail {
 namespace {
 
-std::string unique_inproc(const char* what) {
-  static std::atomic<std::uint64_t> next{0};
-  return std::string("inproc://ferry-") + what + "-" + std::to_string(next.fetch_add(1));
-}
+// A blocking receive wakes at least this often to notice stop(). Blocking (rather than a non-blocking
+// try followed by zmq_poll) keeps one system call per message when messages come one at a time.
+constexpr int stop_check_ms = 50;
 
 // Stops draining a socket at shutdown after this many messages, so stop() is bounded even while a peer
 // keeps sending.
@@ -19,17 +18,13 @@ constexpr std::uint64_t max_drain = 1'000'000;
 
 }  // namespace
 
-receiver::receiver(context& ctx, zmq::socket_t socket, receiver_config config, message_handler handler)
+receiver::receiver(zmq::socket_t socket, receiver_config config, message_handler handler)
     : config_(std::move(config)),
       handler_(std::move(handler)),
-      socket_(std::move(socket)),
-      wake_send_(ctx.zmq(), zmq::socket_type::pair),
-      wake_recv_(ctx.zmq(), zmq::socket_type::pair) {
+      socket_(std::move(socket)) {
   if (!handler_) throw error(config_.name + ": a handler is required");
   if (config_.threads == 0) throw error(config_.name + ": threads must be at least 1");
-  const std::string wake = unique_inproc("wake");
-  wake_recv_.bind(wake);
-  wake_send_.connect(wake);
+  socket_.set(zmq::sockopt::rcvtimeo, stop_check_ms);
   if (config_.dedup) dedup_.emplace(*config_.dedup);
   for (unsigned i = 0; i < config_.threads; ++i) per_thread_.push_back(std::make_unique<handler_counters>());
   if (config_.threads > 1) {
@@ -50,11 +45,8 @@ void receiver::stop() {
     stopping_.store(true, std::memory_order_relaxed);
   }
   queue_not_full_.notify_all();
-  (void)wake_send_.send(zmq::message_t(), zmq::send_flags::dontwait);
   receive_thread_.join();
   for (auto& t : handler_threads_) t.join();
-  wake_send_.close();
-  wake_recv_.close();
 }
 
 void receiver::run_handler(message& msg, counter& handled, counter& failed) {
@@ -78,18 +70,10 @@ void receiver::run_handler(message& msg, counter& handled, counter& failed) {
 void receiver::receive_loop() {
   frame_reader reader(config_.limits);
   message msg;
-  zmq_pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {wake_recv_.handle(), 0, ZMQ_POLLIN, 0}};
   handler_counters& own = *per_thread_[0];
   while (!stopping_.load(std::memory_order_relaxed)) {
-    const receive_status st = reader.receive(socket_, msg, false);
-    if (st == receive_status::would_block) {
-      try {
-        zmq::poll(items, 2, std::chrono::milliseconds(-1));
-      } catch (const zmq::error_t&) {
-        break;
-      }
-      continue;
-    }
+    const receive_status st = reader.receive(socket_, msg, true);
+    if (st == receive_status::would_block) continue;  // the timeout: look at stopping_ again
     if (st == receive_status::closed) break;
     if (st == receive_status::rejected) {
       rejected_.add();

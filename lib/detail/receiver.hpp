@@ -38,7 +38,7 @@ struct receiver_config {
 /// Thread safety: stop() and stats() may be called from any thread; the handler runs on receiver threads.
 class receiver {
  public:
-  receiver(context& ctx, zmq::socket_t socket, receiver_config config, message_handler handler);
+  receiver(zmq::socket_t socket, receiver_config config, message_handler handler);
   ~receiver();
   receiver(const receiver&) = delete;
   receiver& operator=(const receiver&) = delete;
@@ -56,8 +56,6 @@ class receiver {
   receiver_config config_;
   message_handler handler_;
   zmq::socket_t socket_;
-  zmq::socket_t wake_send_;
-  zmq::socket_t wake_recv_;
   std::atomic<bool> stopping_{false};
   std::mutex stop_mutex_;
   bool stopped_ = false;
