@@ -311,20 +311,34 @@ std::uint64_t be64(const unsigned char* p) noexcept {
   return v;
 }
 
-// The envelope senders write most: 6 fields, 64-bit timestamp, attempt under 128, no key, no headers.
-// Recognised by its fixed bytes and decoded without the general reader.
+// The envelopes senders write most: 6 fields, 64-bit timestamp, no key, no headers, with the attempt as
+// a fixint (compact form, 32 bytes) or a uint32 (storage form, 36 bytes). Recognised by their fixed bytes
+// and decoded without the general reader.
 bool decode_common(std::string_view bytes, message& out) noexcept {
   const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  if (bytes.size() != 32 || b[0] != 0x96 || b[1] != envelope_version || b[2] != 0xc4 || b[3] != 16 ||
-      b[20] != 0xcf || b[29] >= 0x80 || b[30] != nil || b[31] != 0x80)
+  if ((bytes.size() != 32 && bytes.size() != 36) || b[0] != 0x96 || b[1] != envelope_version || b[2] != 0xc4 ||
+      b[3] != 16 || b[20] != 0xcf)
     return false;
+  std::uint32_t attempt = 0;
+  std::size_t at = 29;
+  if (bytes.size() == 32 && b[29] < 0x80) {
+    attempt = b[29];
+    at = 30;
+  } else if (bytes.size() == 36 && b[29] == 0xce) {
+    attempt = static_cast<std::uint32_t>(b[30]) << 24 | static_cast<std::uint32_t>(b[31]) << 16 |
+              static_cast<std::uint32_t>(b[32]) << 8 | b[33];
+    at = 34;
+  } else {
+    return false;
+  }
+  if (b[at] != nil || b[at + 1] != 0x80) return false;
   const auto id = message_id::from_bytes(bytes.substr(4, 16));
   if (id->is_nil()) return false;  // the general path names the error
   const std::uint64_t ts = be64(b + 21);
   if (ts > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return false;
   out.set_id(*id);
   out.set_timestamp_us(static_cast<std::int64_t>(ts));
-  out.set_attempt(b[29]);
+  out.set_attempt(attempt);
   if (out.has_key()) out.set_key(std::string());
   if (!out.headers().empty()) out.headers().clear();
   out.set_stream(0, 0);

@@ -803,7 +803,7 @@ void forwarder::on_timer(steady::time_point now) {
         queue& q = *queues_[index].q;
         logger().warn("consumer {} on queue {} silent for over {} ms: its {} delivery(ies) go back to the queue",
                       peer_name(it->first), q.name(), options_.heartbeat_timeout.count(),
-                      q.subs().count(it->first) ? q.subs().at(it->first)->tokens.size() : 0);
+                      q.subs().count(it->first) ? q.subs().at(it->first)->unacked : 0u);
         q.unsubscribe(it->first, true);
       }
       it = peers_.erase(it);

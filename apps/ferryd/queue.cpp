@@ -149,7 +149,11 @@ void queue::append_failed(const message_id& id, std::uint64_t seq) {
 void queue::mark_gap(std::uint64_t seq) {
   // Settled seqs above the watermark wait in settled_ until everything below them is settled too.
   if (seq < low_watermark_) return;
-  settled_.insert(seq);
+  if (seq == low_watermark_) {
+    ++low_watermark_;  // in order, the common case: nothing to remember
+  } else {
+    settled_.insert(seq);
+  }
   while (!settled_.empty() && *settled_.begin() == low_watermark_) {
     settled_.erase(settled_.begin());
     ++low_watermark_;
@@ -167,8 +171,9 @@ void queue::settle(std::uint64_t seq, settle_reason reason) {
   mark_gap(seq);
 }
 
+// The journal always gets the count; attempts_ only needs it for messages the delivery structures do not
+// hold (recovered ahead of the cursor), which the cursor reads back from there.
 void queue::record_attempts(std::uint64_t seq, std::uint32_t attempts) {
-  attempts_[seq] = attempts;
   journal_.append({record_type::attempts, 0, attempts, seq});
 }
 
@@ -188,9 +193,13 @@ void queue::unsubscribe(const std::string& identity, bool penalty) {
   const auto it = subs_.find(identity);
   if (it == subs_.end()) return;
   subscription& sub = *it->second;
-  for (const std::uint64_t token : sub.tokens) {
+  // Its deliveries, in seq order so they go back in the order they left.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> held;  // seq, token
+  for (const auto& [token, d] : in_flight_)
+    if (d.sub == &sub) held.emplace_back(d.msg.seq, token);
+  std::sort(held.begin(), held.end());
+  for (const auto& [seq, token] : held) {
     const auto d = in_flight_.find(token);
-    if (d == in_flight_.end()) continue;
     waiting w = d->second.msg;
     in_flight_.erase(d);
     if (!penalty && w.attempts > 0) {
@@ -247,7 +256,6 @@ queue::answer queue::ack(const std::string& identity, std::uint64_t token) {
   if (d != in_flight_.end() && d->second.sub == &sub) {
     const waiting w = d->second.msg;
     in_flight_.erase(d);
-    sub.tokens.erase(token);
     --sub.unacked;
     settle(w.seq, settle_reason::acked);
     ++counters_.acked;
@@ -271,7 +279,6 @@ queue::answer queue::nack(const std::string& identity, std::uint64_t token, std:
   if (d != in_flight_.end() && d->second.sub == &sub) {
     const waiting w = d->second.msg;
     in_flight_.erase(d);
-    sub.tokens.erase(token);
     --sub.unacked;
     last_error_[w.seq] = std::move(reason);
     ++counters_.nacked;
@@ -295,7 +302,6 @@ queue::answer queue::reject(const std::string& identity, std::uint64_t token, st
   if (d != in_flight_.end() && d->second.sub == &sub) {
     const waiting w = d->second.msg;
     in_flight_.erase(d);
-    sub.tokens.erase(token);
     --sub.unacked;
     dead_lettering_[w.seq] = w;  // the key stays busy until the dead-letter copy is durable
     dead_letters_.push_back({w.seq, w.where, w.attempts, "rejected by the handler: " + reason});
@@ -320,7 +326,6 @@ void queue::expire_leases(steady::time_point now) {
     const waiting w = d->second.msg;
     subscription* sub = d->second.sub;
     in_flight_.erase(d);
-    sub->tokens.erase(token);
     sub->expired.insert(token);  // its credit stays taken until the consumer answers
     last_error_[w.seq] = fmt::format("lease of {} ms expired", config_.lease.count());
     ++counters_.expired;
@@ -445,7 +450,6 @@ void queue::deliver(subscription& sub, const waiting& msg, std::string_view enve
   in_flight_.emplace(token, delivery{w, &sub, deadline});
   leases_.emplace(deadline, token);
   ++sub.unacked;
-  sub.tokens.insert(token);
   if (w.key_hash != 0) keys_[w.key_hash].busy = true;
 }
 
@@ -597,6 +601,14 @@ std::string queue::snapshot() const {
   append_journal_record(out, {record_type::watermark, 0, 0, low_watermark_});
   for (const std::uint64_t s : settled_) append_journal_record(out, {record_type::settle, 0, 0, s});
   for (const auto& [seq, n] : attempts_) append_journal_record(out, {record_type::attempts, 0, n, seq});
+  auto held = [&](const waiting& w) {
+    if (w.attempts > 0) append_journal_record(out, {record_type::attempts, 0, w.attempts, w.seq});
+  };
+  for (const auto& [token, d] : in_flight_) held(d.msg);
+  for (const auto& [seq, w] : ready_) held(w);
+  for (const auto& [seq, w] : dead_lettering_) held(w);
+  for (const auto& [key, ks] : keys_)
+    for (const auto& w : ks.parked) held(w);
   return out;
 }
 

@@ -66,7 +66,6 @@ struct subscription {
   std::uint32_t prefetch = 1;
   std::uint32_t unacked = 0;                  // deliveries not answered yet, expired ones included
   std::unordered_set<std::uint64_t> expired;  // tokens whose lease ran out but may still be answered
-  std::unordered_set<std::uint64_t> tokens;   // live deliveries
   // DELIVER being assembled during one dispatch
   std::string out_tokens;
   std::vector<zmq::message_t> out_frames;
@@ -255,7 +254,9 @@ class queue {
   std::uint64_t unsettled_ = 0;
   std::uint64_t low_watermark_ = 0;                       // every seq below is settled
   std::set<std::uint64_t> settled_;                       // settled seqs at or above the watermark
-  std::unordered_map<std::uint64_t, std::uint32_t> attempts_;  // deliveries so far, for unsettled seqs
+  // Deliveries so far of unsettled messages not held in the structures below (recovered from the journal
+  // ahead of the cursor); held messages carry their count themselves.
+  std::unordered_map<std::uint64_t, std::uint32_t> attempts_;
   std::unordered_map<std::uint64_t, std::string> last_error_;
 
   // delivery
