@@ -8,15 +8,17 @@
 namespace ferry {
 namespace {
 
-// Table slots: the high 32 bits of the id's hash (its fingerprint) and the 32-bit ring index. The home
-// slot comes from the low bits, so fingerprint and position are independent.
+// Table slots: the low 32 bits of the id's hash (its fingerprint, which also gives its home slot) and the
+// 32-bit ring index. A probe compares fingerprints and touches the ring only on a match; moving entries
+// during deletion needs no ring access at all.
 constexpr std::uint64_t slot_of(std::uint64_t h, std::size_t index) noexcept {
-  return (h & 0xffffffff00000000ull) | static_cast<std::uint32_t>(index);
+  return (h << 32) | static_cast<std::uint32_t>(index);
 }
 constexpr std::uint32_t index_of(std::uint64_t slot) noexcept { return static_cast<std::uint32_t>(slot); }
 constexpr bool same_fingerprint(std::uint64_t slot, std::uint64_t h) noexcept {
-  return (slot ^ h) >> 32 == 0;
+  return (slot >> 32) == (h & 0xffffffffull);
 }
+constexpr std::size_t home_of(std::uint64_t slot, std::size_t mask) noexcept { return (slot >> 32) & mask; }
 
 }  // namespace
 
@@ -44,7 +46,7 @@ void dedup_window::expire(clock::time_point now) noexcept {
 void dedup_window::remove_slot(std::size_t i) noexcept {
   // Backward-shift deletion keeps probe chains intact without tombstones.
   for (std::size_t j = (i + 1) & mask_; table_[j] != empty; j = (j + 1) & mask_) {
-    const std::size_t k = hash(ring_[index_of(table_[j])].id) & mask_;
+    const std::size_t k = home_of(table_[j], mask_);
     // Move j's entry back to i unless its home lies cyclically in (i, j].
     const bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (!stays) {

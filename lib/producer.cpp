@@ -10,6 +10,7 @@
 
 #include "detail/counter.hpp"
 #include "detail/forwarder_protocol.hpp"
+#include "detail/id_map.hpp"
 #include "detail/log.hpp"
 #include "detail/wakeup.hpp"
 #include "ferry/envelope.hpp"
@@ -56,9 +57,15 @@ struct producer::impl {
     zmq::message_t payload;
     steady::time_point sent_at;
   };
-  std::unordered_map<message_id, unconfirmed> waiting;
+  detail::id_map<unconfirmed> waiting{1024};
   std::deque<std::pair<steady::time_point, message_id>> resend_order;
-  std::unordered_map<std::string, std::vector<message_id>> batches;  // queue -> ids to transmit now
+  // What to transmit now, per queue (few queues per producer: a vector beats a map).
+  struct batch {
+    std::string queue;
+    std::vector<std::pair<message_id, unconfirmed*>> items;
+  };
+  std::vector<batch> batches;
+  std::size_t last_batch = 0;
   std::uint64_t instance = 0;
   bool disconnected = false;
   steady::time_point last_heard{};
@@ -106,24 +113,34 @@ struct producer::impl {
     if (in_flight == 0) settled.notify_all();
   }
 
+  // Queues `u` (the entry of `id` in `waiting`) for the next transmit().
+  void enqueue(const std::string& queue, const message_id& id, unconfirmed* u) {
+    if (last_batch >= batches.size() || batches[last_batch].queue != queue) {
+      last_batch = 0;
+      while (last_batch < batches.size() && batches[last_batch].queue != queue) ++last_batch;
+      if (last_batch == batches.size()) batches.push_back(batch{queue, {}});
+    }
+    batches[last_batch].items.emplace_back(id, u);
+  }
+
   void transmit(steady::time_point now) {
-    for (auto& [queue, ids] : batches) {
-      for (std::size_t start = 0; start < ids.size(); start += options.max_batch) {
-        const std::size_t end = std::min(ids.size(), start + options.max_batch);
+    for (auto& b : batches) {
+      auto& items = b.items;
+      for (std::size_t start = 0; start < items.size(); start += options.max_batch) {
+        const std::size_t end = std::min(items.size(), start + options.max_batch);
         std::vector<zmq::message_t> frames;
         frames.reserve(2 + 2 * (end - start));
         frames.emplace_back(fwd::send.data(), fwd::send.size());
-        frames.emplace_back(queue.data(), queue.size());
+        frames.emplace_back(b.queue.data(), b.queue.size());
         for (std::size_t i = start; i < end; ++i) {
-          auto it = waiting.find(ids[i]);
-          if (it == waiting.end()) continue;  // confirmed meanwhile
+          unconfirmed& u = *items[i].second;
           zmq::message_t env, payload;
-          env.copy(it->second.envelope);
-          payload.copy(it->second.payload);  // shares the buffer; nothing is copied for large payloads
+          env.copy(u.envelope);
+          payload.copy(u.payload);  // shares the buffer; nothing is copied for large payloads
           frames.push_back(std::move(env));
           frames.push_back(std::move(payload));
-          it->second.sent_at = now;
-          resend_order.emplace_back(now, ids[i]);
+          u.sent_at = now;
+          resend_order.emplace_back(now, items[i].first);
         }
         if (frames.size() == 2) continue;
         try {
@@ -134,7 +151,7 @@ struct producer::impl {
         }
       }
     }
-    batches.clear();
+    for (auto& b : batches) b.items.clear();  // keep the vectors' memory
   }
 
   void take_outbox(steady::time_point now) {
@@ -144,18 +161,22 @@ struct producer::impl {
       items.swap(outbox);
     }
     for (auto& item : items) {
-      auto& ids = batches[item.queue];
-      ids.push_back(item.id);
-      waiting.emplace(item.id, unconfirmed{std::move(item.queue), std::move(item.envelope), std::move(item.payload), now});
+      auto [u, fresh] = waiting.try_emplace(item.id, unconfirmed{std::move(item.queue), std::move(item.envelope),
+                                                                  std::move(item.payload), now});
+      if (!fresh) {  // the same id sent again while the first copy is in flight: it rides on that one
+        settle(1);
+        continue;
+      }
+      enqueue(u->queue, item.id, u);
     }
   }
 
   void resend_everything(steady::time_point now) {
     resend_order.clear();
-    for (auto& [id, u] : waiting) {
-      batches[u.queue].push_back(id);
+    waiting.for_each([&](const message_id& id, unconfirmed& u) {
+      enqueue(u.queue, id, &u);
       resent.add();
-    }
+    });
     transmit(now);
   }
 
@@ -164,9 +185,9 @@ struct producer::impl {
     while (!resend_order.empty() && resend_order.front().first + options.confirm_timeout <= now) {
       const auto [at, id] = resend_order.front();
       resend_order.pop_front();
-      auto it = waiting.find(id);
-      if (it == waiting.end() || it->second.sent_at != at) continue;
-      batches[it->second.queue].push_back(id);
+      unconfirmed* u = waiting.find(id);
+      if (u == nullptr || u->sent_at != at) continue;
+      enqueue(u->queue, id, u);
       resent.add();
     }
   }
@@ -179,7 +200,7 @@ struct producer::impl {
       std::uint64_t n = 0;
       for (std::size_t off = 0; off + fwd::id_size <= frames[1].size(); off += fwd::id_size) {
         const auto id = *message_id::from_bytes({p + off, fwd::id_size});
-        if (waiting.erase(id) == 0) continue;  // a duplicate confirm for a resent copy
+        if (!waiting.erase(id)) continue;  // a duplicate confirm for a resent copy
         ++n;
         if (on_confirm) on_confirm(id);
       }
@@ -187,7 +208,7 @@ struct producer::impl {
       settle(n);  // one lock and wake-up per CONFIRM, not per message
     } else if (verb == fwd::refuse && frames.size() >= 4) {
       const auto id = message_id::from_bytes(frames[1].to_string_view());
-      if (!id || waiting.erase(*id) == 0) {
+      if (!id || !waiting.erase(*id)) {
         detail::logger().warn("producer: ferryd refused a message: {}: {}", frames[2].to_string_view(),
                               frames[3].to_string_view());
         return;
@@ -317,8 +338,8 @@ send_status producer::send(message& msg) {
     }
     if (s.closing) return send_status::closed;
     ++s.in_flight;
-    s.outbox.push_back(outgoing{msg.id(), msg.topic(), encode_envelope(msg, envelope_form::storage),
-                                std::move(msg.payload_frame())});
+    // The compact form fits libzmq's inline frame (no allocation); ferryd re-encodes it for storage.
+    s.outbox.push_back(outgoing{msg.id(), msg.topic(), encode_envelope(msg), std::move(msg.payload_frame())});
   }
   s.sent.add();  // one writer per producer is typical; relaxed counts are good enough for stats
   s.wake.notify();

@@ -469,7 +469,12 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
 }
 
 void forwarder::queue_confirm(const std::string& identity, const message_id& id) {
-  confirms_out_[identity].append(id.view());
+  // Confirms come in runs for one producer: remember where the last one went.
+  if (last_confirm_ == nullptr || last_confirm_identity_ != identity) {
+    last_confirm_ = &confirms_out_[identity];
+    last_confirm_identity_ = identity;
+  }
+  last_confirm_->append(id.view());
 }
 
 void forwarder::refuse(const std::string& identity, const message_id& id, std::string_view code,
@@ -671,7 +676,7 @@ void forwarder::move_dead_letters() {
       p.source_seq = req.seq;
       logger().info("queue {}: message {} goes to {} ({})", source.name(), m.id().to_hex(), dlq.q->name(),
                     req.reason);
-      p.request = std::move(req);
+      p.request = std::make_unique<dead_letter_request>(std::move(req));
       dlq.gathering.push_back(std::move(p));
     }
   }
@@ -702,6 +707,7 @@ void forwarder::flush_outgoing() {
     send_frames(identity, reply);
   }
   confirms_out_.clear();
+  last_confirm_ = nullptr;
 }
 
 void forwarder::maybe_submit() {
@@ -741,10 +747,12 @@ void forwarder::handle_commit(commit_result& result) {
     std::_Exit(exit_runtime);
   }
   ++commits_;
-  for (auto& [index, outcome] : result.outcomes) {
+  for (std::size_t n = 0; n < result.outcomes.size(); ++n) {
+    auto& [index, outcome] = result.outcomes[n];
     queue_slot& slot = queues_[index];
     queue& q = *slot.q;
     q.committed(outcome);
+    if (n < result.buffers.size()) q.recycle(std::move(result.buffers[n]));
     const bool failed = outcome.error != 0;
     if (failed) {
       if (is_space_error(outcome.error)) {
@@ -784,7 +792,7 @@ void forwarder::handle_commit(commit_result& result) {
           refuse(p.identity, p.id, code, text);
         }
         for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text);
-        if (p.source_queue != ~0u && !p.replay) queues_[p.source_queue].q->dead_letter_failed(std::move(p.request), std::chrono::seconds(1));
+        if (p.source_queue != ~0u && !p.replay && p.request) queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
       }
       slot.extra_waiters.erase(p.id);
     }

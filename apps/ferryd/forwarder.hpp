@@ -92,7 +92,7 @@ class forwarder {
     std::uint32_t source_queue = ~0u;  // dead-letter or replay: the queue the message leaves
     std::uint64_t source_seq = 0;
     bool replay = false;
-    dead_letter_request request;       // for a dead-letter move that has to be retried
+    std::unique_ptr<dead_letter_request> request;  // dead-letter moves only, to retry a failed one
   };
   struct queue_slot {
     std::unique_ptr<queue> q;
@@ -148,6 +148,8 @@ class forwarder {
   std::unordered_map<std::string, std::uint32_t> queue_index_;
   std::unordered_map<std::string, peer> peers_;
   std::unordered_map<std::string, std::string> confirms_out_;
+  std::string* last_confirm_ = nullptr;  // into confirms_out_ (element pointers survive rehashing)
+  std::string last_confirm_identity_;
   // DELIVER messages assembled by dispatch, sent once the journal holds their attempt counts.
   std::vector<std::pair<std::string, std::vector<zmq::message_t>>> pending_delivers_;
 

@@ -224,6 +224,7 @@ commit_result group_commit::execute(commit_batch& batch) {
     for (int fd : out.touched_fds) to_sync.push_back(fd);
     if (out.new_segment) dirs.push_back(req.writer->dir());
     result.outcomes.emplace_back(req.queue, std::move(out));
+    result.buffers.push_back(std::move(req.bytes));
   }
   if (sync_delay_.count() > 0) std::this_thread::sleep_for(sync_delay_);
   if (policy_ == fsync_policy::always) {

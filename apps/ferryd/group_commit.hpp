@@ -81,6 +81,7 @@ struct commit_batch {
 struct commit_result {
   std::uint64_t number = 0;
   std::vector<std::pair<std::uint32_t, segment_writer::outcome>> outcomes;  // per request, same order
+  std::vector<std::string> buffers;  // the requests' byte buffers, handed back for reuse (same order)
   int sync_error = 0;  // fdatasync failed: nothing in this batch may be called durable
 };
 

@@ -129,7 +129,11 @@ std::string queue::take_pending() {
   committing_through_ = next_seq_ - 1;
   committing_count_ = pending_count_;
   pending_count_ = 0;
-  return std::exchange(pending_, {});
+  std::string batch = std::move(pending_);
+  pending_ = std::move(spare_);
+  pending_.clear();
+  spare_ = std::string();
+  return batch;
 }
 
 void queue::committed(const segment_writer::outcome& out) {

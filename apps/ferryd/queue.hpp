@@ -124,6 +124,11 @@ class queue {
   [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
   /// Takes the gathered records for the commit thread.
   std::string take_pending();
+  /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
+  void recycle(std::string&& buffer) {
+    buffer.clear();
+    if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
+  }
   /// Applies a commit outcome. Returns the seqs written (first..last) so the caller can confirm them.
   void committed(const segment_writer::outcome& out);
   /// Forgets a message whose append failed: its id may be sent again, its seq counts as settled.
@@ -244,6 +249,7 @@ class queue {
   // producing
   std::uint64_t next_seq_ = 1;
   std::string pending_;
+  std::string spare_;
   std::size_t pending_count_ = 0;
   std::size_t committing_count_ = 0;
   std::uint64_t committing_through_ = 0;  // last seq in the batch being written
