@@ -173,13 +173,15 @@ struct consumer::impl {
       std::lock_guard lock(mutex);
       done.swap(results);
     }
+    if (done.empty()) return;
+    const auto now = steady::now();
     for (auto& r : done) {
       auto it = in_progress.find(r.id);
       if (it == in_progress.end()) continue;
       switch (r.v) {
         case verdict::ack:
           handled.add();
-          if (dedup) dedup->check_and_insert(r.id);
+          if (dedup) dedup->check_and_insert(r.id, now);
           break;
         case verdict::nack: failed.add(); break;
         case verdict::reject: rejected.add(); break;
@@ -197,6 +199,7 @@ struct consumer::impl {
     }
     const auto* tokens = static_cast<const char*>(frames[2].data());
     const std::size_t n = (frames.size() - 3) / 2;
+    const auto now = steady::now();  // one clock read for the whole DELIVER
     std::vector<work> fresh;
     fresh.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -209,7 +212,7 @@ struct consumer::impl {
         answer({token}, verdict::reject, std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
         continue;
       }
-      if (dedup && dedup->contains(w.msg.id())) {
+      if (dedup && dedup->contains(w.msg.id(), now)) {
         duplicates.add();
         answer({token}, verdict::ack, {});
         continue;

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> bind;
   std::string fsync = "always";
   std::uint64_t fsync_interval_ms = 10, segment_mb = 64, lease_ms = 30'000, heartbeat_ms = 1000,
-                heartbeat_timeout_ms = 3000, dedup_window_ms = 120'000, dedup_max_ids = 1'000'000,
+                heartbeat_timeout_ms = 3000, dedup_window_ms = 120'000, dedup_max_ids = 262'144,
                 dedup_retain_mb = 1024, max_message_bytes = o.max_message_bytes, max_queue_messages = 0,
                 min_free_mb = 64, max_parked = 100'000;
   std::uint32_t max_attempts = 5;

@@ -41,7 +41,7 @@ struct queue_config {
   std::uint64_t segment_bytes = 64ull << 20;
   std::uint64_t max_messages = 0;  // 0: unlimited
   std::size_t max_parked = 100'000;
-  dedup_options dedup;
+  dedup_options dedup{.max_ids = 262'144, .max_age = std::chrono::minutes(2)};
   std::uint64_t dedup_retain_bytes = 1ull << 30;  // settled segments kept so the dedup window survives restarts
 };
 

@@ -32,9 +32,10 @@ struct consumer_options {
   /// Most messages held (being handled or waiting) at once; ferryd sends no more until some are answered.
   /// 0 picks 2 x threads + 8.
   std::uint32_t prefetch = 0;
-  /// Filters redeliveries of messages this consumer already handled (for example when its ack was lost).
-  /// On by default; std::nullopt turns it off.
-  std::optional<dedup_options> dedup = dedup_options{};
+  /// Filters redeliveries of messages this consumer already handled (for example when its ack was lost,
+  /// or ferryd restarted before the ack reached its disk). On by default, remembering the last 100,000
+  /// handled ids for up to 2 minutes (about 5 MiB); std::nullopt turns it off.
+  std::optional<dedup_options> dedup = dedup_options{.max_ids = 100'000, .max_age = std::chrono::minutes(2)};
   /// How often ferryd is pinged. ferryd declares a consumer dead after its --heartbeat-timeout-ms.
   std::chrono::milliseconds heartbeat_interval{1000};
   decode_limits limits;

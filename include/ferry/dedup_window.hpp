@@ -21,6 +21,7 @@ struct dedup_options {
 ///
 /// Each check is O(1): an open-addressing table over a ring of (id, time) entries. Table slots carry a
 /// 32-bit fingerprint of the id next to its ring index, so a probe that misses rarely touches the ring.
+/// At most 2^31 ids (the table's home slot comes from the fingerprint's bits).
 /// Each id may carry a 64-bit value given when it was first seen (ferryd keeps the message's sequence
 /// number there). Memory: 48 bytes per remembered id (32 in the ring, 16 in the table at half load), so
 /// 48 MiB per million ids; it grows with use up to that bound and is never larger.
@@ -70,7 +71,7 @@ class dedup_window {
   std::vector<entry> ring_;         // circular, oldest at head_
   std::size_t head_ = 0;
   std::size_t count_ = 0;
-  std::vector<std::uint64_t> table_;  // (fingerprint << 32 | ring index), `empty` when free; power-of-two size
+  std::vector<std::uint64_t> table_;  // (hash low 32 bits << 32 | ring index), `empty` when free; power of 2
   std::size_t mask_ = 0;
 };
 
