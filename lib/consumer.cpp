@@ -32,7 +32,9 @@ struct result {
   std::string reason;
 };
 
-zmq::message_t frame(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
+zmq::message_t frame(std::string_view s) {
+  return zmq::message_t(s.data(), s.size());
+}
 
 }  // namespace
 
@@ -71,7 +73,8 @@ struct consumer::impl {
   impl(context& ctx, consumer_options o, message_handler h) : options(std::move(o)), handler(std::move(h)) {
     if (options.forwarder.empty()) throw error("consumer: options.forwarder (ferryd's endpoint) is required");
     if (!fwd::valid_queue_name(options.queue))
-      throw error("consumer: options.queue must be 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
+      throw error(
+          "consumer: options.queue must be 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
     if (!handler) throw error("consumer: a handler is required");
     if (options.threads == 0) throw error("consumer: threads must be at least 1");
     if (options.prefetch == 0) options.prefetch = 2 * options.threads + 8;
@@ -89,7 +92,8 @@ struct consumer::impl {
   void send(std::vector<zmq::message_t>& frames) {
     try {
       for (std::size_t i = 0; i < frames.size(); ++i)
-        (void)socket.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+        (void)socket.send(frames[i],
+                          i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     } catch (const zmq::error_t& e) {
       detail::logger().warn("consumer: send to ferryd failed: {}", e.what());
     }
@@ -183,8 +187,12 @@ struct consumer::impl {
           handled.add();
           if (dedup) dedup->check_and_insert(r.id, now);
           break;
-        case verdict::nack: failed.add(); break;
-        case verdict::reject: rejected.add(); break;
+        case verdict::nack:
+          failed.add();
+          break;
+        case verdict::reject:
+          rejected.add();
+          break;
       }
       answer(it->second, r.v, r.reason);
       in_progress.erase(it);
@@ -193,7 +201,8 @@ struct consumer::impl {
 
   void on_deliver(std::vector<zmq::message_t>& frames) {
     // DELIVER | queue | tokens | (envelope | payload) x n
-    if (frames.size() < 5 || (frames.size() - 3) % 2 != 0 || frames[2].size() != 8 * ((frames.size() - 3) / 2)) {
+    if (frames.size() < 5 || (frames.size() - 3) % 2 != 0 ||
+        frames[2].size() != 8 * ((frames.size() - 3) / 2)) {
       detail::logger().warn("consumer: malformed DELIVER from ferryd ({} frames) ignored", frames.size());
       return;
     }
@@ -209,7 +218,8 @@ struct consumer::impl {
       const decode_error err = decode_envelope(frames[3 + 2 * i].to_string_view(), w.msg, options.limits);
       if (err != decode_error::none) {
         malformed.add();
-        answer({token}, verdict::reject, std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
+        answer({token}, verdict::reject,
+               std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
         continue;
       }
       if (dedup && dedup->contains(w.msg.id(), now)) {
@@ -269,7 +279,8 @@ struct consumer::impl {
         }
         return;
       }
-      detail::logger().warn("consumer: ferryd says {}: {}", frames[1].to_string_view(), frames[2].to_string_view());
+      detail::logger().warn("consumer: ferryd says {}: {}", frames[1].to_string_view(),
+                            frames[2].to_string_view());
     }
   }
 
@@ -314,7 +325,8 @@ struct consumer::impl {
         }
       }
       zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
-      const auto until_ping = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
+      const auto until_ping =
+          std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
       try {
         zmq::poll(items, 2, std::chrono::milliseconds(std::clamp<long>(until_ping.count(), 0, 100)));
       } catch (const zmq::error_t&) {
@@ -367,9 +379,21 @@ struct consumer::impl {
 consumer::consumer(context& ctx, consumer_options options, message_handler handler)
     : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(handler))) {}
 
-consumer::~consumer() { stop(); }
+consumer::~consumer() {
+  stop();
+}
 
-void consumer::stop() { impl_->stop(); }
+void consumer::stop() {
+  impl_->stop();
+}
+
+void consumer::request_stop() noexcept {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->work_ready.notify_all();
+}
 
 bool consumer::wait_ready(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->mutex);

@@ -80,11 +80,13 @@ struct producer::impl {
     socket_options so = options.socket;
     so.send_hwm = 0;  // the window bounds what is queued; never drop or block here
     so.receive_hwm = 0;
-    so.linger = std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend, not libzmq's to flush
+    so.linger =
+        std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend, not libzmq's to flush
     socket = ctx.make_socket(zmq::socket_type::dealer, so);
     static std::atomic<std::uint64_t> monitors{0};
     const std::string monitor_ep = "inproc://ferry-producer-monitor-" + std::to_string(monitors.fetch_add(1));
-    if (zmq_socket_monitor(socket.handle(), monitor_ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+    if (zmq_socket_monitor(socket.handle(), monitor_ep.c_str(),
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
       throw error("producer: cannot monitor its socket");
     monitor = zmq::socket_t(ctx.zmq(), zmq::socket_type::pair);
     monitor.set(zmq::sockopt::linger, 0);
@@ -145,7 +147,8 @@ struct producer::impl {
         if (frames.size() == 2) continue;
         try {
           for (std::size_t i = 0; i < frames.size(); ++i)
-            (void)socket.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+            (void)socket.send(frames[i],
+                              i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
         } catch (const zmq::error_t& e) {
           detail::logger().warn("producer: send to ferryd failed: {} (will resend)", e.what());
         }
@@ -161,8 +164,9 @@ struct producer::impl {
       items.swap(outbox);
     }
     for (auto& item : items) {
-      auto [u, fresh] = waiting.try_emplace(item.id, unconfirmed{std::move(item.queue), std::move(item.envelope),
-                                                                  std::move(item.payload), now});
+      auto [u, fresh] = waiting.try_emplace(
+          item.id,
+          unconfirmed{std::move(item.queue), std::move(item.envelope), std::move(item.payload), now});
       if (!fresh) {  // the same id sent again while the first copy is in flight: it rides on that one
         settle(1);
         continue;
@@ -214,20 +218,24 @@ struct producer::impl {
         return;
       }
       refused.add();
-      if (on_refuse) on_refuse(refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
+      if (on_refuse)
+        on_refuse(
+            refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
       settle(1);
     } else if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
       const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
-      const bool was_up = forwarder_up.exchange(true, std::memory_order_relaxed);
+      forwarder_up.store(true, std::memory_order_relaxed);
+      // Only a new instance loses what it had not stored. A silence alone loses nothing (the connection
+      // held), and a reconnect is seen through the socket monitor.
       if (instance != 0 && inst != instance) {
-        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)", waiting.size());
+        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)",
+                              waiting.size());
         resend_everything(now);
-      } else if (!was_up && !waiting.empty()) {
-        resend_everything(now);  // back after a silence: whatever was in flight may be lost
       }
       instance = inst;
     } else if (verb == fwd::error && frames.size() >= 3) {
-      detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(), frames[2].to_string_view());
+      detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(),
+                            frames[2].to_string_view());
     }
   }
 
@@ -256,7 +264,8 @@ struct producer::impl {
     for (;;) {
       auto now = steady::now();
       if (read_monitor() && !waiting.empty()) {
-        detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)", waiting.size());
+        detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)",
+                              waiting.size());
         resend_everything(now);
       }
       take_outbox(now);
@@ -299,7 +308,8 @@ struct producer::impl {
       zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, wake.fd(), ZMQ_POLLIN, 0},
                                 {monitor.handle(), 0, ZMQ_POLLIN, 0}};
-      const auto until_ping = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
+      const auto until_ping =
+          std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
       const long timeout = std::clamp<long>(until_ping.count(), 0, 100);
       try {
         zmq::poll(items, 3, std::chrono::milliseconds(timeout));
@@ -315,7 +325,8 @@ struct producer::impl {
   }
 };
 
-producer::producer(context& ctx, producer_options options, confirm_handler on_confirm, refuse_handler on_refuse)
+producer::producer(context& ctx, producer_options options, confirm_handler on_confirm,
+                   refuse_handler on_refuse)
     : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(on_confirm), std::move(on_refuse))) {}
 
 producer::~producer() = default;

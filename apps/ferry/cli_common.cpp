@@ -59,6 +59,10 @@ void add_message_flags(CLI::App& cmd, message_flags& flags, const std::string& t
   cmd.add_option("-t,--topic", flags.topic, topic_help + " (required)")
       ->type_name("TOPIC")
       ->each([&flags](const std::string&) { flags.topic_given = true; });
+  add_key_header_flags(cmd, flags);
+}
+
+void add_key_header_flags(CLI::App& cmd, message_flags& flags) {
   cmd.add_option("-k,--key", flags.key, "Key of every message (groups related messages)")->type_name("KEY");
   cmd.add_option("-H,--header", flags.headers, "Header KEY=VALUE on every message (repeatable)")
       ->type_name("KEY=VALUE")

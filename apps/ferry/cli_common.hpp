@@ -60,6 +60,8 @@ struct message_flags {
 };
 
 void add_message_flags(CLI::App& cmd, message_flags& flags, const std::string& topic_help);
+/// Only --key and --header, for commands that name the topic another way (send: --queue).
+void add_key_header_flags(CLI::App& cmd, message_flags& flags);
 
 /// A decimal whole number in [min, max]. CLI11's own conversion takes "-1" for an unsigned option and reads
 /// "010" as octal; this rejects the first and strips leading zeros.

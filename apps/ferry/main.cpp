@@ -21,10 +21,13 @@ namespace {
 
 using namespace ferry::cli;
 
-// "ferry" or "ferry push": who complains, and whose --help to suggest.
+// "ferry", "ferry push" or "ferry dlq list": who complains, and whose --help to suggest.
 std::string command_path(const CLI::App& app) {
   std::string path = "ferry";
-  for (const CLI::App* sub : app.get_subcommands()) path += " " + sub->get_name();
+  for (const CLI::App* level = &app; !level->get_subcommands().empty();) {
+    level = level->get_subcommands().front();
+    path += " " + level->get_name();
+  }
   return path;
 }
 
@@ -69,6 +72,7 @@ int main(int argc, char** argv) {
 
   std::vector<command> commands;
   add_brokerless_commands(app, commands);
+  add_durable_commands(app, commands);
 
   try {
     app.parse(argc, argv);
@@ -95,5 +99,5 @@ int main(int argc, char** argv) {
       return exit_failure;
     }
   }
-  return usage_failure(app, "give a command: push, pull, pub or sub");
+  return usage_failure(app, "give a command: push, pull, pub, sub, send, consume, dlq or stats");
 }

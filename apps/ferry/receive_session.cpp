@@ -52,11 +52,11 @@ void receive_session::wake() noexcept {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
-void receive_session::on_message(const ferry::message& msg) noexcept {
+bool receive_session::on_message(const ferry::message& msg) noexcept {
   const std::uint64_t printed = printed_.load(std::memory_order_relaxed);
   if (done_.load(std::memory_order_relaxed) || (options_.count != 0 && printed >= options_.count)) {
     skipped_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
   try {
     line_.clear();
@@ -65,7 +65,7 @@ void receive_session::on_message(const ferry::message& msg) noexcept {
     write_errno_.store(ENOMEM);
     done_.store(true);
     wake();
-    return;
+    return false;
   }
   const bool last = options_.count != 0 && printed + 1 == options_.count;
   // A reader of a --count run expects its lines the moment the process ends, and a test waits on them.
@@ -74,7 +74,7 @@ void receive_session::on_message(const ferry::message& msg) noexcept {
     write_errno_.store(errno != 0 ? errno : EIO);
     done_.store(true);
     wake();
-    return;
+    return false;
   }
   last_message_ns_.store(steady_ns(), std::memory_order_relaxed);
   printed_.store(printed + 1, std::memory_order_relaxed);
@@ -82,6 +82,7 @@ void receive_session::on_message(const ferry::message& msg) noexcept {
     done_.store(true);
     wake();
   }
+  return true;
 }
 
 stop_reason receive_session::wait() {
@@ -96,7 +97,8 @@ stop_reason receive_session::wait() {
           std::chrono::nanoseconds(last_message_ns_.load(std::memory_order_relaxed) - steady_ns()) +
           *options_.idle_timeout;
       if (idle_left.count() <= 0) {
-        done_.store(true);  // lines after this point are skipped, not printed after the summary
+        // Lines after this point are skipped, not printed after the summary.
+        if (!options_.print_after_stop) done_.store(true);
         return stop_reason::idle;
       }
       timeout = std::min(timeout, idle_left);
@@ -108,7 +110,7 @@ stop_reason receive_session::wait() {
     if (ready > 0 && (fds[0].revents & POLLIN) != 0) {
       signalfd_siginfo info{};
       (void)!::read(signal_fd_, &info, sizeof info);
-      done_.store(true);
+      if (!options_.print_after_stop) done_.store(true);
       return stop_reason::signal;
     }
     if (ready > 0 && (fds[1].revents & POLLIN) != 0) {

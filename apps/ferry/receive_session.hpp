@@ -1,6 +1,6 @@
 #pragma once
-// The printing and stopping logic of a receiving command (pull, sub; later consume): prints each message
-// on stdout and decides when the command ends (--count reached, idle for --timeout-ms, SIGINT/SIGTERM, or
+// The printing and stopping logic of a receiving command (pull, sub, consume): prints each message on
+// stdout and decides when the command ends (--count reached, idle for --timeout-ms, SIGINT/SIGTERM, or
 // stdout gone).
 
 #include <atomic>
@@ -22,6 +22,10 @@ struct receive_session_options {
   std::optional<std::chrono::milliseconds> idle_timeout;
   /// Flush stdout after every line. Otherwise a line reaches a pipe within flush_interval.
   bool unbuffered = false;
+  /// Keep printing what arrives after wait() returned for a signal or the idle timeout, until the receiver
+  /// is stopped. consume needs it: every message it was handed must be printed or handed back, and a
+  /// message skipped here could only be handed back with an attempt counted.
+  bool print_after_stop = false;
 };
 
 /// Why wait() returned.
@@ -45,8 +49,9 @@ class receive_session {
   receive_session(const receive_session&) = delete;
   receive_session& operator=(const receive_session&) = delete;
 
-  /// The handler: prints `msg`, or skips it when --count is already reached. Never throws.
-  void on_message(const ferry::message& msg) noexcept;
+  /// The handler: prints `msg`, or skips it when --count is already reached or the session is over.
+  /// Returns true when the line was written (and flushed, when unbuffered). Never throws.
+  bool on_message(const ferry::message& msg) noexcept;
 
   /// Blocks until a stop condition holds, flushing stdout every flush_interval meanwhile.
   [[nodiscard]] stop_reason wait();

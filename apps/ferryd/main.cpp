@@ -1,9 +1,9 @@
 // ferryd: the optional forwarder that makes ferry's work queues durable. See docs/operations.md.
 #include <CLI/CLI.hpp>
 
+#include <pthread.h>
 #include <csignal>
 #include <cstdio>
-#include <pthread.h>
 #include <iostream>
 
 #include "detail/log.hpp"
@@ -25,8 +25,10 @@ int main(int argc, char** argv) {
   using namespace ferry::ferryd;
   CLI::App app(description, "ferryd");
   app.set_version_flag("--version", std::string("ferryd ") + FERRY_VERSION);
-  app.set_config("--config", "", "Read options from a TOML or INI file (key = value, same names as the flags); "
-                                 "flags on the command line win");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
+  app.set_config("--config", "",
+                 "Read options from a TOML or INI file (key = value, same names as the flags); "
+                 "flags on the command line win");
 
   forwarder_options o;
   std::string data_dir;
@@ -37,16 +39,20 @@ int main(int argc, char** argv) {
                 dedup_retain_mb = 1024, max_message_bytes = o.max_message_bytes, max_queue_messages = 0,
                 min_free_mb = 64, max_parked = 100'000;
   std::uint32_t max_attempts = 5;
-  std::string log_level = "info";
+  std::string log_level;  // empty: $FERRY_LOG_LEVEL, else info
 
-  app.add_option("--data-dir", data_dir, "Directory holding the queues (must exist and be writable)")->required();
+  app.add_option("--data-dir", data_dir, "Directory holding the queues (must exist and be writable)")
+      ->required();
   app.add_option("--bind", bind, "Endpoint to listen on, repeatable (default tcp://127.0.0.1:5570)");
-  app.add_option("--fsync", fsync, "always: confirm after fdatasync (default); interval: confirm after write, "
-                                   "sync every --fsync-interval-ms (a machine crash can lose that much)")
+  app.add_option("--fsync", fsync,
+                 "always: confirm after fdatasync (default); interval: confirm after write, "
+                 "sync every --fsync-interval-ms (a machine crash can lose that much)")
       ->check(CLI::IsMember({"always", "interval"}));
-  app.add_option("--fsync-interval-ms", fsync_interval_ms, "Sync period in interval mode")->check(CLI::Range(1, 60'000));
+  app.add_option("--fsync-interval-ms", fsync_interval_ms, "Sync period in interval mode")
+      ->check(CLI::Range(1, 60'000));
   app.add_option("--segment-mb", segment_mb, "Size of a log segment file")->check(CLI::Range(1, 4096));
-  app.add_option("--lease-ms", lease_ms, "Visibility timeout: a delivery not answered in this time is redelivered")
+  app.add_option("--lease-ms", lease_ms,
+                 "Visibility timeout: a delivery not answered in this time is redelivered")
       ->check(CLI::Range(100, 86'400'000));
   app.add_option("--max-attempts", max_attempts, "Deliveries before a message goes to <queue>.dlq")
       ->check(CLI::Range(1, 1'000'000));
@@ -64,11 +70,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1'000'000));
   app.add_option("--max-message-bytes", max_message_bytes, "Largest payload accepted")
       ->check(CLI::Range(1, 1 << 30));
-  app.add_option("--max-queue-messages", max_queue_messages, "Refuse (queue_full) beyond this many stored "
-                                                             "messages per queue; 0 for no limit");
+  app.add_option("--max-queue-messages", max_queue_messages,
+                 "Refuse (queue_full) beyond this many stored "
+                 "messages per queue; 0 for no limit");
   app.add_option("--max-parked", max_parked, "Most messages held back per queue behind a busy key");
-  app.add_option("--min-free-mb", min_free_mb, "Refuse (disk_full) when the data directory has less free space");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+  app.add_option("--min-free-mb", min_free_mb,
+                 "Refuse (disk_full) when the data directory has less free space");
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error or off (default: $FERRY_LOG_LEVEL, else info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   try {
@@ -78,9 +87,11 @@ int main(int argc, char** argv) {
     std::cerr << "ferryd: " << e.what() << "\n(run ferryd --help for the options)\n";
     return exit_usage;
   }
-  ferry::log_level level = ferry::log_level::info;
-  ferry::parse_log_level(log_level, level);
-  ferry::set_log_level(level);
+  if (!log_level.empty()) {
+    ferry::log_level level = ferry::log_level::info;
+    ferry::parse_log_level(log_level, level);
+    ferry::set_log_level(level);
+  }
 
   o.data_dir = data_dir;
   if (!bind.empty()) o.bind = bind;

@@ -1,8 +1,8 @@
 #include "queue.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "detail/log.hpp"
 #include "ferry/envelope.hpp"
@@ -17,7 +17,8 @@ constexpr std::size_t read_ahead = 1 << 20;
 constexpr std::uint64_t journal_compact_bytes = 16ull << 20;
 }  // namespace
 
-queue::queue(std::string name, std::uint32_t index, fs::path dir, queue_config config, std::uint64_t token_prefix)
+queue::queue(std::string name, std::uint32_t index, fs::path dir, queue_config config,
+             std::uint64_t token_prefix)
     : name_(std::move(name)),
       index_(index),
       dir_(std::move(dir)),
@@ -51,24 +52,31 @@ void queue::recover(recovery_report& log_report, recovery_report& journal_report
   std::uint64_t watermark = 1;
   journal_.recover(journal_report, [&](const journal_record& r) {
     switch (r.type) {
-      case record_type::watermark: watermark = std::max(watermark, r.seq); break;
+      case record_type::watermark:
+        watermark = std::max(watermark, r.seq);
+        break;
       case record_type::settle:
         settled_.insert(r.seq);
         attempts_.erase(r.seq);
         break;
-      case record_type::attempts: attempts_[r.seq] = r.value; break;
-      default: break;
+      case record_type::attempts:
+        attempts_[r.seq] = r.value;
+        break;
+      default:
+        break;
     }
   });
 
   const std::int64_t now_us = unix_now_us();
   const auto now = steady::now();
-  const std::int64_t window_us = std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
+  const std::int64_t window_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
   std::uint64_t lowest_unsettled = 0;
   std::uint64_t last_seq = 0;
   std::vector<std::uint64_t> gaps;
   log_.recover(log_report, [&](const message_record& rec, const record_location&) {
-    // Sequence numbers are dense: a missing one was never durable or was lost to damage; it counts as settled.
+    // Sequence numbers are dense: a missing one was never durable or was lost to damage; it counts as
+    // settled.
     if (last_seq != 0)
       for (std::uint64_t s = last_seq + 1; s < rec.seq && gaps.size() < 10'000'000; ++s) gaps.push_back(s);
     last_seq = rec.seq;
@@ -80,12 +88,17 @@ void queue::recover(recovery_report& log_report, recovery_report& journal_report
     if (lowest_unsettled == 0) lowest_unsettled = rec.seq;
     return true;
   });
+  // Never hand out a sequence number the journal already settled (the log keeps its newest segment, so
+  // this only matters if that was lost).
+  next_seq_ = std::max(next_seq_, watermark);
+  if (!settled_.empty()) next_seq_ = std::max(next_seq_, *settled_.rbegin() + 1);
   low_watermark_ = lowest_unsettled != 0 ? lowest_unsettled : next_seq_;
   committed_through_ = next_seq_ - 1;
   for (const std::uint64_t s : gaps)
     if (s > low_watermark_) settled_.insert(s);
   std::erase_if(settled_, [&](std::uint64_t s) { return s < low_watermark_; });
-  std::erase_if(attempts_, [&](const auto& kv) { return kv.first < low_watermark_ || settled_.count(kv.first); });
+  std::erase_if(attempts_,
+                [&](const auto& kv) { return kv.first < low_watermark_ || settled_.count(kv.first); });
 
   // Resume appending to the newest segment; read from the oldest one holding unsettled messages.
   auto& segs = log_.segments();
@@ -113,7 +126,8 @@ std::optional<std::uint64_t> queue::admit(const message_id& id, steady::time_poi
 }
 
 bool queue::full(std::size_t n) const noexcept {
-  return config_.max_messages != 0 && unsettled_ + pending_count_ + committing_count_ + n > config_.max_messages;
+  return config_.max_messages != 0 &&
+         unsettled_ + pending_count_ + committing_count_ + n > config_.max_messages;
 }
 
 std::uint64_t queue::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
@@ -424,7 +438,9 @@ bool queue::peek(peeked& out) {
   }
 }
 
-void queue::advance(const peeked& p) { cursor_.pos += p.total; }
+void queue::advance(const peeked& p) {
+  cursor_.pos += p.total;
+}
 
 bool queue::has_work() const noexcept {
   if (!ready_.empty()) return true;
@@ -435,8 +451,8 @@ bool queue::has_work() const noexcept {
   return cursor_.offset + cursor_.pos < last.second.committed;
 }
 
-void queue::deliver(subscription& sub, const waiting& msg, std::string_view envelope, std::string_view payload,
-                    steady::time_point now) {
+void queue::deliver(subscription& sub, const waiting& msg, std::string_view envelope,
+                    std::string_view payload, steady::time_point now) {
   const std::uint64_t token = token_prefix_ | (next_token_++ & ((std::uint64_t{1} << 40) - 1));
   waiting w = msg;
   ++w.attempts;
@@ -509,8 +525,8 @@ std::size_t queue::dispatch(steady::time_point now) {
       advance(pk);
       if (w.key_hash != 0) keys_[w.key_hash].busy = true;
       dead_lettering_[w.seq] = w;
-      dead_letters_.push_back({w.seq, w.where, w.attempts,
-                               fmt::format("{} attempts failed before a restart", w.attempts)});
+      dead_letters_.push_back(
+          {w.seq, w.where, w.attempts, fmt::format("{} attempts failed before a restart", w.attempts)});
       continue;
     }
     deliver(*sub, w, pk.envelope, pk.payload, now);
@@ -586,7 +602,8 @@ bool queue::settle_waiting(std::uint64_t seq, settle_reason reason) {
     return true;
   }
   for (auto& [key, ks] : keys_) {
-    const auto p = std::find_if(ks.parked.begin(), ks.parked.end(), [&](const waiting& w) { return w.seq == seq; });
+    const auto p =
+        std::find_if(ks.parked.begin(), ks.parked.end(), [&](const waiting& w) { return w.seq == seq; });
     if (p != ks.parked.end()) {
       ks.parked.erase(p);
       --parked_total_;

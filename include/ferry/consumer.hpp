@@ -43,13 +43,13 @@ struct consumer_options {
 };
 
 struct consumer_stats {
-  std::uint64_t received = 0;    ///< deliveries taken from ferryd
-  std::uint64_t handled = 0;     ///< handler returned: acknowledged
-  std::uint64_t failed = 0;      ///< handler threw: negatively acknowledged (redelivered later)
-  std::uint64_t rejected = 0;    ///< handler threw reject_message: sent to the dead-letter queue
-  std::uint64_t duplicates = 0;  ///< redeliveries of handled messages, acknowledged without the handler
-  std::uint64_t malformed = 0;   ///< deliveries that did not decode (acknowledged negatively)
-  std::uint64_t resubscribed = 0;///< CONSUME sent again after ferryd restarted or forgot this consumer
+  std::uint64_t received = 0;      ///< deliveries taken from ferryd
+  std::uint64_t handled = 0;       ///< handler returned: acknowledged
+  std::uint64_t failed = 0;        ///< handler threw: negatively acknowledged (redelivered later)
+  std::uint64_t rejected = 0;      ///< handler threw reject_message: sent to the dead-letter queue
+  std::uint64_t duplicates = 0;    ///< redeliveries of handled messages, acknowledged without the handler
+  std::uint64_t malformed = 0;     ///< deliveries that did not decode (acknowledged negatively)
+  std::uint64_t resubscribed = 0;  ///< CONSUME sent again after ferryd restarted or forgot this consumer
 };
 
 /// Takes messages of one queue from ferryd and runs `handler` on each, on `threads` threads. A handler
@@ -59,7 +59,8 @@ struct consumer_stats {
 /// Guarantee: at least once, made effectively once by the dedup window: a message redelivered to this
 /// consumer after its handler succeeded is acknowledged without running the handler again.
 ///
-/// Thread safety: stop(), stats() and wait_ready() are safe from any thread except a handler thread.
+/// Thread safety: stop(), stats() and wait_ready() are safe from any thread except a handler thread;
+/// request_stop() from any thread.
 class consumer {
  public:
   /// Connects (in the background) and starts the threads. Throws ferry::error for bad options.
@@ -74,6 +75,10 @@ class consumer {
   /// Graceful stop: running handlers finish and are acknowledged; messages received but not started are
   /// handed back to ferryd (without counting as an attempt). Idempotent.
   void stop();
+  /// Asks the handler threads to take no further message, without waiting. Safe from a handler (for
+  /// example after the last message a program wants): the running handlers' messages are still
+  /// acknowledged when they return, and stop() later hands back what was not started.
+  void request_stop() noexcept;
 
   [[nodiscard]] consumer_stats stats() const;
 
