@@ -68,6 +68,7 @@ struct producer::impl {
   std::size_t last_batch = 0;
   std::uint64_t instance = 0;
   bool disconnected = false;
+  bool resent_on_reconnect = false;
   steady::time_point last_heard{};
   steady::time_point next_ping{};
   std::thread thread;
@@ -226,12 +227,14 @@ struct producer::impl {
       const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
       forwarder_up.store(true, std::memory_order_relaxed);
       // Only a new instance loses what it had not stored. A silence alone loses nothing (the connection
-      // held), and a reconnect is seen through the socket monitor.
-      if (instance != 0 && inst != instance) {
+      // held), and a reconnect is seen through the socket monitor; a reconnect since the last PONG already
+      // resent everything, to this new instance.
+      if (instance != 0 && inst != instance && !resent_on_reconnect) {
         detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)",
                               waiting.size());
         resend_everything(now);
       }
+      resent_on_reconnect = false;
       instance = inst;
     } else if (verb == fwd::error && frames.size() >= 3) {
       detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(),
@@ -267,6 +270,7 @@ struct producer::impl {
         detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)",
                               waiting.size());
         resend_everything(now);
+        resent_on_reconnect = true;
       }
       take_outbox(now);
       if (now >= next_ping) {
