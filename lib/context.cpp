@@ -7,14 +7,22 @@ namespace {
 
 std::string advice(int err) {
   switch (err) {
-    case EADDRINUSE: return " (address in use: another process is bound there; pick another port or stop it)";
-    case EINVAL: return " (malformed endpoint: use tcp://HOST:PORT, ipc://PATH or inproc://NAME)";
-    case EPROTONOSUPPORT: return " (unknown transport: use tcp, ipc or inproc)";
-    case EADDRNOTAVAIL: return " (no such local address: bind to 127.0.0.1, 0.0.0.0 or an interface address)";
-    case ENODEV: return " (no such network interface)";
-    case ENOENT: return " (the ipc path's directory does not exist)";
-    case EACCES: return " (permission denied)";
-    default: return "";
+    case EADDRINUSE:
+      return " (address in use: another process is bound there; pick another port or stop it)";
+    case EINVAL:
+      return " (malformed endpoint: use tcp://HOST:PORT, ipc://PATH or inproc://NAME)";
+    case EPROTONOSUPPORT:
+      return " (unknown transport: use tcp, ipc or inproc)";
+    case EADDRNOTAVAIL:
+      return " (no such local address: bind to 127.0.0.1, 0.0.0.0 or an interface address)";
+    case ENODEV:
+      return " (no such network interface)";
+    case ENOENT:
+      return " (the ipc path's directory does not exist)";
+    case EACCES:
+      return " (permission denied)";
+    default:
+      return "";
   }
 }
 
@@ -34,9 +42,9 @@ zmq::socket_t context::make_socket(zmq::socket_type type, const socket_options& 
     s.set(zmq::sockopt::maxmsgsize, o.max_message_size);
     if (o.heartbeat_interval.count() > 0) {
       s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(o.heartbeat_interval.count()));
-      s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(o.heartbeat_timeout.count() > 0
-                                                                  ? o.heartbeat_timeout.count()
-                                                                  : 3 * o.heartbeat_interval.count()));
+      s.set(zmq::sockopt::heartbeat_timeout,
+            static_cast<int>(o.heartbeat_timeout.count() > 0 ? o.heartbeat_timeout.count()
+                                                             : 3 * o.heartbeat_interval.count()));
     }
     if (o.immediate) s.set(zmq::sockopt::immediate, 1);
     return s;

@@ -14,11 +14,15 @@ namespace {
 constexpr std::uint64_t slot_of(std::uint64_t h, std::size_t index) noexcept {
   return (h << 32) | static_cast<std::uint32_t>(index);
 }
-constexpr std::uint32_t index_of(std::uint64_t slot) noexcept { return static_cast<std::uint32_t>(slot); }
+constexpr std::uint32_t index_of(std::uint64_t slot) noexcept {
+  return static_cast<std::uint32_t>(slot);
+}
 constexpr bool same_fingerprint(std::uint64_t slot, std::uint64_t h) noexcept {
   return (slot >> 32) == (h & 0xffffffffull);
 }
-constexpr std::size_t home_of(std::uint64_t slot, std::size_t mask) noexcept { return (slot >> 32) & mask; }
+constexpr std::size_t home_of(std::uint64_t slot, std::size_t mask) noexcept {
+  return (slot >> 32) & mask;
+}
 
 }  // namespace
 
@@ -113,7 +117,8 @@ bool dedup_window::check_and_insert(const message_id& id, clock::time_point now,
     }
   }
   const std::size_t n = (head_ + count_) % ring_.size();
-  ring_[n] = entry{id, std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count(), value};
+  ring_[n] =
+      entry{id, std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count(), value};
   std::size_t i = h & mask_;
   while (table_[i] != empty) i = (i + 1) & mask_;
   table_[i] = slot_of(h, n);

@@ -26,7 +26,9 @@ std::size_t str_size(std::size_t n) noexcept {
   return 5 + n;
 }
 
-std::size_t map_header_size(std::size_t n) noexcept { return n < 16 ? 1 : (n <= 0xffff ? 3 : 5); }
+std::size_t map_header_size(std::size_t n) noexcept {
+  return n < 16 ? 1 : (n <= 0xffff ? 3 : 5);
+}
 
 char* put_be(char* p, std::uint64_t v, int bytes) noexcept {
   for (int i = bytes - 1; i >= 0; --i) *p++ = static_cast<char>(v >> (8 * i));
@@ -61,7 +63,9 @@ char* put_str(char* p, std::string_view s) noexcept {
   return p + n;
 }
 
-bool is_stream(const message& m) noexcept { return m.origin() != 0 || m.sequence() != 0; }
+bool is_stream(const message& m) noexcept {
+  return m.origin() != 0 || m.sequence() != 0;
+}
 
 // A bounds-checked reader over the types envelope v1 uses.
 class reader {
@@ -92,19 +96,27 @@ class reader {
       return decode_error::none;
     }
     switch (t) {
-      case 0xcc: return be(v, 1);
-      case 0xcd: return be(v, 2);
-      case 0xce: return be(v, 4);
-      case 0xcf: return be(v, 8);
+      case 0xcc:
+        return be(v, 1);
+      case 0xcd:
+        return be(v, 2);
+      case 0xce:
+        return be(v, 4);
+      case 0xcf:
+        return be(v, 8);
       // Signed encodings of non-negative values are accepted: some packers use them.
-      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+      case 0xd0:
+      case 0xd1:
+      case 0xd2:
+      case 0xd3: {
         std::int64_t s;
         if (auto e = signed_body(t, s); e != decode_error::none) return e;
         if (s < 0) return decode_error::bad_field;
         v = static_cast<std::uint64_t>(s);
         return decode_error::none;
       }
-      default: return decode_error::bad_field;
+      default:
+        return decode_error::bad_field;
     }
   }
 
@@ -122,7 +134,8 @@ class reader {
     }
     std::uint64_t u;
     if (auto e = uint(u); e != decode_error::none) return e;
-    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return decode_error::bad_field;
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      return decode_error::bad_field;
     v = static_cast<std::int64_t>(u);
     return decode_error::none;
   }
@@ -216,18 +229,30 @@ class reader {
 
 std::string_view to_string(decode_error e) noexcept {
   switch (e) {
-    case decode_error::none: return "none";
-    case decode_error::frame_count: return "frame_count";
-    case decode_error::topic_too_long: return "topic_too_long";
-    case decode_error::envelope_too_large: return "envelope_too_large";
-    case decode_error::truncated: return "truncated";
-    case decode_error::not_an_array: return "not_an_array";
-    case decode_error::unknown_version: return "unknown_version";
-    case decode_error::bad_id: return "bad_id";
-    case decode_error::bad_field: return "bad_field";
-    case decode_error::key_too_long: return "key_too_long";
-    case decode_error::too_many_headers: return "too_many_headers";
-    case decode_error::trailing_bytes: return "trailing_bytes";
+    case decode_error::none:
+      return "none";
+    case decode_error::frame_count:
+      return "frame_count";
+    case decode_error::topic_too_long:
+      return "topic_too_long";
+    case decode_error::envelope_too_large:
+      return "envelope_too_large";
+    case decode_error::truncated:
+      return "truncated";
+    case decode_error::not_an_array:
+      return "not_an_array";
+    case decode_error::unknown_version:
+      return "unknown_version";
+    case decode_error::bad_id:
+      return "bad_id";
+    case decode_error::bad_field:
+      return "bad_field";
+    case decode_error::key_too_long:
+      return "key_too_long";
+    case decode_error::too_many_headers:
+      return "too_many_headers";
+    case decode_error::trailing_bytes:
+      return "trailing_bytes";
   }
   return "unknown";
 }
@@ -238,8 +263,10 @@ decode_error check_limits(const message& msg, const decode_limits& limits) noexc
   if (msg.headers().size() > limits.max_headers) return decode_error::too_many_headers;
   // Without headers an envelope is at most 64 bytes plus the key: only headers can make it too large.
   constexpr std::size_t without_headers = 64;
-  if (msg.headers().empty() && without_headers + msg.key().size() <= limits.max_envelope) return decode_error::none;
-  if (envelope_size(msg, envelope_form::storage) > limits.max_envelope) return decode_error::envelope_too_large;
+  if (msg.headers().empty() && without_headers + msg.key().size() <= limits.max_envelope)
+    return decode_error::none;
+  if (envelope_size(msg, envelope_form::storage) > limits.max_envelope)
+    return decode_error::envelope_too_large;
   return decode_error::none;
 }
 
@@ -316,8 +343,8 @@ std::uint64_t be64(const unsigned char* p) noexcept {
 // and decoded without the general reader.
 bool decode_common(std::string_view bytes, message& out) noexcept {
   const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  if ((bytes.size() != 32 && bytes.size() != 36) || b[0] != 0x96 || b[1] != envelope_version || b[2] != 0xc4 ||
-      b[3] != 16 || b[20] != 0xcf)
+  if ((bytes.size() != 32 && bytes.size() != 36) || b[0] != 0x96 || b[1] != envelope_version ||
+      b[2] != 0xc4 || b[3] != 16 || b[20] != 0xcf)
     return false;
   std::uint32_t attempt = 0;
   std::size_t at = 29;
@@ -356,11 +383,13 @@ decode_error decode_envelope(std::string_view bytes, message& out, const decode_
   if (fields != 6 && fields != 8) return decode_error::not_an_array;
 
   std::uint64_t version = 0;
-  if (auto e = r.uint(version); e != decode_error::none) return e == decode_error::truncated ? e : decode_error::unknown_version;
+  if (auto e = r.uint(version); e != decode_error::none)
+    return e == decode_error::truncated ? e : decode_error::unknown_version;
   if (version != envelope_version) return decode_error::unknown_version;
 
   std::string_view id_bytes;
-  if (auto e = r.bin(id_bytes); e != decode_error::none) return e == decode_error::truncated ? e : decode_error::bad_id;
+  if (auto e = r.bin(id_bytes); e != decode_error::none)
+    return e == decode_error::truncated ? e : decode_error::bad_id;
   const auto id = message_id::from_bytes(id_bytes);
   if (!id || id->is_nil()) return decode_error::bad_id;  // nil means "no id": every message must carry one
 

@@ -11,12 +11,18 @@ namespace {
 
 spdlog::level::level_enum to_spdlog(log_level l) {
   switch (l) {
-    case log_level::trace: return spdlog::level::trace;
-    case log_level::debug: return spdlog::level::debug;
-    case log_level::info: return spdlog::level::info;
-    case log_level::warn: return spdlog::level::warn;
-    case log_level::error: return spdlog::level::err;
-    case log_level::off: return spdlog::level::off;
+    case log_level::trace:
+      return spdlog::level::trace;
+    case log_level::debug:
+      return spdlog::level::debug;
+    case log_level::info:
+      return spdlog::level::info;
+    case log_level::warn:
+      return spdlog::level::warn;
+    case log_level::error:
+      return spdlog::level::err;
+    case log_level::off:
+      return spdlog::level::off;
   }
   return spdlog::level::info;
 }
@@ -41,9 +47,9 @@ spdlog::logger& logger() {
 }
 
 bool log_limiter::allow(std::uint64_t& suppressed) noexcept {
-  const std::int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
-                                  std::chrono::steady_clock::now().time_since_epoch())
-                                  .count();
+  const std::int64_t second =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count();
   std::int64_t window = window_.load(std::memory_order_relaxed);
   if (window != second && window_.compare_exchange_strong(window, second, std::memory_order_relaxed)) {
     in_window_.store(0, std::memory_order_relaxed);
@@ -58,16 +64,25 @@ bool log_limiter::allow(std::uint64_t& suppressed) noexcept {
 
 }  // namespace detail
 
-void set_log_level(log_level level) { detail::logger().set_level(to_spdlog(level)); }
+void set_log_level(log_level level) {
+  detail::logger().set_level(to_spdlog(level));
+}
 
 bool parse_log_level(std::string_view text, log_level& out) noexcept {
-  if (text == "trace") out = log_level::trace;
-  else if (text == "debug") out = log_level::debug;
-  else if (text == "info") out = log_level::info;
-  else if (text == "warn" || text == "warning") out = log_level::warn;
-  else if (text == "error") out = log_level::error;
-  else if (text == "off") out = log_level::off;
-  else return false;
+  if (text == "trace")
+    out = log_level::trace;
+  else if (text == "debug")
+    out = log_level::debug;
+  else if (text == "info")
+    out = log_level::info;
+  else if (text == "warn" || text == "warning")
+    out = log_level::warn;
+  else if (text == "error")
+    out = log_level::error;
+  else if (text == "off")
+    out = log_level::off;
+  else
+    return false;
   return true;
 }
 

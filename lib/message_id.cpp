@@ -11,7 +11,9 @@ namespace {
 
 // Bumped in the child after fork(), so a child never repeats its parent's id stream.
 std::atomic<std::uint64_t> fork_generation{0};
-void after_fork_in_child() noexcept { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+void after_fork_in_child() noexcept {
+  fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
 const int atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 
 constexpr std::uint32_t counter_bits = 30;
@@ -47,7 +49,8 @@ int hex_value(char c) noexcept {
 
 message_id message_id::generate() noexcept {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
-  return generate(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
+  return generate(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
 }
 
 message_id message_id::generate(std::uint64_t ms) noexcept {

@@ -69,7 +69,8 @@ bool publisher::wait_for_subscriptions(std::uint64_t count, std::chrono::millise
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   read_subscriptions(0);
   while (stats_.subscriptions < count) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     read_subscriptions(static_cast<int>(left.count()));
   }

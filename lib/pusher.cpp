@@ -20,14 +20,23 @@ send_status pusher::send(message& msg) {
   }
   const send_status s = detail::send_message(socket_, msg, options_.send_timeout.count() != 0);
   switch (s) {
-    case send_status::ok: ++stats_.sent; break;
-    case send_status::would_block: ++stats_.would_block; break;
-    case send_status::timed_out: ++stats_.timed_out; break;
-    default: break;
+    case send_status::ok:
+      ++stats_.sent;
+      break;
+    case send_status::would_block:
+      ++stats_.would_block;
+      break;
+    case send_status::timed_out:
+      ++stats_.timed_out;
+      break;
+    default:
+      break;
   }
   return s;
 }
 
-pusher_stats pusher::stats() const noexcept { return stats_; }
+pusher_stats pusher::stats() const noexcept {
+  return stats_;
+}
 
 }  // namespace ferry

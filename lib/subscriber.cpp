@@ -72,11 +72,15 @@ subscriber::subscriber(context& ctx, const endpoints& where, const std::vector<s
   config.threads = 1;
   config.dedup = options.dedup;
   config.limits = options.limits;
-  config.observe = [gaps = std::make_shared<gap_tracker>()](const message& msg) { return gaps->observe(msg); };
+  config.observe = [gaps = std::make_shared<gap_tracker>()](const message& msg) {
+    return gaps->observe(msg);
+  };
   receiver_ = std::make_unique<detail::receiver>(std::move(socket), std::move(config), std::move(handler));
 }
 
-subscriber::~subscriber() { stop(); }
+subscriber::~subscriber() {
+  stop();
+}
 subscriber::subscriber(subscriber&&) noexcept = default;
 subscriber& subscriber::operator=(subscriber&&) noexcept = default;
 
@@ -84,6 +88,8 @@ void subscriber::stop() {
   if (receiver_) receiver_->stop();
 }
 
-receive_stats subscriber::stats() const noexcept { return receiver_ ? receiver_->stats() : receive_stats{}; }
+receive_stats subscriber::stats() const noexcept {
+  return receiver_ ? receiver_->stats() : receive_stats{};
+}
 
 }  // namespace ferry

@@ -20,7 +20,9 @@ worker_pool::worker_pool(context& ctx, const endpoints& where, message_handler h
   receiver_ = std::make_unique<detail::receiver>(std::move(socket), std::move(config), std::move(handler));
 }
 
-worker_pool::~worker_pool() { stop(); }
+worker_pool::~worker_pool() {
+  stop();
+}
 worker_pool::worker_pool(worker_pool&&) noexcept = default;
 worker_pool& worker_pool::operator=(worker_pool&&) noexcept = default;
 
@@ -28,6 +30,8 @@ void worker_pool::stop() {
   if (receiver_) receiver_->stop();
 }
 
-receive_stats worker_pool::stats() const noexcept { return receiver_ ? receiver_->stats() : receive_stats{}; }
+receive_stats worker_pool::stats() const noexcept {
+  return receiver_ ? receiver_->stats() : receive_stats{};
+}
 
 }  // namespace ferry

@@ -114,11 +114,18 @@ TEST_CASE("malformed envelopes are rejected with a reason", "[envelope]") {
     for (std::size_t n = 0; n < good.size(); ++n)
       CHECK(decode_envelope(std::string_view(good).substr(0, n), out) != decode_error::none);
   }
-  SECTION("trailing bytes") { CHECK(decode_envelope(good + "x", out) == decode_error::trailing_bytes); }
+  SECTION("trailing bytes") {
+    CHECK(decode_envelope(good + "x", out) == decode_error::trailing_bytes);
+  }
   SECTION("not an array") {
     CHECK(decode_envelope(packed([](auto& pk) { pk.pack(5); }), out) == decode_error::not_an_array);
-    CHECK(decode_envelope(packed([](auto& pk) { pk.pack_array(3); pk.pack(1); pk.pack(2); pk.pack(3); }), out) ==
-          decode_error::not_an_array);
+    CHECK(decode_envelope(packed([](auto& pk) {
+                            pk.pack_array(3);
+                            pk.pack(1);
+                            pk.pack(2);
+                            pk.pack(3);
+                          }),
+                          out) == decode_error::not_an_array);
   }
   SECTION("unknown version") {
     std::string env = good;
@@ -127,31 +134,79 @@ TEST_CASE("malformed envelopes are rejected with a reason", "[envelope]") {
   }
   SECTION("id of the wrong size or type") {
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk, 15); pk.pack(1); pk.pack(0); pk.pack_nil(); pk.pack_nil();
-          }), out) == decode_error::bad_id);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk, 15);
+                            pk.pack(1);
+                            pk.pack(0);
+                            pk.pack_nil();
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_id);
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pk.pack(std::string(16, 'a')); pk.pack(1); pk.pack(0); pk.pack_nil();
-            pk.pack_nil();
-          }), out) == decode_error::bad_id);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pk.pack(std::string(16, 'a'));
+                            pk.pack(1);
+                            pk.pack(0);
+                            pk.pack_nil();
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_id);
   }
   SECTION("wrong field types") {
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack("now"); pk.pack(0); pk.pack_nil(); pk.pack_nil();
-          }), out) == decode_error::bad_field);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk);
+                            pk.pack("now");
+                            pk.pack(0);
+                            pk.pack_nil();
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_field);
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(-1); pk.pack_nil(); pk.pack_nil();
-          }), out) == decode_error::bad_field);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk);
+                            pk.pack(1);
+                            pk.pack(-1);
+                            pk.pack_nil();
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_field);
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(0); pk.pack(12); pk.pack_nil();
-          }), out) == decode_error::bad_field);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk);
+                            pk.pack(1);
+                            pk.pack(0);
+                            pk.pack(12);
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_field);
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(0); pk.pack_nil();
-            pk.pack_map(1); pk.pack("k"); pk.pack(3);
-          }), out) == decode_error::bad_field);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk);
+                            pk.pack(1);
+                            pk.pack(0);
+                            pk.pack_nil();
+                            pk.pack_map(1);
+                            pk.pack("k");
+                            pk.pack(3);
+                          }),
+                          out) == decode_error::bad_field);
     CHECK(decode_envelope(packed([](auto& pk) {
-            pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(std::uint64_t{1} << 40); pk.pack_nil();
-            pk.pack_nil();
-          }), out) == decode_error::bad_field);
+                            pk.pack_array(6);
+                            pk.pack(1);
+                            pack_id(pk);
+                            pk.pack(1);
+                            pk.pack(std::uint64_t{1} << 40);
+                            pk.pack_nil();
+                            pk.pack_nil();
+                          }),
+                          out) == decode_error::bad_field);
   }
   SECTION("limits") {
     decode_limits limits;
@@ -167,9 +222,23 @@ TEST_CASE("malformed envelopes are rejected with a reason", "[envelope]") {
   SECTION("huge declared lengths do not allocate or overread") {
     // A map header claiming 2^32-1 entries and a str claiming 4 GiB.
     std::string env = good.substr(0, 31);  // through the key's start... build explicitly instead
-    env = packed([](auto& pk) { pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(0); pk.pack_nil(); });
-    CHECK(decode_envelope(env + std::string("\xdf\xff\xff\xff\xff", 5), out) == decode_error::too_many_headers);
-    env = packed([](auto& pk) { pk.pack_array(6); pk.pack(1); pack_id(pk); pk.pack(1); pk.pack(0); });
+    env = packed([](auto& pk) {
+      pk.pack_array(6);
+      pk.pack(1);
+      pack_id(pk);
+      pk.pack(1);
+      pk.pack(0);
+      pk.pack_nil();
+    });
+    CHECK(decode_envelope(env + std::string("\xdf\xff\xff\xff\xff", 5), out) ==
+          decode_error::too_many_headers);
+    env = packed([](auto& pk) {
+      pk.pack_array(6);
+      pk.pack(1);
+      pack_id(pk);
+      pk.pack(1);
+      pk.pack(0);
+    });
     CHECK(decode_envelope(env + std::string("\xdb\xff\xff\xff\xff", 5), out) == decode_error::truncated);
   }
   SECTION("random bytes never crash") {

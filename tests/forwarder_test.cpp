@@ -56,7 +56,8 @@ struct raw_client {
   }
   void send(std::vector<std::string> frames) {
     for (std::size_t i = 0; i < frames.size(); ++i)
-      s.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      s.send(zmq::buffer(frames[i]),
+             i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
   std::vector<std::string> recv() {
     std::vector<std::string> out;
@@ -69,7 +70,9 @@ struct raw_client {
   }
 };
 
-std::string envelope_of(const message& m) { return std::string(encode_envelope(m).to_string_view()); }
+std::string envelope_of(const message& m) {
+  return std::string(encode_envelope(m).to_string_view());
+}
 
 msgpack::object_handle stats_of(const std::string& ep) {
   raw_client c(ep);
@@ -113,7 +116,10 @@ TEST_CASE("messages sent through ferryd reach a consumer with every field", "[fo
     std::lock_guard lock(mu);
     got.push_back(std::move(m));
   });
-  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return got.size() == 200; }));
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return got.size() == 200;
+  }));
   c.stop();
   std::set<message_id> ids;
   for (const auto& m : got) {
@@ -198,7 +204,8 @@ TEST_CASE("many producers share group commits", "[forwarder]") {
   for (auto& t : threads) t.join();
   CHECK(confirmed == producers * per_producer);
   auto oh = stats_of(fwdr.endpoint);
-  const auto commits = oh.get().as<std::map<std::string, msgpack::object>>().at("commits").as<std::uint64_t>();
+  const auto commits =
+      oh.get().as<std::map<std::string, msgpack::object>>().at("commits").as<std::uint64_t>();
   CHECK(commits < static_cast<std::uint64_t>(producers * per_producer / 10));  // many messages per fsync
 }
 
@@ -362,7 +369,10 @@ TEST_CASE("a consumer that stops hands unstarted messages back without an attemp
     std::lock_guard lock(mu);
     attempts.push_back(m.attempt());
   });
-  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return static_cast<int>(attempts.size()) + first == 20; }));
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return static_cast<int>(attempts.size()) + first == 20;
+  }));
   std::lock_guard lock(mu);
   for (auto a : attempts) CHECK(a == 1);
   CHECK(queue_stat(fwdr.endpoint, "jobs", "depth") == 0);
@@ -384,7 +394,8 @@ TEST_CASE("a message dead-lettered, replayed and dead-lettered again is in the D
   raw_client admin(fwdr.endpoint);
   admin.send({"DLQ", "jobs", "replay"});
   REQUIRE(admin.recv().size() == 2);
-  REQUIRE(test::wait_until([&] { return calls == 2 && queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 2; }));
+  REQUIRE(test::wait_until(
+      [&] { return calls == 2 && queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 2; }));
   REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs.dlq", "depth") == 1; }));
   CHECK(queue_stat(fwdr.endpoint, "jobs", "depth") == 0);
 }

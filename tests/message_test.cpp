@@ -1,9 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <set>
 #include <thread>
-#include <unistd.h>
-#include <sys/wait.h>
 
 #include "ferry/message.hpp"
 #include "ferry/message_id.hpp"
@@ -21,9 +21,9 @@ TEST_CASE("message_id is time-ordered within a thread and carries UUIDv7 version
   const auto& b = prev.bytes();
   CHECK((b[6] >> 4) == 7);
   CHECK((b[8] >> 6) == 2);
-  const auto now_ms = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const auto now_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                     std::chrono::system_clock::now().time_since_epoch())
+                                                     .count());
   CHECK(prev.unix_ms() <= now_ms + 1);
   CHECK(prev.unix_ms() + 5000 > now_ms);
 }

@@ -58,10 +58,12 @@ struct harness {
     for (auto& [identity, sub] : q->subs()) {
       for (std::size_t i = 0; i < sub->out_frames.size() / 2; ++i) {
         std::uint64_t token = 0;
-        for (int b = 0; b < 8; ++b) token = (token << 8) | static_cast<unsigned char>(sub->out_tokens[8 * i + b]);
+        for (int b = 0; b < 8; ++b)
+          token = (token << 8) | static_cast<unsigned char>(sub->out_tokens[8 * i + b]);
         message m;
         REQUIRE(decode_envelope(sub->out_frames[2 * i].to_string_view(), m) == decode_error::none);
-        out[identity].push_back({token, std::string(sub->out_frames[2 * i + 1].to_string_view()), m.attempt()});
+        out[identity].push_back(
+            {token, std::string(sub->out_frames[2 * i + 1].to_string_view()), m.attempt()});
       }
       sub->out_frames.clear();
       sub->out_tokens.clear();
@@ -85,7 +87,8 @@ TEST_CASE("first deliveries leave in the order messages were stored", "[queue]")
   h.q->subscribe("w1", 100);
   const auto got = h.dispatch();
   REQUIRE(got.at("w1").size() == 10);
-  for (int i = 0; i < 10; ++i) CHECK(got.at("w1")[static_cast<std::size_t>(i)].payload == "m" + std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    CHECK(got.at("w1")[static_cast<std::size_t>(i)].payload == "m" + std::to_string(i));
   CHECK(got.at("w1")[0].attempt == 1);
   CHECK(h.q->in_flight() == 10);
 }

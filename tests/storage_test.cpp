@@ -22,8 +22,9 @@ namespace {
 std::string records(std::uint64_t first, std::uint64_t count, std::size_t payload_size = 100) {
   std::string out;
   for (std::uint64_t s = first; s < first + count; ++s)
-    append_message_record(out, s, 1'700'000'000'000'000 + static_cast<std::int64_t>(s), message_id::generate(),
-                          s % 3, "env", std::string(payload_size, static_cast<char>('a' + s % 26)));
+    append_message_record(out, s, 1'700'000'000'000'000 + static_cast<std::int64_t>(s),
+                          message_id::generate(), s % 3, "env",
+                          std::string(payload_size, static_cast<char>('a' + s % 26)));
   return out;
 }
 
@@ -37,7 +38,9 @@ std::vector<std::uint64_t> recovered_seqs(const fs::path& dir, recovery_report& 
   return seqs;
 }
 
-std::uintmax_t size_of(const fs::path& p) { return fs::file_size(p); }
+std::uintmax_t size_of(const fs::path& p) {
+  return fs::file_size(p);
+}
 
 void flip_byte(const fs::path& p, std::uintmax_t offset) {
   std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
@@ -84,15 +87,18 @@ TEST_CASE("key_hash is 0 only for no key", "[storage]") {
 TEST_CASE("scan_frames reports a torn tail and resynchronises after damage in the middle", "[storage]") {
   const std::string data = records(1, 10);
   std::vector<std::size_t> offsets;
-  scan_frames(data.data(), data.size(), [&](std::string_view, std::size_t off, std::size_t) { offsets.push_back(off); },
-              [](std::size_t, std::size_t) { FAIL("no damage expected"); });
+  scan_frames(
+      data.data(), data.size(),
+      [&](std::string_view, std::size_t off, std::size_t) { offsets.push_back(off); },
+      [](std::size_t, std::size_t) { FAIL("no damage expected"); });
   REQUIRE(offsets.size() == 10);
 
   SECTION("every cut inside the last record leaves the first nine") {
     for (std::size_t cut = offsets[9] + 1; cut < data.size(); ++cut) {
       int n = 0;
-      const std::size_t end = scan_frames(data.data(), cut, [&](std::string_view, std::size_t, std::size_t) { ++n; },
-                                          [](std::size_t, std::size_t) {});
+      const std::size_t end = scan_frames(
+          data.data(), cut, [&](std::string_view, std::size_t, std::size_t) { ++n; },
+          [](std::size_t, std::size_t) {});
       REQUIRE(n == 9);
       REQUIRE(end == offsets[9]);
     }
@@ -102,12 +108,12 @@ TEST_CASE("scan_frames reports a torn tail and resynchronises after damage in th
     damaged[offsets[4] + record_header_size + 30] ^= 0x10;
     int n = 0;
     std::size_t bad_at = 0, bad_len = 0;
-    const std::size_t end = scan_frames(damaged.data(), damaged.size(),
-                                        [&](std::string_view, std::size_t, std::size_t) { ++n; },
-                                        [&](std::size_t at, std::size_t len) {
-                                          bad_at = at;
-                                          bad_len = len;
-                                        });
+    const std::size_t end = scan_frames(
+        damaged.data(), damaged.size(), [&](std::string_view, std::size_t, std::size_t) { ++n; },
+        [&](std::size_t at, std::size_t len) {
+          bad_at = at;
+          bad_len = len;
+        });
     CHECK(n == 9);
     CHECK(end == damaged.size());
     CHECK(bad_at == offsets[4]);
@@ -117,8 +123,9 @@ TEST_CASE("scan_frames reports a torn tail and resynchronises after damage in th
     std::string damaged = data;
     damaged[offsets[2] + 5] ^= 0x7f;
     int n = 0;
-    scan_frames(damaged.data(), damaged.size(), [&](std::string_view, std::size_t, std::size_t) { ++n; },
-                [](std::size_t, std::size_t) {});
+    scan_frames(
+        damaged.data(), damaged.size(), [&](std::string_view, std::size_t, std::size_t) { ++n; },
+        [](std::size_t, std::size_t) {});
     CHECK(n == 9);
   }
 }

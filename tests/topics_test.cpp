@@ -53,7 +53,10 @@ TEST_CASE("prefix subscriptions filter by topic", "[topics]") {
     message m(t, "x");
     REQUIRE(pub.publish(m) == send_status::ok);
   }
-  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return topics.size() == 3; }));
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return topics.size() == 3;
+  }));
   std::this_thread::sleep_for(50ms);
   std::lock_guard lock(mu);
   CHECK(topics == std::vector<std::string>{"orders.eu", "alerts", "alerts.high"});
@@ -78,9 +81,12 @@ TEST_CASE("sequence numbers count per topic and gaps are detected", "[topics]") 
     raw.send(m.payload_frame(), zmq::send_flags::none);
   };
   // Wait for the subscription to arrive: send probes until one is received.
-  REQUIRE(test::wait_until([&] { publish_seq("probe", 1); return got > 0; }));
-  for (std::uint64_t s : {1, 2, 3, 7, 8}) publish_seq("a", s);   // 4,5,6 missing: 3
-  for (std::uint64_t s : {10, 12}) publish_seq("b", s);          // starts at 10; 11 missing: 1
+  REQUIRE(test::wait_until([&] {
+    publish_seq("probe", 1);
+    return got > 0;
+  }));
+  for (std::uint64_t s : {1, 2, 3, 7, 8}) publish_seq("a", s);  // 4,5,6 missing: 3
+  for (std::uint64_t s : {10, 12}) publish_seq("b", s);         // starts at 10; 11 missing: 1
   REQUIRE(test::wait_until([&] { return last_seen.load(); }));
   sub.stop();
   CHECK(sub.stats().gaps == 4);
@@ -100,7 +106,10 @@ TEST_CASE("a real publisher's sequences have no gaps and carry its origin", "[to
     message m(i % 2 ? "odd" : "even", "x");
     REQUIRE(pub.publish(m) == send_status::ok);
   }
-  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return seen.size() == 10; }));
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return seen.size() == 10;
+  }));
   std::lock_guard lock(mu);
   for (std::size_t i = 0; i < seen.size(); ++i) {
     CHECK(seen[i].first == pub.origin());
@@ -117,10 +126,12 @@ TEST_CASE("block mode waits instead of dropping and reports timed_out", "[topics
                 {.socket = small, .when_full = when_full::block, .send_timeout = 20ms});
   std::atomic<bool> release{false};
   std::atomic<int> got{0};
-  subscriber sub(ctx, {.connect = {"inproc://topics-block"}}, {""}, [&](message&) {
-    while (!release) std::this_thread::sleep_for(1ms);
-    ++got;
-  }, {.socket = small});
+  subscriber sub(ctx, {.connect = {"inproc://topics-block"}}, {""},
+                 [&](message&) {
+                   while (!release) std::this_thread::sleep_for(1ms);
+                   ++got;
+                 },
+                 {.socket = small});
   REQUIRE(pub.wait_for_subscriptions(1, 5s));
   int sent = 0;
   send_status last = send_status::ok;

@@ -74,7 +74,10 @@ TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_
   m.set_header("source", "test");
   const auto id = m.id();
   REQUIRE(p.send(m) == send_status::ok);
-  REQUIRE(test::wait_until([&] { std::lock_guard lock(mu); return got.size() == 1; }));
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return got.size() == 1;
+  }));
   std::lock_guard lock(mu);
   CHECK(got[0].id() == id);
   CHECK(got[0].topic() == "orders.eu");
@@ -86,10 +89,12 @@ TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_
 TEST_CASE("a pool with several threads spreads the load over them", "[work_queue]") {
   context ctx;
   collected got;
-  worker_pool pool(ctx, {.bind = {"tcp://127.0.0.1:*"}}, [&](message& m) {
-    std::this_thread::sleep_for(1ms);  // slow handlers, so one thread alone cannot keep up
-    got.add(m);
-  }, {.threads = 4});
+  worker_pool pool(ctx, {.bind = {"tcp://127.0.0.1:*"}},
+                   [&](message& m) {
+                     std::this_thread::sleep_for(1ms);  // slow handlers, so one thread alone cannot keep up
+                     got.add(m);
+                   },
+                   {.threads = 4});
   pusher p(ctx, {.connect = {pool.bound().at(0)}});
   send_n(p, 200);
   REQUIRE(test::wait_until([&] { return got.count == 200; }));
@@ -131,12 +136,13 @@ TEST_CASE("malformed frame sets are rejected and counted; good ones still flow",
   worker_pool pool(ctx, {.bind = {"inproc://wq-bad"}}, [&](message&) { ++handled; });
   zmq::socket_t raw(ctx.zmq(), zmq::socket_type::push);
   raw.connect("inproc://wq-bad");
-  raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);                     // frame count
+  raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);  // frame count
   raw.send(zmq::str_buffer("t"), zmq::send_flags::sndmore);
   raw.send(zmq::str_buffer("not msgpack"), zmq::send_flags::sndmore);
-  raw.send(zmq::str_buffer("payload"), zmq::send_flags::none);                       // bad envelope
-  for (int i = 0; i < 4; ++i) raw.send(zmq::str_buffer("x"), i < 3 ? zmq::send_flags::sndmore : zmq::send_flags::none);
-  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);            // topic too long
+  raw.send(zmq::str_buffer("payload"), zmq::send_flags::none);  // bad envelope
+  for (int i = 0; i < 4; ++i)
+    raw.send(zmq::str_buffer("x"), i < 3 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);  // topic too long
   message good("t", "ok");
   raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);
   raw.send(encode_envelope(good), zmq::send_flags::sndmore);

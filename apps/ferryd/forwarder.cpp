@@ -9,10 +9,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <msgpack.hpp>
@@ -36,9 +36,13 @@ std::uint64_t random_u64() {
   return v;
 }
 
-std::string_view view(const zmq::message_t& m) { return m.to_string_view(); }
+std::string_view view(const zmq::message_t& m) {
+  return m.to_string_view();
+}
 
-zmq::message_t frame(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
+zmq::message_t frame(std::string_view s) {
+  return zmq::message_t(s.data(), s.size());
+}
 
 std::string packed(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& fill) {
   msgpack::sbuffer buf;
@@ -69,7 +73,9 @@ bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out
   }
 }
 
-bool is_space_error(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
+bool is_space_error(int err) {
+  return err == ENOSPC || err == EDQUOT || err == EFBIG;
+}
 
 // The id of an envelope that does not decode, when its first fields are still readable (array, version
 // as a fixint, 16-byte bin), so a refusal names the message it is about.
@@ -121,16 +127,17 @@ data_dir_lock::data_dir_lock(const fs::path& dir) {
     const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
     ::close(fd_);
     fd_ = -1;
-    throw startup_error(exit_locked, fmt::format("another ferryd (pid {}) is using data directory {}; stop it "
-                                                 "or pick another --data-dir",
-                                                 n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?",
-                                                 dir.string()));
+    throw startup_error(
+        exit_locked, fmt::format("another ferryd (pid {}) is using data directory {}; stop it "
+                                 "or pick another --data-dir",
+                                 n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?", dir.string()));
   }
   // A full disk is no reason not to start: consumers draining the backlog is what frees space, and
   // producers are refused with disk_full meanwhile. Anything else that stops a write is.
   auto fatal = [](int err) { return err != ENOSPC && err != EDQUOT; };
   const std::string pid = std::to_string(::getpid());
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+  if (::ftruncate(fd_, 0) != 0 ||
+      ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
     if (fatal(errno))
       throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
                                                      std::strerror(errno)));
@@ -145,9 +152,10 @@ data_dir_lock::data_dir_lock(const fs::path& dir) {
     if (fatal(err))
       throw startup_error(exit_data_dir, fmt::format("data directory {} is not writable: {}", dir.string(),
                                                      std::strerror(err)));
-    logger().warn("data directory {} is full: starting anyway; producers are refused (disk_full) until "
-                  "consumers or an operator free space",
-                  dir.string());
+    logger().warn(
+        "data directory {} is full: starting anyway; producers are refused (disk_full) until "
+        "consumers or an operator free space",
+        dir.string());
     return;
   }
   ::close(pfd);
@@ -164,16 +172,19 @@ forwarder::forwarder(forwarder_options options)
     : options_(std::move(options)),
       lock_(options_.data_dir),
       instance_(random_u64() | 1),
-      router_(ctx_.make_socket(zmq::socket_type::router, [&] {
-        socket_options o;
-        o.send_hwm = 1'000'000;  // confirms and deliveries are bounded by windows and credit, not by the HWM
-        o.receive_hwm = 100'000;
-        o.linger = std::chrono::milliseconds(2000);
-        // Frames larger than a message may be are refused in the protocol with a reason; libzmq's own limit
-        // (which disconnects the peer) only guards against absurd sizes.
-        o.max_message_size = static_cast<std::int64_t>(options_.max_message_bytes * 2 + 65536);
-        return o;
-      }())),
+      router_(ctx_.make_socket(
+          zmq::socket_type::router,
+          [&] {
+            socket_options o;
+            o.send_hwm =
+                1'000'000;  // confirms and deliveries are bounded by windows and credit, not by the HWM
+            o.receive_hwm = 100'000;
+            o.linger = std::chrono::milliseconds(2000);
+            // Frames larger than a message may be are refused in the protocol with a reason; libzmq's own
+            // limit (which disconnects the peer) only guards against absurd sizes.
+            o.max_message_size = static_cast<std::int64_t>(options_.max_message_bytes * 2 + 65536);
+            return o;
+          }())),
       started_(steady::now()) {
   const auto t0 = steady::now();
   router_.set(zmq::sockopt::router_mandatory, 1);
@@ -182,10 +193,11 @@ forwarder::forwarder(forwarder_options options)
   std::error_code ec;
   fs::create_directories(options_.data_dir / "queues", ec);
   if (ec)
-    throw startup_error(exit_data_dir, fmt::format("cannot create {}: {}", (options_.data_dir / "queues").string(),
-                                                   ec.message()));
+    throw startup_error(exit_data_dir, fmt::format("cannot create {}: {}",
+                                                   (options_.data_dir / "queues").string(), ec.message()));
   recover_all();
-  commit_ = std::make_unique<group_commit>(options_.fsync, options_.fsync_interval, commit_fd_, options_.sync_delay);
+  commit_ = std::make_unique<group_commit>(options_.fsync, options_.fsync_interval, commit_fd_,
+                                           options_.sync_delay);
   for (const auto& ep : options_.bind) {
     try {
       bound_.push_back(ferry::bind(router_, ep));
@@ -195,7 +207,9 @@ forwarder::forwarder(forwarder_options options)
   }
   logger().info("ferryd started in {:.3f} s: {} queue(s), fsync {}, data dir {}",
                 std::chrono::duration<double>(steady::now() - t0).count(), queues_.size(),
-                options_.fsync == fsync_policy::always ? "always" : fmt::format("every {} ms", options_.fsync_interval.count()),
+                options_.fsync == fsync_policy::always
+                    ? "always"
+                    : fmt::format("every {} ms", options_.fsync_interval.count()),
                 options_.data_dir.string());
   for (const auto& ep : bound_) logger().info("listening on {}", ep);
 }
@@ -234,11 +248,12 @@ forwarder::queue_slot& forwarder::open_queue(const std::string& name) {
   q->recover(log_report, journal_report);
   const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
   if (log_report.records > 0 || !log_report.problems.empty() || !journal_report.problems.empty()) {
-    logger().info("queue {}: recovered {} record(s) in {} segment(s) ({} bytes) in {:.3f} s: {} unsettled, "
-                  "{} torn-tail bytes truncated, {} damaged region(s) skipped",
-                  name, log_report.records, log_report.segments, log_report.bytes, seconds, q->depth(),
-                  log_report.truncated_bytes + journal_report.truncated_bytes,
-                  log_report.corrupt_regions + journal_report.corrupt_regions);
+    logger().info(
+        "queue {}: recovered {} record(s) in {} segment(s) ({} bytes) in {:.3f} s: {} unsettled, "
+        "{} torn-tail bytes truncated, {} damaged region(s) skipped",
+        name, log_report.records, log_report.segments, log_report.bytes, seconds, q->depth(),
+        log_report.truncated_bytes + journal_report.truncated_bytes,
+        log_report.corrupt_regions + journal_report.corrupt_regions);
     for (const auto& p : log_report.problems) logger().warn("queue {}: {}", name, p);
     for (const auto& p : journal_report.problems) logger().warn("queue {}: journal: {}", name, p);
   }
@@ -251,7 +266,9 @@ forwarder::queue_slot& forwarder::open_queue(const std::string& name) {
 
 // ---- the loop ---------------------------------------------------------------------------------------------
 
-void forwarder::stop() noexcept { stop_.store(true, std::memory_order_relaxed); }
+void forwarder::stop() noexcept {
+  stop_.store(true, std::memory_order_relaxed);
+}
 
 int forwarder::run(bool handle_signals) {
   int sig_fd = -1;
@@ -272,7 +289,8 @@ int forwarder::run(bool handle_signals) {
                                {nullptr, commit_fd_, ZMQ_POLLIN, 0},
                                {nullptr, sig_fd, ZMQ_POLLIN, 0}};
     const auto now0 = steady::now();
-    long timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now0).count());
+    long timeout_ms =
+        std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now0).count());
     try {
       zmq::poll(items, sig_fd >= 0 ? 3 : 2, std::chrono::milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
@@ -356,13 +374,14 @@ void forwarder::on_hello(const std::string& identity, std::vector<zmq::message_t
   std::uint64_t version = 1;
   if (frames.size() >= 3 && !map_uint(view(frames[2]), "version", version, 1)) {
     ++rejected_frames_;
-    return send_error(identity, fwd::code::bad_frames,
-                      "HELLO: the second frame must be a MessagePack map whose \"version\" is an unsigned integer");
+    return send_error(
+        identity, fwd::code::bad_frames,
+        "HELLO: the second frame must be a MessagePack map whose \"version\" is an unsigned integer");
   }
   if (version != fwd::protocol_version) {
     return send_error(identity, fwd::code::bad_frames,
-                      fmt::format("protocol version {} is not supported; this ferryd speaks version {}", version,
-                                  fwd::protocol_version));
+                      fmt::format("protocol version {} is not supported; this ferryd speaks version {}",
+                                  version, fwd::protocol_version));
   }
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::welcome));
@@ -386,7 +405,9 @@ void forwarder::on_hello(const std::string& identity, std::vector<zmq::message_t
   send_frames(identity, reply);
 }
 
-bool forwarder::disk_full(steady::time_point now) { return low_disk_ || now < disk_full_until_; }
+bool forwarder::disk_full(steady::time_point now) {
+  return low_disk_ || now < disk_full_until_;
+}
 
 void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
   if (frames.size() < 5 || (frames.size() - 3) % 2 != 0) {
@@ -404,7 +425,8 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
   }
   std::string batch_problem;
-  if (count > fwd::max_batch) batch_problem = fmt::format("at most {} messages per SEND; send them in smaller batches", fwd::max_batch);
+  if (count > fwd::max_batch)
+    batch_problem = fmt::format("at most {} messages per SEND; send them in smaller batches", fwd::max_batch);
   queue_slot* slot = queue_problem.empty() ? &open_queue(std::string(name)) : nullptr;
   const bool no_space = disk_full(now);
   const std::int64_t now_us = unix_now_us();
@@ -520,7 +542,8 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
   }
   const std::string_view name = view(frames[2]);
   if (!fwd::valid_queue_name(name))
-    return send_error(identity, fwd::code::bad_queue, fmt::format("'{}' is not a valid queue name", printable(name)));
+    return send_error(identity, fwd::code::bad_queue,
+                      fmt::format("'{}' is not a valid queue name", printable(name)));
   std::uint64_t prefetch = 64;
   if (frames.size() >= 4 && !map_uint(view(frames[3]), "prefetch", prefetch, 64)) {
     ++rejected_frames_;
@@ -533,8 +556,7 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
   p.last_seen = steady::now();
   if (std::find(p.queues.begin(), p.queues.end(), slot.q->index()) == p.queues.end())
     p.queues.push_back(slot.q->index());
-  logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name,
-                prefetch);
+  logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name, prefetch);
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::consuming));
   reply.push_back(frame(name));
@@ -558,7 +580,8 @@ void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_
     return send_error(identity, fwd::code::bad_frames, "CANCEL needs a queue frame");
   }
   if (!fwd::valid_queue_name(view(frames[2])))
-    return send_error(identity, fwd::code::bad_queue, fmt::format("'{}' is not a valid queue name", printable(view(frames[2]))));
+    return send_error(identity, fwd::code::bad_queue,
+                      fmt::format("'{}' is not a valid queue name", printable(view(frames[2]))));
   if (queue_slot* slot = find_queue(view(frames[2]))) {
     slot->q->unsubscribe(identity, false);
     if (auto p = peers_.find(identity); p != peers_.end()) {
@@ -572,13 +595,15 @@ void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_
   send_frames(identity, reply);
 }
 
-void forwarder::on_answer(const std::string& identity, std::string_view verb, std::vector<zmq::message_t>& frames) {
+void forwarder::on_answer(const std::string& identity, std::string_view verb,
+                          std::vector<zmq::message_t>& frames) {
   const bool is_ack = verb == fwd::ack;
   if (frames.size() < 4 || (is_ack && frames[3].size() % fwd::token_size != 0) ||
       (!is_ack && frames[3].size() != fwd::token_size)) {
     ++rejected_frames_;
     return send_error(identity, fwd::code::bad_frames,
-                      fmt::format("{} needs: queue, then {}", verb, is_ack ? "tokens (8 bytes each)" : "a token and a reason"));
+                      fmt::format("{} needs: queue, then {}", verb,
+                                  is_ack ? "tokens (8 bytes each)" : "a token and a reason"));
   }
   queue_slot* slot = find_queue(view(frames[2]));
   if (slot == nullptr || !slot->q->has_subscriber(identity)) {
@@ -590,9 +615,11 @@ void forwarder::on_answer(const std::string& identity, std::string_view verb, st
   queue& q = *slot->q;
   const char* tokens = static_cast<const char*>(frames[3].data());
   if (is_ack) {
-    for (std::size_t i = 0; i < frames[3].size(); i += fwd::token_size) (void)q.ack(identity, fwd::get_u64(tokens + i));
+    for (std::size_t i = 0; i < frames[3].size(); i += fwd::token_size)
+      (void)q.ack(identity, fwd::get_u64(tokens + i));
   } else {
-    std::string reason = frames.size() >= 5 ? std::string(view(frames[4]).substr(0, 1024)) : std::string("no reason given");
+    std::string reason =
+        frames.size() >= 5 ? std::string(view(frames[4]).substr(0, 1024)) : std::string("no reason given");
     // A dead letter rejected again stays where it is: there is no dead-letter queue of a dead-letter queue.
     if (verb == fwd::nack || fwd::is_dlq_name(q.name())) {
       (void)q.nack(identity, fwd::get_u64(tokens), std::move(reason));
@@ -602,7 +629,8 @@ void forwarder::on_answer(const std::string& identity, std::string_view verb, st
   }
 }
 
-// ---- delivery, dead letters ----------------------------------------------------------------------------------
+// ---- delivery, dead letters
+// ----------------------------------------------------------------------------------
 
 void forwarder::dispatch_all(steady::time_point now) {
   for (auto& slot : queues_) {
@@ -617,8 +645,10 @@ void forwarder::dispatch_all(steady::time_point now) {
         out.reserve(2 * n + 3);
         out.push_back(frame(fwd::deliver));
         out.push_back(frame(q.name()));
-        out.push_back(frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
-        for (std::size_t i = 2 * first; i < 2 * (first + n); ++i) out.push_back(std::move(sub->out_frames[i]));
+        out.push_back(
+            frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
+        for (std::size_t i = 2 * first; i < 2 * (first + n); ++i)
+          out.push_back(std::move(sub->out_frames[i]));
         // Sent after the journal is flushed (see run()); kept here until then.
         pending_delivers_.push_back({identity, std::move(out)});
       }
@@ -635,20 +665,22 @@ void forwarder::move_dead_letters() {
     const auto now = steady::now();
     for (auto& req : requests) {
       if (req.not_before > now) {
-        source.dead_letter_failed(std::move(req), std::chrono::duration_cast<std::chrono::milliseconds>(req.not_before - now));
+        source.dead_letter_failed(
+            std::move(req), std::chrono::duration_cast<std::chrono::milliseconds>(req.not_before - now));
         continue;
       }
       message_record rec;
       if (!source.read(req.where, read_buffer_, rec)) {
-        logger().error("queue {}: cannot read message seq {} to dead-letter it; it is dropped", source.name(), req.seq);
+        logger().error("queue {}: cannot read message seq {} to dead-letter it; it is dropped", source.name(),
+                       req.seq);
         source.dead_lettered(req.seq);
         continue;
       }
       queue_slot& dlq = open_queue(source.name() + std::string(fwd::dlq_suffix));
       message m;
       if (decode_envelope(rec.envelope, m) != decode_error::none) {
-        logger().error("queue {}: stored envelope of seq {} does not decode; dead-lettering it as is", source.name(),
-                       req.seq);
+        logger().error("queue {}: stored envelope of seq {} does not decode; dead-lettering it as is",
+                       source.name(), req.seq);
         m.set_id(rec.id);
       }
       if (const auto first = dlq.q->admit(m.id(), now)) {
@@ -668,7 +700,8 @@ void forwarder::move_dead_letters() {
       m.set_attempt(0);
       envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
       encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-      const std::uint64_t seq = dlq.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
+      const std::uint64_t seq =
+          dlq.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
       pending_append p;
       p.seq = seq;
       p.id = m.id();
@@ -723,8 +756,10 @@ void forwarder::maybe_submit() {
   if (batch.appends.empty()) {
     // No messages to store, but settlements and attempt counts waiting for a sync: sync them every
     // so often (fsync always) so a machine crash does not bring back much that was acknowledged.
-    const bool dirty = std::any_of(queues_.begin(), queues_.end(), [](const queue_slot& q) { return q.journal_dirty; });
-    if (!dirty || options_.fsync != fsync_policy::always || now - last_journal_sync_ < std::chrono::milliseconds(200))
+    const bool dirty =
+        std::any_of(queues_.begin(), queues_.end(), [](const queue_slot& q) { return q.journal_dirty; });
+    if (!dirty || options_.fsync != fsync_policy::always ||
+        now - last_journal_sync_ < std::chrono::milliseconds(200))
       return;
   }
   last_journal_sync_ = now;
@@ -742,8 +777,9 @@ void forwarder::handle_commit(commit_result& result) {
   if (result.sync_error != 0) {
     // After a failed fdatasync nothing can be called durable, and retrying may report success for data
     // that never reached the disk. Stop; a restart recovers from what is really on disk.
-    logger().critical("fdatasync failed: {}; ferryd stops without confirming the batch. Restart it to recover.",
-                      std::strerror(result.sync_error));
+    logger().critical(
+        "fdatasync failed: {}; ferryd stops without confirming the batch. Restart it to recover.",
+        std::strerror(result.sync_error));
     std::_Exit(exit_runtime);
   }
   ++commits_;
@@ -757,9 +793,10 @@ void forwarder::handle_commit(commit_result& result) {
     if (failed) {
       if (is_space_error(outcome.error)) {
         disk_full_until_ = steady::now() + std::chrono::seconds(1);
-        logger().error("queue {}: write failed: {}; producers are refused with disk_full for a second, then "
-                       "writes are tried again",
-                       q.name(), std::strerror(outcome.error));
+        logger().error(
+            "queue {}: write failed: {}; producers are refused with disk_full for a second, then "
+            "writes are tried again",
+            q.name(), std::strerror(outcome.error));
       } else {
         logger().error("queue {}: write failed: {}; the batch is refused with io_error", q.name(),
                        std::strerror(outcome.error));
@@ -785,14 +822,16 @@ void forwarder::handle_commit(commit_result& result) {
         }
       } else {
         q.append_failed(p.id, p.seq);
-        const std::string_view code = is_space_error(outcome.error) ? fwd::code::disk_full : fwd::code::io_error;
+        const std::string_view code =
+            is_space_error(outcome.error) ? fwd::code::disk_full : fwd::code::io_error;
         const std::string text = fmt::format("not stored: {}", std::strerror(outcome.error));
         if (!p.identity.empty()) {
           ++q.counters().refused;
           refuse(p.identity, p.id, code, text);
         }
         for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text);
-        if (p.source_queue != ~0u && !p.replay && p.request) queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
+        if (p.source_queue != ~0u && !p.replay && p.request)
+          queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
       }
       slot.extra_waiters.erase(p.id);
     }
@@ -800,7 +839,8 @@ void forwarder::handle_commit(commit_result& result) {
   }
 }
 
-// ---- timers -------------------------------------------------------------------------------------------------
+// ---- timers
+// -------------------------------------------------------------------------------------------------
 
 void forwarder::on_timer(steady::time_point now) {
   next_timer_ = now + std::chrono::milliseconds(100);
@@ -809,9 +849,10 @@ void forwarder::on_timer(steady::time_point now) {
     if (now - it->second.last_seen > options_.heartbeat_timeout) {
       for (const std::uint32_t index : it->second.queues) {
         queue& q = *queues_[index].q;
-        logger().warn("consumer {} on queue {} silent for over {} ms: its {} delivery(ies) go back to the queue",
-                      peer_name(it->first), q.name(), options_.heartbeat_timeout.count(),
-                      q.subs().count(it->first) ? q.subs().at(it->first)->unacked : 0u);
+        logger().warn(
+            "consumer {} on queue {} silent for over {} ms: its {} delivery(ies) go back to the queue",
+            peer_name(it->first), q.name(), options_.heartbeat_timeout.count(),
+            q.subs().count(it->first) ? q.subs().at(it->first)->unacked : 0u);
         q.unsubscribe(it->first, true);
       }
       it = peers_.erase(it);
@@ -829,8 +870,8 @@ void forwarder::on_timer(steady::time_point now) {
         logger().warn("free space in {} is {} bytes, under --min-free-mb: producers are refused (disk_full)",
                       options_.data_dir.string(), free_bytes);
       if (!low && low_disk_)
-        logger().info("free space in {} is back to {} bytes: accepting messages again", options_.data_dir.string(),
-                      free_bytes);
+        logger().info("free space in {} is back to {} bytes: accepting messages again",
+                      options_.data_dir.string(), free_bytes);
       low_disk_ = low;
     }
   }
@@ -867,22 +908,38 @@ void forwarder::on_stats(const std::string& identity) {
       const auto& c = q.counters();
       pk.pack(q.name());
       pk.pack_map(16);
-      pk.pack("depth"); pk.pack(q.depth());
-      pk.pack("in_flight"); pk.pack(static_cast<std::uint64_t>(q.in_flight()));
-      pk.pack("parked"); pk.pack(static_cast<std::uint64_t>(q.parked()));
-      pk.pack("consumers"); pk.pack(static_cast<std::uint64_t>(q.subscribers()));
-      pk.pack("disk_bytes"); pk.pack(q.disk_bytes());
-      pk.pack("confirmed"); pk.pack(c.confirmed);
-      pk.pack("delivered"); pk.pack(c.delivered);
-      pk.pack("acked"); pk.pack(c.acked);
-      pk.pack("nacked"); pk.pack(c.nacked);
-      pk.pack("redelivered"); pk.pack(c.redelivered);
-      pk.pack("expired"); pk.pack(c.expired);
-      pk.pack("dead_lettered"); pk.pack(c.dead_lettered);
-      pk.pack("deduplicated"); pk.pack(c.deduplicated);
-      pk.pack("refused"); pk.pack(c.refused);
-      pk.pack("stale_acks"); pk.pack(c.stale_acks);
-      pk.pack("rejected"); pk.pack(c.rejected);
+      pk.pack("depth");
+      pk.pack(q.depth());
+      pk.pack("in_flight");
+      pk.pack(static_cast<std::uint64_t>(q.in_flight()));
+      pk.pack("parked");
+      pk.pack(static_cast<std::uint64_t>(q.parked()));
+      pk.pack("consumers");
+      pk.pack(static_cast<std::uint64_t>(q.subscribers()));
+      pk.pack("disk_bytes");
+      pk.pack(q.disk_bytes());
+      pk.pack("confirmed");
+      pk.pack(c.confirmed);
+      pk.pack("delivered");
+      pk.pack(c.delivered);
+      pk.pack("acked");
+      pk.pack(c.acked);
+      pk.pack("nacked");
+      pk.pack(c.nacked);
+      pk.pack("redelivered");
+      pk.pack(c.redelivered);
+      pk.pack("expired");
+      pk.pack(c.expired);
+      pk.pack("dead_lettered");
+      pk.pack(c.dead_lettered);
+      pk.pack("deduplicated");
+      pk.pack(c.deduplicated);
+      pk.pack("refused");
+      pk.pack(c.refused);
+      pk.pack("stale_acks");
+      pk.pack(c.stale_acks);
+      pk.pack("rejected");
+      pk.pack(c.rejected);
     }
   })));
   send_frames(identity, reply);
@@ -899,7 +956,8 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   if (frames.size() >= 5 && !map_uint(view(frames[4]), "limit", limit, 100))
     return send_error(identity, fwd::code::bad_frames, "DLQ options must be a MessagePack map");
   if (!fwd::valid_queue_name(name) || fwd::is_dlq_name(name))
-    return send_error(identity, fwd::code::bad_queue, "DLQ takes the name of the queue whose dead letters to use");
+    return send_error(identity, fwd::code::bad_queue,
+                      "DLQ takes the name of the queue whose dead letters to use");
   queue_slot* dlq_slot = find_queue(name + std::string(fwd::dlq_suffix));
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::dlq_reply));
@@ -907,7 +965,8 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
     std::vector<std::pair<message_record, std::string>> items;  // record views need their buffer alive
     std::vector<std::string> buffers;
     std::vector<queue::listed> listed;
-    if (dlq_slot != nullptr) listed = dlq_slot->q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 10'000)));
+    if (dlq_slot != nullptr)
+      listed = dlq_slot->q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 10'000)));
     reply.push_back(frame(packed([&](auto& pk) {
       pk.pack_map(3);
       pk.pack("queue");
@@ -920,7 +979,8 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
       for (const auto& l : listed) {
         message_record rec;
         message m;
-        const bool ok = dlq_slot->q->read(l.where, buf, rec) && decode_envelope(rec.envelope, m) == decode_error::none;
+        const bool ok =
+            dlq_slot->q->read(l.where, buf, rec) && decode_envelope(rec.envelope, m) == decode_error::none;
         pk.pack_map(7);
         pk.pack("seq");
         pk.pack(l.seq);
@@ -948,7 +1008,8 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   if (op == "purge" || op == "replay") {
     std::uint64_t done = 0;
     if (dlq_slot != nullptr) {
-      const auto listed = dlq_slot->q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 1'000'000)));
+      const auto listed =
+          dlq_slot->q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 1'000'000)));
       queue_slot* target = op == "replay" ? &open_queue(name) : nullptr;
       const std::uint32_t dlq_index = dlq_slot->q->index();
       std::string buf;
@@ -961,11 +1022,13 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
         message_record rec;
         message m;
         if (!dlq.read(l.where, buf, rec) || decode_envelope(rec.envelope, m) != decode_error::none) continue;
-        for (const char* h : {"ferry-dead-letter-reason", "ferry-attempts", "ferry-source-queue"}) m.headers().erase(h);
+        for (const char* h : {"ferry-dead-letter-reason", "ferry-attempts", "ferry-source-queue"})
+          m.headers().erase(h);
         m.set_attempt(0);
         envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
         encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-        // A deliberate move: the dedup window, which still remembers this id from its first trip, is not asked.
+        // A deliberate move: the dedup window, which still remembers this id from its first trip, is not
+        // asked.
         (void)target->q->admit(m.id(), steady::now());
         const std::uint64_t seq =
             target->q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
@@ -990,7 +1053,8 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   send_error(identity, fwd::code::bad_frames, "DLQ operations are list, replay and purge");
 }
 
-// ---- shutdown -----------------------------------------------------------------------------------------------
+// ---- shutdown
+// -----------------------------------------------------------------------------------------------
 
 void forwarder::shutdown() {
   // Finish the batch being written, then commit what was gathered, so every accepted message is

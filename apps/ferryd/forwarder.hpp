@@ -6,8 +6,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -32,8 +32,8 @@ struct forwarder_options {
   std::chrono::milliseconds heartbeat_interval{1000};  // what clients are told to use
   std::chrono::milliseconds heartbeat_timeout{3000};   // silence after which a consumer is dead
   std::uint64_t max_message_bytes = 16ull << 20;
-  std::uint64_t min_free_bytes = 64ull << 20;          // below this, producers are refused with disk_full
-  std::chrono::milliseconds sync_delay{0};             // tests only: the commit thread waits this long before syncing
+  std::uint64_t min_free_bytes = 64ull << 20;  // below this, producers are refused with disk_full
+  std::chrono::milliseconds sync_delay{0};     // tests only: the commit thread waits this long before syncing
 };
 
 /// Exit codes of ferryd (docs/operations.md).
@@ -119,7 +119,8 @@ class forwarder {
   void on_stats(const std::string& identity);
   void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);
 
-  void refuse(const std::string& identity, const message_id& id, std::string_view code, const std::string& text);
+  void refuse(const std::string& identity, const message_id& id, std::string_view code,
+              const std::string& text);
   void send_error(const std::string& identity, std::string_view code, const std::string& text);
   void send_frames(const std::string& identity, std::vector<zmq::message_t>& frames);
   void queue_confirm(const std::string& identity, const message_id& id);

@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "detail/log.hpp"
 #include "record.hpp"
@@ -30,8 +30,12 @@ std::uint64_t frame_u64(const char* p, std::size_t at) {
 }
 
 // Sequence and stored-at time of the message record starting at p (see record.hpp).
-std::uint64_t record_seq(const char* p) { return frame_u64(p, record_header_size + 8); }
-std::int64_t record_stored_at(const char* p) { return static_cast<std::int64_t>(frame_u64(p, record_header_size + 16)); }
+std::uint64_t record_seq(const char* p) {
+  return frame_u64(p, record_header_size + 8);
+}
+std::int64_t record_stored_at(const char* p) {
+  return static_cast<std::int64_t>(frame_u64(p, record_header_size + 16));
+}
 
 int write_all(int fd, const char* data, std::size_t size, std::uint64_t offset) {
   std::size_t done = 0;
@@ -59,7 +63,8 @@ segment_writer::~segment_writer() {
 void segment_writer::resume(std::uint64_t base, std::uint64_t size) {
   int err = 0;
   fd_ = open_segment(base, err);
-  if (fd_ < 0) throw std::runtime_error(fmt::format("cannot reopen segment {}: {}", base, std::strerror(err)));
+  if (fd_ < 0)
+    throw std::runtime_error(fmt::format("cannot reopen segment {}: {}", base, std::strerror(err)));
   base_ = base;
   size_ = size;
 }
@@ -220,7 +225,8 @@ commit_result group_commit::execute(commit_batch& batch) {
   std::vector<fs::path> dirs;
   for (auto& req : batch.appends) {
     auto out = req.writer->append(req.bytes);
-    for (int fd : out.closed_fds) std::erase(unsynced_, fd);  // synced before closing; the number may be reused
+    for (int fd : out.closed_fds)
+      std::erase(unsynced_, fd);  // synced before closing; the number may be reused
     for (int fd : out.touched_fds) to_sync.push_back(fd);
     if (out.new_segment) dirs.push_back(req.writer->dir());
     result.outcomes.emplace_back(req.queue, std::move(out));

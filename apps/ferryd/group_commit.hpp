@@ -82,7 +82,7 @@ struct commit_result {
   std::uint64_t number = 0;
   std::vector<std::pair<std::uint32_t, segment_writer::outcome>> outcomes;  // per request, same order
   std::vector<std::string> buffers;  // the requests' byte buffers, handed back for reuse (same order)
-  int sync_error = 0;  // fdatasync failed: nothing in this batch may be called durable
+  int sync_error = 0;                // fdatasync failed: nothing in this batch may be called durable
 };
 
 /// Thread safety: submit(), busy() and take() are called by the loop thread; the rest runs on the commit

@@ -3,9 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "ferry/error.hpp"
 
@@ -32,8 +32,8 @@ void journal::recover(recovery_report& report, const std::function<void(const jo
     scan_file(file_, true, report, [&](std::string_view body, std::size_t offset, std::size_t) {
       const auto r = parse_journal(body);
       if (!r) {
-        report.problems.push_back(fmt::format("{}: record at offset {} is not a journal record; skipped",
-                                              file_.string(), offset));
+        report.problems.push_back(
+            fmt::format("{}: record at offset {} is not a journal record; skipped", file_.string(), offset));
         return;
       }
       visit(*r);
@@ -62,7 +62,9 @@ int journal::flush() noexcept {
   return 0;
 }
 
-int journal::sync() noexcept { return ::fdatasync(fd_) == 0 ? 0 : errno; }
+int journal::sync() noexcept {
+  return ::fdatasync(fd_) == 0 ? 0 : errno;
+}
 
 void journal::rewrite(const std::string& snapshot) {
   const fs::path tmp = file_.string() + ".tmp";

@@ -26,7 +26,10 @@ class journal {
   /// Reads every valid record in order (repairing a torn tail), then opens the file for appending.
   void recover(recovery_report& report, const std::function<void(const journal_record&)>& visit);
 
-  void append(const journal_record& r) { append_journal_record(buffer_, r); ++appended_; }
+  void append(const journal_record& r) {
+    append_journal_record(buffer_, r);
+    ++appended_;
+  }
   /// Writes buffered records to the file. Returns 0 or an errno value (the records stay buffered).
   int flush() noexcept;
   /// fdatasync. Returns 0 or an errno value.

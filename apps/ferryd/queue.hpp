@@ -21,8 +21,8 @@
 #include <set>
 #include <string>
 #include <unordered_map>
-#include <utility>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 
@@ -42,7 +42,8 @@ struct queue_config {
   std::uint64_t max_messages = 0;  // 0: unlimited
   std::size_t max_parked = 100'000;
   dedup_options dedup{.max_ids = 262'144, .max_age = std::chrono::minutes(2)};
-  std::uint64_t dedup_retain_bytes = 1ull << 30;  // settled segments kept so the dedup window survives restarts
+  std::uint64_t dedup_retain_bytes = 1ull
+                                     << 30;  // settled segments kept so the dedup window survives restarts
 };
 
 /// Counters of one queue, monotonic since start-up.
@@ -156,14 +157,16 @@ class queue {
   std::size_t dispatch(steady::time_point now);
   [[nodiscard]] bool has_work() const noexcept;
   /// Subscriptions with an assembled DELIVER.
-  [[nodiscard]] std::unordered_map<std::string, std::unique_ptr<subscription>>& subs() noexcept { return subs_; }
+  [[nodiscard]] std::unordered_map<std::string, std::unique_ptr<subscription>>& subs() noexcept {
+    return subs_;
+  }
 
   /// Returns expired leases to the queue.
   void expire_leases(steady::time_point now);
 
   // ---- dead letters ------------------------------------------------------------------------------------
   std::vector<dead_letter_request> take_dead_letters() { return std::exchange(dead_letters_, {}); }
-  void dead_lettered(std::uint64_t seq);            // the DLQ copy is durable: settle
+  void dead_lettered(std::uint64_t seq);  // the DLQ copy is durable: settle
   /// The move did not happen (or is not finished): try again after `delay`.
   void dead_letter_failed(dead_letter_request req, std::chrono::milliseconds delay);
   /// Reads a stored record (for dead-lettering and listing).
@@ -203,7 +206,7 @@ class queue {
     steady::time_point deadline;
   };
   struct key_state {
-    bool busy = false;   // a message of this key is in flight or being dead-lettered
+    bool busy = false;        // a message of this key is in flight or being dead-lettered
     std::uint32_t ready = 0;  // messages of this key in ready_
     std::deque<waiting> parked;
   };
@@ -212,7 +215,7 @@ class queue {
     std::uint64_t segment = 0;  // base of the segment being read (0: none yet)
     std::uint64_t offset = 0;   // file offset of buffer_[0]
     std::string buffer;
-    std::size_t pos = 0;        // parse position in buffer
+    std::size_t pos = 0;  // parse position in buffer
   };
   struct peeked {
     waiting msg;
@@ -258,8 +261,8 @@ class queue {
 
   // settlement
   std::uint64_t unsettled_ = 0;
-  std::uint64_t low_watermark_ = 0;                       // every seq below is settled
-  std::set<std::uint64_t> settled_;                       // settled seqs at or above the watermark
+  std::uint64_t low_watermark_ = 0;  // every seq below is settled
+  std::set<std::uint64_t> settled_;  // settled seqs at or above the watermark
   // Deliveries so far of unsettled messages not held in the structures below (recovered from the journal
   // ahead of the cursor); held messages carry their count themselves.
   std::unordered_map<std::uint64_t, std::uint32_t> attempts_;

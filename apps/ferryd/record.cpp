@@ -9,7 +9,8 @@ namespace {
 
 template <typename T>
 void put_le(char* p, T v) noexcept {
-  for (std::size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    p[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
 }
 
 template <typename T>
@@ -34,8 +35,9 @@ void seal_frame(char* frame, std::size_t body_size) {
 
 }  // namespace
 
-void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us, const message_id& id,
-                           std::uint64_t key_hash, std::string_view envelope, std::string_view payload) {
+void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us,
+                           const message_id& id, std::uint64_t key_hash, std::string_view envelope,
+                           std::string_view payload) {
   const std::size_t body_size = message_fixed_size + envelope.size() + payload.size();
   char* frame = begin_frame(out, body_size);
   char* b = frame + record_header_size;
@@ -70,14 +72,16 @@ frame_status check_frame(const char* data, std::size_t available, std::string_vi
   const auto size = get_le<std::uint32_t>(data + 4);
   if (size == 0 || size > max_record_body) return frame_status::bad;
   if (available - record_header_size < size) return frame_status::incomplete;
-  if (XXH3_64bits(data + record_header_size, size) != get_le<std::uint64_t>(data + 8)) return frame_status::bad;
+  if (XXH3_64bits(data + record_header_size, size) != get_le<std::uint64_t>(data + 8))
+    return frame_status::bad;
   body = {data + record_header_size, size};
   total = record_header_size + size;
   return frame_status::ok;
 }
 
 std::optional<message_record> parse_message(std::string_view body) noexcept {
-  if (body.size() < message_fixed_size || body[0] != static_cast<char>(record_type::message)) return std::nullopt;
+  if (body.size() < message_fixed_size || body[0] != static_cast<char>(record_type::message))
+    return std::nullopt;
   const char* b = body.data();
   const auto env_size = get_le<std::uint32_t>(b + 4);
   if (env_size > body.size() - message_fixed_size) return std::nullopt;

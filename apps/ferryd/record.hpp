@@ -59,8 +59,9 @@ struct journal_record {
 }
 
 /// Appends a framed message record to `out`.
-void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us, const message_id& id,
-                           std::uint64_t key_hash, std::string_view envelope, std::string_view payload);
+void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us,
+                           const message_id& id, std::uint64_t key_hash, std::string_view envelope,
+                           std::string_view payload);
 /// Appends a framed journal record to `out`.
 void append_journal_record(std::string& out, const journal_record& r);
 
@@ -69,7 +70,8 @@ enum class frame_status { ok, incomplete, bad };
 
 /// Checks the frame starting at `data` (at most `available` bytes): magic, length, checksum.
 /// On ok, `body` views the body and `total` is header + body.
-frame_status check_frame(const char* data, std::size_t available, std::string_view& body, std::size_t& total) noexcept;
+frame_status check_frame(const char* data, std::size_t available, std::string_view& body,
+                         std::size_t& total) noexcept;
 
 /// Parses a message body. Returns nullopt when the body is not a well-formed message record.
 std::optional<message_record> parse_message(std::string_view body) noexcept;

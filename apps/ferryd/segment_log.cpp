@@ -5,9 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "detail/log.hpp"
 #include "ferry/error.hpp"
@@ -17,7 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
 
 // Finds the next offset after `from` where a valid frame starts, or `size` when there is none.
 std::size_t resync(const char* data, std::size_t size, std::size_t from) {
@@ -78,12 +80,14 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
       throw error(fmt::format("cannot map {}: {}", file.string(), errno_text(err)));
     }
     ::madvise(map, size, MADV_SEQUENTIAL);
-    valid_end = scan_frames(static_cast<const char*>(map), size, on_record, [&](std::size_t offset, std::size_t length) {
-      ++report.corrupt_regions;
-      report.corrupt_bytes += length;
-      report.problems.push_back(fmt::format("{}: {} damaged bytes at offset {} skipped (checksum or framing)",
-                                            file.string(), length, offset));
-    });
+    valid_end = scan_frames(
+        static_cast<const char*>(map), size, on_record, [&](std::size_t offset, std::size_t length) {
+          ++report.corrupt_regions;
+          report.corrupt_bytes += length;
+          report.problems.push_back(
+              fmt::format("{}: {} damaged bytes at offset {} skipped (checksum or framing)", file.string(),
+                          length, offset));
+        });
     ::munmap(map, size);
   }
   if (valid_end < size) {
@@ -116,7 +120,9 @@ void sync_directory(const fs::path& dir) {
   if (rc != 0) throw error(fmt::format("cannot fsync directory {}: {}", dir.string(), errno_text(err)));
 }
 
-std::string segment_file_name(std::uint64_t base) { return fmt::format("{:020}.seg", base); }
+std::string segment_file_name(std::uint64_t base) {
+  return fmt::format("{:020}.seg", base);
+}
 
 segment_log::segment_log(fs::path dir) : dir_(std::move(dir)) {}
 
@@ -146,26 +152,28 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
     info.base = bases[i];
     const bool is_last = i + 1 == bases.size();
     const fs::path path = dir_ / segment_file_name(info.base);
-    info.committed = scan_file(path, is_last, report, [&](std::string_view body, std::size_t offset, std::size_t total) {
-      const auto rec = parse_message(body);
-      if (!rec) {
-        ++report.corrupt_regions;
-        report.problems.push_back(fmt::format("{}: record at offset {} is not a message record; skipped",
-                                              path.string(), offset));
-        return;
-      }
-      if (rec->seq <= last_seq) {
-        report.problems.push_back(fmt::format("{}: record at offset {} repeats sequence {}; skipped",
-                                              path.string(), offset, rec->seq));
-        return;
-      }
-      last_seq = rec->seq;
-      ++info.records;
-      info.last_seq = rec->seq;
-      info.last_stored_at_us = rec->stored_at_us;
-      ++report.records;
-      if (visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)})) ++info.unsettled;
-    });
+    info.committed =
+        scan_file(path, is_last, report, [&](std::string_view body, std::size_t offset, std::size_t total) {
+          const auto rec = parse_message(body);
+          if (!rec) {
+            ++report.corrupt_regions;
+            report.problems.push_back(fmt::format("{}: record at offset {} is not a message record; skipped",
+                                                  path.string(), offset));
+            return;
+          }
+          if (rec->seq <= last_seq) {
+            report.problems.push_back(fmt::format("{}: record at offset {} repeats sequence {}; skipped",
+                                                  path.string(), offset, rec->seq));
+            return;
+          }
+          last_seq = rec->seq;
+          ++info.records;
+          info.last_seq = rec->seq;
+          info.last_stored_at_us = rec->stored_at_us;
+          ++report.records;
+          if (visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)}))
+            ++info.unsettled;
+        });
     report.bytes += info.committed;
     ++report.segments;
     auto& s = segments_.emplace(info.base, info).first->second;
@@ -173,8 +181,8 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
   }
 }
 
-void segment_log::committed(std::uint64_t base, std::uint64_t bytes, std::uint64_t new_records, std::uint64_t last_seq,
-                            std::int64_t last_stored_at_us) {
+void segment_log::committed(std::uint64_t base, std::uint64_t bytes, std::uint64_t new_records,
+                            std::uint64_t last_seq, std::int64_t last_stored_at_us) {
   auto& s = segments_[base];
   s.base = base;
   s.committed = bytes;
@@ -187,7 +195,8 @@ void segment_log::committed(std::uint64_t base, std::uint64_t bytes, std::uint64
 
 bool segment_log::read(const record_location& where, std::string& buffer, message_record& out) const {
   const auto it = segments_.find(where.segment);
-  if (it == segments_.end() || it->second.fd < 0 || where.offset + where.size > it->second.committed) return false;
+  if (it == segments_.end() || it->second.fd < 0 || where.offset + where.size > it->second.committed)
+    return false;
   buffer.resize(where.size);
   std::size_t done = 0;
   while (done < where.size) {
@@ -218,12 +227,14 @@ std::size_t segment_log::read_chunk(std::uint64_t base, std::uint64_t offset, st
                                     std::string& buffer) const {
   const auto it = segments_.find(base);
   if (it == segments_.end() || it->second.fd < 0 || offset >= it->second.committed) return 0;
-  const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, it->second.committed - offset));
+  const std::size_t want =
+      static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, it->second.committed - offset));
   const std::size_t at = buffer.size();
   buffer.resize(at + want);
   std::size_t done = 0;
   while (done < want) {
-    const ssize_t n = ::pread(it->second.fd, buffer.data() + at + done, want - done, static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pread(it->second.fd, buffer.data() + at + done, want - done, static_cast<off_t>(offset + done));
     if (n <= 0) {
       if (n < 0 && errno == EINTR) continue;
       break;

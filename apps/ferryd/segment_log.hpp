@@ -30,23 +30,25 @@ struct recovery_report {
   std::uint64_t segments = 0;
   std::uint64_t records = 0;
   std::uint64_t bytes = 0;
-  std::uint64_t truncated_bytes = 0;   // torn tail cut off the last file
-  std::uint64_t corrupt_regions = 0;   // damaged regions skipped in the middle
+  std::uint64_t truncated_bytes = 0;  // torn tail cut off the last file
+  std::uint64_t corrupt_regions = 0;  // damaged regions skipped in the middle
   std::uint64_t corrupt_bytes = 0;
-  std::vector<std::string> problems;   // one line each, for the log
+  std::vector<std::string> problems;  // one line each, for the log
 };
 
 /// Walks the frames in `data`. Calls `on_record(body, offset, total)` for each valid frame and
 /// `on_corrupt(offset, length)` for each damaged region followed by a valid frame. Returns the offset
 /// just past the last valid frame: bytes after it are a torn tail (or damage with nothing valid after it).
-std::size_t scan_frames(const char* data, std::size_t size,
-                        const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
-                        const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt);
+std::size_t scan_frames(
+    const char* data, std::size_t size,
+    const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
+    const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt);
 
 /// Reads a whole file into memory-mapped view, scans it, and truncates a torn tail when `repair_tail`.
 /// Throws ferry::error when the file cannot be read.
-std::size_t scan_file(const std::filesystem::path& file, bool repair_tail, recovery_report& report,
-                      const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record);
+std::size_t scan_file(
+    const std::filesystem::path& file, bool repair_tail, recovery_report& report,
+    const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record);
 
 /// fsync of a directory, so a new, renamed or removed entry in it is durable. Throws ferry::error.
 void sync_directory(const std::filesystem::path& dir);
@@ -55,12 +57,12 @@ std::string segment_file_name(std::uint64_t base);
 
 struct segment_info {
   std::uint64_t base = 0;
-  std::uint64_t committed = 0;   // bytes durable and readable
+  std::uint64_t committed = 0;  // bytes durable and readable
   std::uint64_t records = 0;
   std::uint64_t unsettled = 0;
   std::uint64_t last_seq = 0;
   std::int64_t last_stored_at_us = 0;
-  int fd = -1;                   // read-only descriptor
+  int fd = -1;  // read-only descriptor
 };
 
 class segment_log {
@@ -77,14 +79,15 @@ class segment_log {
   void recover(recovery_report& report, const visitor& visit);
 
   /// Records that `base` now holds `committed` durable bytes (a new segment is opened for reading).
-  void committed(std::uint64_t base, std::uint64_t committed, std::uint64_t new_records, std::uint64_t last_seq,
-                 std::int64_t last_stored_at_us);
+  void committed(std::uint64_t base, std::uint64_t committed, std::uint64_t new_records,
+                 std::uint64_t last_seq, std::int64_t last_stored_at_us);
 
   /// Reads one record. Returns false (and logs) when it cannot be read or is damaged.
   bool read(const record_location& where, std::string& buffer, message_record& out) const;
   /// Reads up to `max_bytes` of committed bytes of segment `base` starting at `offset` into `buffer`.
   /// Returns the number of bytes read (0 at the end of the committed part).
-  std::size_t read_chunk(std::uint64_t base, std::uint64_t offset, std::size_t max_bytes, std::string& buffer) const;
+  std::size_t read_chunk(std::uint64_t base, std::uint64_t offset, std::size_t max_bytes,
+                         std::string& buffer) const;
 
   /// The offset of the first valid frame in segment `base` after `from`, or the segment's committed size
   /// when there is none. Used to step over damage found while reading.

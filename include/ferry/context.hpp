@@ -11,7 +11,8 @@
 
 namespace ferry {
 
-/// Options applied to every socket the factory makes. One place, so a limit or a security setting is one edit.
+/// Options applied to every socket the factory makes. One place, so a limit or a security setting is one
+/// edit.
 struct socket_options {
   /// High-water marks: messages queued per peer before sends block, fail or drop (per socket type).
   int send_hwm = 1000;

@@ -64,11 +64,14 @@ class dedup_window {
   void evict_oldest() noexcept;
   void remove_slot(std::size_t i) noexcept;
   void grow();
-  [[nodiscard]] static std::uint64_t hash(const message_id& id) noexcept { return std::hash<message_id>{}(id); }
-  [[nodiscard]] std::size_t find_slot(const message_id& id, std::uint64_t h) const noexcept;  // or table_.size()
+  [[nodiscard]] static std::uint64_t hash(const message_id& id) noexcept {
+    return std::hash<message_id>{}(id);
+  }
+  [[nodiscard]] std::size_t find_slot(const message_id& id,
+                                      std::uint64_t h) const noexcept;  // or table_.size()
 
   dedup_options options_;
-  std::vector<entry> ring_;         // circular, oldest at head_
+  std::vector<entry> ring_;  // circular, oldest at head_
   std::size_t head_ = 0;
   std::size_t count_ = 0;
   std::vector<std::uint64_t> table_;  // (hash low 32 bits << 32 | ring index), `empty` when free; power of 2

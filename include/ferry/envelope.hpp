@@ -18,17 +18,17 @@ inline constexpr std::uint8_t envelope_version = 1;
 /// Why a frame set was rejected. Every value is counted by whoever received the frames.
 enum class decode_error : std::uint8_t {
   none = 0,
-  frame_count,        ///< not exactly three frames (topic, envelope, payload)
-  topic_too_long,     ///< topic frame longer than decode_limits::max_topic
-  envelope_too_large, ///< envelope frame longer than decode_limits::max_envelope
-  truncated,          ///< the envelope ends in the middle of a value
-  not_an_array,       ///< the envelope is not a MessagePack array of 6 or 8 elements
-  unknown_version,    ///< version is not 1
-  bad_id,             ///< id is not a 16-byte bin
-  bad_field,          ///< a field has the wrong MessagePack type or is out of range
-  key_too_long,       ///< key longer than decode_limits::max_key
-  too_many_headers,   ///< more headers than decode_limits::max_headers
-  trailing_bytes,     ///< bytes after the envelope array
+  frame_count,         ///< not exactly three frames (topic, envelope, payload)
+  topic_too_long,      ///< topic frame longer than decode_limits::max_topic
+  envelope_too_large,  ///< envelope frame longer than decode_limits::max_envelope
+  truncated,           ///< the envelope ends in the middle of a value
+  not_an_array,        ///< the envelope is not a MessagePack array of 6 or 8 elements
+  unknown_version,     ///< version is not 1
+  bad_id,              ///< id is not a 16-byte bin
+  bad_field,           ///< a field has the wrong MessagePack type or is out of range
+  key_too_long,        ///< key longer than decode_limits::max_key
+  too_many_headers,    ///< more headers than decode_limits::max_headers
+  trailing_bytes,      ///< bytes after the envelope array
 };
 
 /// A short, stable, human-readable name ("frame_count", "truncated", ...).
@@ -56,15 +56,16 @@ enum class envelope_form : std::uint8_t {
 inline constexpr std::size_t envelope_attempt_offset = 29;
 
 /// Number of bytes encode_envelope() writes for `msg`.
-[[nodiscard]] std::size_t envelope_size(const message& msg, envelope_form form = envelope_form::compact) noexcept;
+[[nodiscard]] std::size_t envelope_size(const message& msg,
+                                        envelope_form form = envelope_form::compact) noexcept;
 
 /// Writes the envelope of `msg` into `out`, which must hold envelope_size(msg, form) bytes.
 /// Returns the number of bytes written.
-std::size_t encode_envelope(const message& msg, char* out, envelope_form form = envelope_form::compact) noexcept;
+std::size_t encode_envelope(const message& msg, char* out,
+                            envelope_form form = envelope_form::compact) noexcept;
 
 /// The envelope of `msg` in a new frame (libzmq stores envelopes up to 33 bytes inline, without allocating).
-[[nodiscard]] zmq::message_t encode_envelope(const message& msg,
-                                             envelope_form form = envelope_form::compact);
+[[nodiscard]] zmq::message_t encode_envelope(const message& msg, envelope_form form = envelope_form::compact);
 
 /// Rewrites the attempt of an envelope written in envelope_form::storage. Returns false (and changes
 /// nothing) when `envelope` is not in that form.

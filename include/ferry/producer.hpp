@@ -63,7 +63,8 @@ class producer {
   using refuse_handler = std::function<void(const refusal&)>;
 
   /// Connects to options.forwarder (in the background). Throws ferry::error for a malformed endpoint.
-  producer(context& ctx, producer_options options, confirm_handler on_confirm = {}, refuse_handler on_refuse = {});
+  producer(context& ctx, producer_options options, confirm_handler on_confirm = {},
+           refuse_handler on_refuse = {});
   /// Stops the I/O thread. Messages still unconfirmed are abandoned: call flush() first.
   ~producer();
   producer(const producer&) = delete;

@@ -65,7 +65,7 @@ class publisher {
   std::vector<std::string> bound_;
   std::uint64_t origin_;
   std::unordered_map<std::string, std::uint64_t> sequences_;
-  std::string last_topic_;             // publishers often repeat a topic: skip the lookup then
+  std::string last_topic_;                  // publishers often repeat a topic: skip the lookup then
   std::uint64_t* last_sequence_ = nullptr;  // element pointers survive rehashing
   publisher_stats stats_;
 };

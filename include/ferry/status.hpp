@@ -17,11 +17,16 @@ enum class send_status : std::uint8_t {
 
 [[nodiscard]] constexpr std::string_view to_string(send_status s) noexcept {
   switch (s) {
-    case send_status::ok: return "ok";
-    case send_status::would_block: return "would_block";
-    case send_status::timed_out: return "timed_out";
-    case send_status::too_large: return "too_large";
-    case send_status::closed: return "closed";
+    case send_status::ok:
+      return "ok";
+    case send_status::would_block:
+      return "would_block";
+    case send_status::timed_out:
+      return "timed_out";
+    case send_status::too_large:
+      return "too_large";
+    case send_status::closed:
+      return "closed";
   }
   return "unknown";
 }

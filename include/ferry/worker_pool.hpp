@@ -36,7 +36,8 @@ struct worker_pool_options {
 class worker_pool {
  public:
   /// Binds/connects as `where` says and starts the threads. Throws ferry::error for a bad or busy endpoint.
-  worker_pool(context& ctx, const endpoints& where, message_handler handler, worker_pool_options options = {});
+  worker_pool(context& ctx, const endpoints& where, message_handler handler,
+              worker_pool_options options = {});
   /// Stops gracefully (see stop()).
   ~worker_pool();
   worker_pool(worker_pool&&) noexcept;

@@ -14,28 +14,28 @@ namespace ferry::detail::fwd {
 inline constexpr std::uint32_t protocol_version = 1;
 
 // Client -> ferryd
-inline constexpr std::string_view hello = "HELLO";        // | msgpack map
-inline constexpr std::string_view send = "SEND";          // | queue | (envelope | payload) x n
-inline constexpr std::string_view consume = "CONSUME";    // | queue | msgpack map {prefetch}
-inline constexpr std::string_view cancel = "CANCEL";      // | queue
-inline constexpr std::string_view ack = "ACK";            // | queue | tokens (8 bytes each)
-inline constexpr std::string_view nack = "NACK";          // | queue | token | reason
-inline constexpr std::string_view reject = "REJECT";      // | queue | token | reason
-inline constexpr std::string_view ping = "PING";          // [| queue]
-inline constexpr std::string_view stats = "STATS";        //
-inline constexpr std::string_view dlq = "DLQ";            // | queue | op | msgpack map
+inline constexpr std::string_view hello = "HELLO";      // | msgpack map
+inline constexpr std::string_view send = "SEND";        // | queue | (envelope | payload) x n
+inline constexpr std::string_view consume = "CONSUME";  // | queue | msgpack map {prefetch}
+inline constexpr std::string_view cancel = "CANCEL";    // | queue
+inline constexpr std::string_view ack = "ACK";          // | queue | tokens (8 bytes each)
+inline constexpr std::string_view nack = "NACK";        // | queue | token | reason
+inline constexpr std::string_view reject = "REJECT";    // | queue | token | reason
+inline constexpr std::string_view ping = "PING";        // [| queue]
+inline constexpr std::string_view stats = "STATS";      //
+inline constexpr std::string_view dlq = "DLQ";          // | queue | op | msgpack map
 
 // ferryd -> client
-inline constexpr std::string_view welcome = "WELCOME";    // | msgpack map
-inline constexpr std::string_view confirm = "CONFIRM";    // | ids (16 bytes each)
-inline constexpr std::string_view refuse = "REFUSE";      // | id | code | text
-inline constexpr std::string_view consuming = "CONSUMING";// | queue | msgpack map
-inline constexpr std::string_view cancelled = "CANCELLED";// | queue
-inline constexpr std::string_view deliver = "DELIVER";    // | queue | tokens | (envelope | payload) x n
-inline constexpr std::string_view pong = "PONG";          // | instance (8 bytes)
-inline constexpr std::string_view stats_reply = "STATS";  // | msgpack map
-inline constexpr std::string_view dlq_reply = "DLQ";      // | msgpack map
-inline constexpr std::string_view error = "ERROR";        // | code | text
+inline constexpr std::string_view welcome = "WELCOME";      // | msgpack map
+inline constexpr std::string_view confirm = "CONFIRM";      // | ids (16 bytes each)
+inline constexpr std::string_view refuse = "REFUSE";        // | id | code | text
+inline constexpr std::string_view consuming = "CONSUMING";  // | queue | msgpack map
+inline constexpr std::string_view cancelled = "CANCELLED";  // | queue
+inline constexpr std::string_view deliver = "DELIVER";      // | queue | tokens | (envelope | payload) x n
+inline constexpr std::string_view pong = "PONG";            // | instance (8 bytes)
+inline constexpr std::string_view stats_reply = "STATS";    // | msgpack map
+inline constexpr std::string_view dlq_reply = "DLQ";        // | msgpack map
+inline constexpr std::string_view error = "ERROR";          // | code | text
 
 // Refusal and error codes (ASCII, stable).
 namespace code {
@@ -50,8 +50,8 @@ inline constexpr std::string_view bad_frames = "bad_frames";
 inline constexpr std::string_view not_consuming = "not_consuming";
 }  // namespace code
 
-inline constexpr std::size_t max_batch = 4096;   // messages per SEND
-inline constexpr std::size_t max_deliver = 1024; // messages per DELIVER
+inline constexpr std::size_t max_batch = 4096;    // messages per SEND
+inline constexpr std::size_t max_deliver = 1024;  // messages per DELIVER
 inline constexpr std::size_t token_size = 8;
 inline constexpr std::size_t id_size = 16;
 inline constexpr std::size_t max_queue_name = 200;

@@ -48,7 +48,8 @@ class id_map {
     std::size_t i = h & mask_;
     for (;; i = (i + 1) & mask_) {
       if (slots_[i] == free_slot) return false;
-      if (fingerprint(slots_[i]) == static_cast<std::uint32_t>(h) && entries_[index_of(slots_[i])].id == id) break;
+      if (fingerprint(slots_[i]) == static_cast<std::uint32_t>(h) && entries_[index_of(slots_[i])].id == id)
+        break;
     }
     const std::uint32_t index = index_of(slots_[i]);
     entries_[index].value = V{};  // release what it holds now

@@ -19,9 +19,7 @@ constexpr std::uint64_t max_drain = 1'000'000;
 }  // namespace
 
 receiver::receiver(zmq::socket_t socket, receiver_config config, message_handler handler)
-    : config_(std::move(config)),
-      handler_(std::move(handler)),
-      socket_(std::move(socket)) {
+    : config_(std::move(config)), handler_(std::move(handler)), socket_(std::move(socket)) {
   if (!handler_) throw error(config_.name + ": a handler is required");
   if (config_.threads == 0) throw error(config_.name + ": threads must be at least 1");
   socket_.set(zmq::sockopt::rcvtimeo, stop_check_ms);
@@ -29,12 +27,15 @@ receiver::receiver(zmq::socket_t socket, receiver_config config, message_handler
   for (unsigned i = 0; i < config_.threads; ++i) per_thread_.push_back(std::make_unique<handler_counters>());
   if (config_.threads > 1) {
     queue_capacity_ = 2 * config_.threads;
-    for (unsigned i = 0; i < config_.threads; ++i) handler_threads_.emplace_back([this, i] { handler_loop(i); });
+    for (unsigned i = 0; i < config_.threads; ++i)
+      handler_threads_.emplace_back([this, i] { handler_loop(i); });
   }
   receive_thread_ = std::thread([this] { receive_loop(); });
 }
 
-receiver::~receiver() { stop(); }
+receiver::~receiver() {
+  stop();
+}
 
 void receiver::stop() {
   std::lock_guard guard(stop_mutex_);
@@ -94,9 +95,8 @@ void receiver::receive_loop() {
       continue;
     }
     std::unique_lock lock(queue_mutex_);
-    queue_not_full_.wait(lock, [&] {
-      return queue_.size() < queue_capacity_ || stopping_.load(std::memory_order_relaxed);
-    });
+    queue_not_full_.wait(
+        lock, [&] { return queue_.size() < queue_capacity_ || stopping_.load(std::memory_order_relaxed); });
     if (queue_.size() >= queue_capacity_) {  // stopping with no room: this one is not handled
       dropped_.add();
       break;

@@ -8,7 +8,8 @@ send_status send_message(zmq::socket_t& socket, message& msg, bool wait) {
   zmq::message_t topic(msg.topic().data(), msg.topic().size());
   zmq::message_t envelope = encode_envelope(msg);
   try {
-    const auto first = wait ? zmq::send_flags::sndmore : (zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    const auto first =
+        wait ? zmq::send_flags::sndmore : (zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     if (!socket.send(topic, first)) return wait ? send_status::timed_out : send_status::would_block;
     (void)socket.send(envelope, zmq::send_flags::sndmore);
     (void)socket.send(msg.payload_frame(), zmq::send_flags::none);

@@ -56,7 +56,9 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-std::string free_tcp_endpoint() { return "tcp://127.0.0.1:" + std::to_string(free_port()); }
+std::string free_tcp_endpoint() {
+  return "tcp://127.0.0.1:" + std::to_string(free_port());
+}
 
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -67,7 +69,9 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
   return true;
 }
 
-std::string built_program(const std::string& relative) { return std::string(FERRY_BINARY_DIR) + "/" + relative; }
+std::string built_program(const std::string& relative) {
+  return std::string(FERRY_BINARY_DIR) + "/" + relative;
+}
 
 child_process::child_process(std::vector<std::string> argv, std::map<std::string, std::string> env) {
   int in[2], out[2], err[2];
