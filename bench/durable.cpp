@@ -341,21 +341,8 @@ int run_e2e(const options& o) {
   const bool ok = c.error.empty() && t.ok && c.handled >= o.count;
   j.add("ok", ok);
   if (!ok) j.add("error", !c.error.empty() ? c.error : t.error);
-  const double seconds = static_cast<double>(c.last_ns - t.first_send_ns) / 1e9;
-  // The first 5% are left out of the percentiles: connections and caches warming up.
-  const auto p = lat.percentiles_us(static_cast<std::size_t>(o.count / 20));
-  j.add("handled", c.handled)
-      .add("rate", o.rate)
-      .add("seconds", seconds)
-      .add("msgs_per_s", ok && seconds > 0 ? static_cast<double>(o.count) / seconds : 0.0)
-      .add("produce_msgs_per_s", t.seconds() > 0 ? static_cast<double>(t.confirmed) / t.seconds() : 0.0)
-      .add("p50_us", p[0])
-      .add("p99_us", p[1])
-      .add("p999_us", p[2])
-      .add("max_us", p[3])
-      .add("client_cpu_ns_per_msg", (t.cpu_ns + c.cpu_ns) / static_cast<double>(o.count))
-      .add("threads", static_cast<std::uint64_t>(o.threads))
-      .add("prefetch", static_cast<std::uint64_t>(o.prefetch))
+  bench::add_e2e_figures(j, t, lat, o.count, ok, c.handled, c.last_ns, c.cpu_ns, o.rate, o.threads);
+  j.add("prefetch", static_cast<std::uint64_t>(o.prefetch))
       .add("process_model", "one process per producer, the consumer in another")
       .add("zmq_version", bench::zmq_version_string());
   j.print();

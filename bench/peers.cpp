@@ -316,19 +316,7 @@ int run_redis_e2e(const options& o) {
   auto j = describe(o);
   j.add("ok", ok);
   if (!ok) j.add("error", !error.empty() ? error : !t.ok ? t.error : "not every message was handled in time");
-  const double seconds = static_cast<double>(last_ns.load() - t.first_send_ns) / 1e9;
-  const auto p = lat.percentiles_us(static_cast<std::size_t>(o.count / 20));
-  j.add("handled", handled.load())
-      .add("rate", o.rate)
-      .add("seconds", seconds)
-      .add("msgs_per_s", ok && seconds > 0 ? static_cast<double>(o.count) / seconds : 0.0)
-      .add("produce_msgs_per_s", t.seconds() > 0 ? static_cast<double>(t.confirmed) / t.seconds() : 0.0)
-      .add("p50_us", p[0])
-      .add("p99_us", p[1])
-      .add("p999_us", p[2])
-      .add("max_us", p[3])
-      .add("client_cpu_ns_per_msg", (t.cpu_ns + cpu) / static_cast<double>(o.count))
-      .add("threads", static_cast<std::uint64_t>(o.threads));
+  bench::add_e2e_figures(j, t, lat, o.count, ok, handled.load(), last_ns.load(), cpu, o.rate, o.threads);
   j.print();
   return ok ? 0 : 1;
 }

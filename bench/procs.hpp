@@ -319,4 +319,25 @@ inline void add_totals(json_line& j, const producer_totals& t, std::uint64_t cou
       .add("client_cpu_ns_per_msg", count > 0 ? t.cpu_ns / static_cast<double>(count) : 0.0);
 }
 
+/// Adds the fields of an end-to-end result line: handled messages from the first send to the last handler
+/// call `last_ns`, the producers' own rate, produce-to-handler percentiles (the first 5% left out:
+/// connections and caches warming up) and the CPU of producers and consumer per message.
+inline void add_e2e_figures(json_line& j, const producer_totals& t, const latency_log& lat,
+                            std::uint64_t count, bool ok, std::uint64_t handled, std::int64_t last_ns,
+                            double consumer_cpu_ns, double rate, unsigned threads) {
+  const double seconds = static_cast<double>(last_ns - t.first_send_ns) / 1e9;
+  const auto p = lat.percentiles_us(static_cast<std::size_t>(count / 20));
+  j.add("handled", handled)
+      .add("rate", rate)
+      .add("seconds", seconds)
+      .add("msgs_per_s", ok && seconds > 0 ? static_cast<double>(count) / seconds : 0.0)
+      .add("produce_msgs_per_s", t.seconds() > 0 ? static_cast<double>(t.confirmed) / t.seconds() : 0.0)
+      .add("p50_us", p[0])
+      .add("p99_us", p[1])
+      .add("p999_us", p[2])
+      .add("max_us", p[3])
+      .add("client_cpu_ns_per_msg", (t.cpu_ns + consumer_cpu_ns) / static_cast<double>(count))
+      .add("threads", static_cast<std::uint64_t>(threads));
+}
+
 }  // namespace bench
