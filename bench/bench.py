@@ -449,7 +449,7 @@ def run_durable_e2e(case, variant, transport, size, settings):
                                          "paced_max_us": paced["max_us"]}}
 
 
-def fill(variant, settings, srv, count, size, window=50_000):
+def fill(variant, settings, srv, count, size, window=10_000):
     """Stores `count` unsettled messages through `srv` (4 producer processes, nobody consuming)."""
     j = run_client(durable_client(variant, settings, "produce", srv.endpoint, count, size, 4,
                                   [f"--window={window}"]), settings, f"{variant.label} fill")

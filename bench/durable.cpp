@@ -52,7 +52,7 @@ struct options {
   unsigned producers = 1;
   std::uint64_t count = 100'000;
   std::size_t size = 256;
-  std::size_t window = 50'000;
+  std::size_t window = 10'000;  // ferry::producer's default max_in_flight
   double rate = 0;
   unsigned threads = 2;
   std::uint32_t prefetch = 1024;

@@ -33,7 +33,7 @@ struct options {
   unsigned producers = 1;
   std::uint64_t count = 100'000;
   std::size_t size = 256;
-  std::size_t window = 50'000;
+  std::size_t window = 10'000;  // ferry::producer's default max_in_flight
   std::size_t batch = 1000;
   double rate = 0;
   unsigned threads = 2;
