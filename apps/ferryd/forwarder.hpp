@@ -133,7 +133,8 @@ class forwarder {
   void handle_commit(commit_result& result);
   void on_timer(steady::time_point now);
   bool disk_full(steady::time_point now);
-  void shutdown();
+  /// Commits what was accepted, syncs the journals, closes the socket. Returns the exit status.
+  int shutdown();
 
   forwarder_options options_;
   data_dir_lock lock_;

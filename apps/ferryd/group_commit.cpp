@@ -239,6 +239,7 @@ commit_result group_commit::execute(commit_batch& batch) {
       if (::fdatasync(fd) != 0 && result.sync_error == 0) result.sync_error = errno;
     }
   } else {
+    for (int fd : batch.sync_fds) to_sync.push_back(fd);
     for (int fd : to_sync)
       if (std::find(unsynced_.begin(), unsynced_.end(), fd) == unsynced_.end()) unsynced_.push_back(fd);
   }

@@ -1,8 +1,9 @@
 #pragma once
 // A queue's state journal: which messages are settled and how often each was delivered
 // (docs/storage.md). The loop thread appends small records and writes them to the file at the end of
-// every loop iteration (a write(), so a killed process loses nothing; fdatasync happens with group
-// commits in `always` mode, so a machine crash loses at most what the last commit had not synced).
+// every loop iteration (a write(), so a killed process loses nothing); the commit thread fdatasyncs it
+// with the first group commit after 200 ms have passed, so a machine crash loses at most the records of
+// about that long (settlements come back as redeliveries, attempt counts as repeats).
 // The journal is rewritten compactly (temporary file, fsync, rename, fsync of the directory) when it
 // grows, so its size follows the number of unsettled messages, not the history.
 
