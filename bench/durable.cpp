@@ -19,8 +19,9 @@
 //             thread writes the gathered batch and fdatasyncs it while the next batch gathers; then one
 //             confirm frame per producer per batch ('K' and the ids). With a consumer attached it delivers
 //             the durable messages against credit and appends the acknowledged sequence numbers to an ack
-//             file, synced with the next batch. No checksums, dedup, leases, redelivery, dead letters,
-//             per-key order, segments or metrics: that is ferry's work, which the ratio puts a price on.
+//             file, synced with the first batch after 200 ms (as ferryd syncs its journal). No checksums,
+//             dedup, leases, redelivery, dead letters, per-key order, segments or metrics: that is ferry's
+//             work, which the ratio puts a price on.
 //   consumer: DEALER, one thread; handles each delivered message inline and acknowledges each batch.
 // On restart the raw server scans its file (length framing only) and reports how long that took.
 
@@ -90,6 +91,7 @@ bench::producer_result ferry_producer(const options& o, unsigned index, const st
   ferry::producer_options po;
   po.forwarder = o.forwarder;
   po.max_in_flight = o.window;
+  po.send_timeout = o.timeout();  // a stalled ferryd fails the run instead of hanging it
   ferry::producer p(ctx, po);
   // The producer pings ferryd as soon as it starts; its PONG marks the connection up.
   const auto deadline = bench::clock::now() + o.timeout();
@@ -104,8 +106,7 @@ bench::producer_result ferry_producer(const options& o, unsigned index, const st
   r.first_send_ns = mono_ns();
   const bench::pacer pace(o.rate / o.producers, r.first_send_ns);
   for (std::uint64_t i = 0; i < n; ++i) {
-    pace.wait_turn(i);
-    bench::stamp_payload(payload.data(), mono_ns());
+    bench::stamp_payload(payload.data(), pace.wait_turn(i));
     ferry::message m(std::string(bench::topic), payload);
     const ferry::send_status st = p.send(m);
     if (st != ferry::send_status::ok)
@@ -164,9 +165,9 @@ bench::producer_result raw_producer(const options& o, unsigned index, const std:
   const bench::pacer pace(o.rate / o.producers, r.first_send_ns);
   while (confirmed < n) {
     while (r.sent < n && r.sent - confirmed < o.window) {
-      pace.wait_turn(r.sent);
+      const std::int64_t stamp = pace.wait_turn(r.sent);
       std::memcpy(frame.data() + 9, &r.sent, 8);
-      bench::stamp_payload(frame.data() + 1 + id_size, mono_ns());
+      bench::stamp_payload(frame.data() + 1 + id_size, stamp);
       zmq::message_t m(frame.data(), frame.size());
       (void)s.send(m, zmq::send_flags::none);
       ++r.sent;
@@ -405,7 +406,7 @@ class raw_server {
         handle(identity, body);
       }
       deliver();
-      if (acks_.size() > 0) {  // like ferryd's journal: written every iteration, synced with the next batch
+      if (acks_.size() > 0) {  // like ferryd's journal: written every iteration, synced every 200 ms
         (void)!::write(ack_fd_, acks_.data(), acks_.size());
         acks_.clear();
         acks_unsynced_ = true;
@@ -529,12 +530,18 @@ class raw_server {
     committing_peers_.swap(peers_);
     peers_.clear();
     last_peer_ = 0;
+    // Like ferryd's journal: the ack file is synced with the first batch after 200 ms have passed.
+    const auto now = bench::clock::now();
+    const bool sync_acks = acks_unsynced_ && now - last_ack_sync_ >= std::chrono::milliseconds(200);
     {
       std::lock_guard lock(mutex_);
-      sync_acks_ = acks_unsynced_;
+      sync_acks_ = sync_acks;
       go_ = true;
     }
-    acks_unsynced_ = false;
+    if (sync_acks) {
+      acks_unsynced_ = false;
+      last_ack_sync_ = now;
+    }
     busy_ = true;
     cv_.notify_one();
   }
@@ -643,6 +650,7 @@ class raw_server {
   std::mutex mutex_;
   std::condition_variable cv_;
   bool go_ = false, stop_ = false, sync_acks_ = false;
+  bench::clock::time_point last_ack_sync_{};
   int sync_error_ = 0;
   std::vector<double> sync_us_;  // write + sync time of each batch (read after the thread is idle)
   std::thread sync_thread_;

@@ -10,6 +10,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,11 +59,15 @@ inline std::int64_t payload_stamp(const void* payload) {
 class pacer {
  public:
   pacer(double rate, std::int64_t start_ns) : start_ns_(start_ns), interval_ns_(rate > 0 ? 1e9 / rate : 0) {}
-  void wait_turn(std::uint64_t i) const {
-    if (interval_ns_ <= 0) return;
+  /// Waits until message `i` is due and returns the time to stamp it with: when paced, the time it was
+  /// due (so a sender that falls behind, blocked by a full window say, counts that delay as latency
+  /// instead of hiding it); flat out, now.
+  std::int64_t wait_turn(std::uint64_t i) const {
+    if (interval_ns_ <= 0) return mono_ns();
     const auto due = start_ns_ + static_cast<std::int64_t>(static_cast<double>(i) * interval_ns_);
     const std::int64_t ahead = due - mono_ns();
     if (ahead > 200'000) std::this_thread::sleep_for(std::chrono::nanoseconds(ahead));
+    return due;
   }
 
  private:
@@ -107,6 +112,7 @@ class producer_group {
   void start(unsigned n, const producer_fn& fn) {
     std::fflush(stdout);
     std::fflush(stderr);
+    const pid_t parent = ::getpid();
     for (unsigned i = 0; i < n; ++i) {
       int up[2], down[2];
       if (::pipe(up) != 0 || ::pipe(down) != 0) throw std::runtime_error("pipe failed");
@@ -119,7 +125,7 @@ class producer_group {
           ::close(c.from_child);
           ::close(c.to_child);
         }
-        run_child(i, fn, up[1], down[0]);  // does not return
+        run_child(parent, i, fn, up[1], down[0]);  // does not return
       }
       ::close(up[1]);
       ::close(down[0]);
@@ -168,6 +174,7 @@ class producer_group {
         pollfd p{c.from_child, POLLIN, 0};
         if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
           line = "E producer timed out";
+          ::kill(c.pid, SIGKILL);  // it may be stuck; waitpid below must not wait for it
           break;
         }
         char buf[512];
@@ -198,7 +205,9 @@ class producer_group {
     return c.text.empty() ? "it exited" : c.text;
   }
 
-  [[noreturn]] static void run_child(unsigned index, const producer_fn& fn, int up, int down) {
+  [[noreturn]] static void run_child(pid_t parent, unsigned index, const producer_fn& fn, int up, int down) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);        // a parent killed on a timeout takes its producers along
+    if (::getppid() != parent) std::_Exit(3);  // it died before prctl
     producer_result r;
     auto ready = [&] {
       const char b = 'R';
@@ -268,6 +277,7 @@ inline producer_totals total(const std::vector<producer_result>& results) {
       if (t.error.empty()) t.error = r.error;
       continue;
     }
+    if (r.sent == 0) continue;  // nothing to time (more producers than messages)
     t.sent += r.sent;
     t.confirmed += r.confirmed;
     t.cpu_ns += r.cpu_ns;
