@@ -256,16 +256,9 @@ class producer_group {
   std::vector<child> children_;
 };
 
-/// Totals over producers: confirmed messages, the first send and the last confirm of any of them, CPU.
-struct producer_totals {
-  bool ok = true;
-  std::string error;
-  std::uint64_t sent = 0;
-  std::uint64_t confirmed = 0;
-  std::int64_t first_send_ns = 0;
-  std::int64_t last_confirm_ns = 0;
-  double cpu_ns = 0;
-
+/// Totals over producers (the same fields, summed): confirmed messages, the first send and the last
+/// confirm of any of them, CPU.
+struct producer_totals : producer_result {
   [[nodiscard]] double seconds() const { return static_cast<double>(last_confirm_ns - first_send_ns) / 1e9; }
 };
 
