@@ -18,6 +18,7 @@
 #include <zmq_addon.hpp>
 
 #include "ferry/ferry.hpp"
+#include "support/interop_support.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
@@ -25,8 +26,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string interop_dir = FERRY_SOURCE_DIR "/tests/interop/";
-const std::string protocol_md = FERRY_SOURCE_DIR "/docs/protocol.md";
+using namespace test::interop;
 
 // A ferryd on a free 127.0.0.1 port with a data directory of its own; stopped with SIGTERM at the end.
 class ferryd_process {
@@ -77,19 +77,6 @@ std::vector<std::string> durable(const std::string& scenario, const ferryd_proce
   return argv;
 }
 
-void require_output(test::child_process& py, const std::string& text) {
-  const bool seen = py.wait_for_output(text, 30s);
-  INFO("python stdout:\n" << py.out() << "\npython stderr:\n" << py.err());
-  REQUIRE(seen);
-}
-
-void require_success(test::child_process& py, std::chrono::milliseconds timeout = 60s) {
-  const auto code = py.wait(timeout);
-  INFO("python stdout:\n" << py.out() << "\npython stderr:\n" << py.err());
-  REQUIRE(code.has_value());
-  REQUIRE(*code == 0);
-}
-
 // Runs `durable.py stats`, which waits until the queue's STATS fields have the given values.
 std::map<std::string, std::string> require_stats(const ferryd_process& d, const std::string& queue,
                                                  const std::vector<std::string>& conditions) {
@@ -102,117 +89,6 @@ std::map<std::string, std::string> require_stats(const ferryd_process& d, const 
     if (word == "stat") stats[name] = value;
   return stats;
 }
-
-std::string unhex(std::string_view hex) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-  return out;
-}
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 0x0F]);
-  }
-  return out;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The words after "<prefix> " on the first output line starting with it.
-std::string output_value(const std::string& out, const std::string& prefix) {
-  for (const auto& line : lines_of(out))
-    if (line.rfind(prefix + " ", 0) == 0) return line.substr(prefix.size() + 1);
-  return {};
-}
-
-// Every field of a message, as ferry_py.describe() prints it.
-struct fields {
-  std::string id, topic;
-  std::optional<std::string> key;
-  std::int64_t timestamp_us = 0;
-  std::uint64_t attempt = 0, origin = 0, sequence = 0;
-  std::string payload;
-  ferry::headers headers;
-
-  static fields of(const message& m) {
-    fields f;
-    f.id = m.id().to_hex();
-    f.topic = m.topic();
-    if (m.has_key()) f.key = m.key();
-    f.timestamp_us = m.timestamp_us();
-    f.attempt = m.attempt();
-    f.origin = m.origin();
-    f.sequence = m.sequence();
-    f.payload = std::string(m.payload());
-    f.headers = m.headers();
-    return f;
-  }
-  bool operator==(const fields&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const fields& f) {
-  return os << "{id " << f.id << ", topic '" << f.topic << "', key " << (f.key ? "'" + *f.key + "'" : "none")
-            << ", ts " << f.timestamp_us << ", attempt " << f.attempt << ", origin " << f.origin << ", seq "
-            << f.sequence << ", payload " << f.payload.size() << " bytes, " << f.headers.size()
-            << " headers}";
-}
-
-// The `msg ...` lines of a script's output, sorted by id (one Python generator: the order they were made).
-std::vector<fields> described(const std::string& out) {
-  std::vector<fields> all;
-  for (const auto& line : lines_of(out)) {
-    if (line.rfind("msg ", 0) != 0) continue;
-    fields f;
-    std::istringstream words(line.substr(4));
-    for (std::string word; words >> word;) {
-      const auto eq = word.find('=');
-      const std::string name = word.substr(0, eq), value = word.substr(eq + 1);
-      if (name == "id") f.id = value;
-      if (name == "topic") f.topic = unhex(value);
-      if (name == "key") f.key = value == "-" ? std::nullopt : std::optional(unhex(value));
-      if (name == "ts") f.timestamp_us = std::stoll(value);
-      if (name == "attempt") f.attempt = std::stoull(value);
-      if (name == "origin") f.origin = std::stoull(value);
-      if (name == "seq") f.sequence = std::stoull(value);
-      if (name == "payload") f.payload = unhex(value);
-      if (name.rfind("h.", 0) == 0) f.headers[unhex(name.substr(2))] = unhex(value);
-    }
-    all.push_back(std::move(f));
-  }
-  std::sort(all.begin(), all.end(), [](const fields& a, const fields& b) { return a.id < b.id; });
-  return all;
-}
-
-// What a consumer's handler receives, thread-safely.
-struct collector {
-  std::mutex mutex;
-  std::vector<fields> seen;
-  message_handler handler() {
-    return [this](message& m) {
-      std::lock_guard lock(mutex);
-      seen.push_back(fields::of(m));
-    };
-  }
-  std::size_t size() {
-    std::lock_guard lock(mutex);
-    return seen.size();
-  }
-  std::vector<fields> sorted() {
-    std::lock_guard lock(mutex);
-    auto all = seen;
-    std::sort(all.begin(), all.end(), [](const fields& a, const fields& b) { return a.id < b.id; });
-    return all;
-  }
-};
 
 // A message as a consumer gets it through ferryd: the queue as topic, the attempt of that delivery.
 fields delivered(fields f, const std::string& queue, std::uint64_t attempt = 1) {
@@ -269,7 +145,7 @@ std::vector<fields> produce(const ferryd_process& d, std::vector<message>& messa
   CHECK(prod.stats().confirmed == messages.size());
   std::lock_guard lock(mutex);
   CHECK(refused.empty());
-  std::sort(sent.begin(), sent.end(), [](const fields& a, const fields& b) { return a.id < b.id; });
+  sort_by_id(sent);
   return sent;
 }
 
@@ -296,12 +172,6 @@ struct wire_message {
   std::size_t frame_count = 0;  // as the header line declares it
   std::vector<wire_frame> frames;
 };
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  const auto e = s.find_last_not_of(" \t\r");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
 
 // Parses every ```exchange block, in document order (the format is described in the document).
 std::vector<wire_message> parse_exchanges() {
@@ -370,7 +240,8 @@ TEST_CASE("ferryd interop: python durable producer -> ferry::consumer, every fie
   ferryd_process d;
   test::child_process py(durable("produce", d, "py-jobs"));
   require_success(py);  // every message confirmed, the resent copies confirmed again and stored once
-  const std::vector<fields> sent = described(py.out());
+  std::vector<fields> sent = described(py.out());
+  sort_by_id(sent);  // one Python generator: the order they were made
   REQUIRE(sent.size() == 67);
   CHECK(output_value(py.out(), "confirmed") == "67");
   CHECK(output_value(py.out(), "reconfirmed") == "5");
@@ -415,6 +286,7 @@ TEST_CASE("ferryd interop: python producer resends unconfirmed messages with the
   REQUIRE(test::wait_until([&] { return got.size() >= 10; }, 30s));
   std::vector<fields> expected;
   for (const auto& f : described(py.out())) expected.push_back(delivered(f, "py-resend"));
+  sort_by_id(expected);
   CHECK(got.sorted() == expected);
   cons.stop();
   require_stats(d, "py-resend", {"depth=0", "acked=10", "delivered=10"});
@@ -430,7 +302,10 @@ TEST_CASE("ferryd interop: ferry::producer -> python durable consumer, acknowled
   require_success(py);
   std::vector<fields> expected;
   for (const auto& f : sent) expected.push_back(delivered(f, "cpp-jobs"));
-  CHECK(described(py.out()) == expected);
+  std::vector<fields> consumed = described(py.out());
+  sort_by_id(consumed);
+  sort_by_id(expected);
+  CHECK(consumed == expected);
   // STATS, from Python, once every ACK was applied.
   CHECK(output_value(py.out(), "stat depth") == "0");
   CHECK(output_value(py.out(), "stat acked") == "67");

@@ -14,6 +14,7 @@
 #include <zmq_addon.hpp>
 
 #include "ferry/ferry.hpp"
+#include "support/interop_support.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
@@ -21,8 +22,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string interop_dir = FERRY_SOURCE_DIR "/tests/interop/";
-const std::string protocol_md = FERRY_SOURCE_DIR "/docs/protocol.md";
+using namespace test::interop;
 
 // -B: no __pycache__ in the source tree; -u: every line reaches us as soon as it is printed.
 std::vector<std::string> python(const std::string& script, std::vector<std::string> args = {}) {
@@ -30,135 +30,6 @@ std::vector<std::string> python(const std::string& script, std::vector<std::stri
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
 }
-
-// Waits for `text` from the script; on failure shows everything it printed (a missing Python module, a
-// traceback) instead of a bare timeout.
-void require_output(test::child_process& py, const std::string& text) {
-  const bool seen = py.wait_for_output(text, 20s);
-  INFO("python stdout:\n" << py.out() << "\npython stderr:\n" << py.err());
-  REQUIRE(seen);
-}
-
-// Waits for the script to exit and requires exit code 0, showing its output otherwise.
-void require_success(test::child_process& py, std::chrono::milliseconds timeout) {
-  const auto code = py.wait(timeout);
-  INFO("python stdout:\n" << py.out() << "\npython stderr:\n" << py.err());
-  REQUIRE(code.has_value());
-  REQUIRE(*code == 0);
-}
-
-std::string unhex(std::string_view hex) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-  return out;
-}
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 0x0F]);
-  }
-  return out;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The value after "<name> " on the first output line starting with it, e.g. "endpoint tcp://...".
-std::string output_value(const std::string& out, const std::string& name) {
-  for (const auto& line : lines_of(out))
-    if (line.rfind(name + " ", 0) == 0) return line.substr(name.size() + 1);
-  return {};
-}
-
-// Every field of a message, as ferry_py.describe() prints it and as we compare it.
-struct fields {
-  std::string id, topic;
-  std::optional<std::string> key;
-  std::int64_t timestamp_us = 0;
-  std::uint64_t attempt = 0, origin = 0, sequence = 0;
-  std::string payload;
-  ferry::headers headers;
-
-  static fields of(const message& m) {
-    fields f;
-    f.id = m.id().to_hex();
-    f.topic = m.topic();
-    if (m.has_key()) f.key = m.key();
-    f.timestamp_us = m.timestamp_us();
-    f.attempt = m.attempt();
-    f.origin = m.origin();
-    f.sequence = m.sequence();
-    f.payload = std::string(m.payload());
-    f.headers = m.headers();
-    return f;
-  }
-  bool operator==(const fields&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const fields& f) {
-  os << "{id " << f.id << ", topic '" << f.topic << "', key " << (f.key ? "'" + *f.key + "'" : "none")
-     << ", ts " << f.timestamp_us << ", attempt " << f.attempt << ", origin " << f.origin << ", seq "
-     << f.sequence << ", payload " << f.payload.size() << " bytes, " << f.headers.size() << " headers}";
-  return os;
-}
-
-// Parses the `msg ...` lines of a script's output (ferry_py.describe), in order.
-std::vector<fields> described(const std::string& out) {
-  std::vector<fields> all;
-  for (const auto& line : lines_of(out)) {
-    if (line.rfind("msg ", 0) != 0) continue;
-    fields f;
-    std::istringstream words(line.substr(4));
-    for (std::string word; words >> word;) {
-      const auto eq = word.find('=');
-      const std::string name = word.substr(0, eq), value = word.substr(eq + 1);
-      if (name == "id")
-        f.id = value;
-      else if (name == "topic")
-        f.topic = unhex(value);
-      else if (name == "key")
-        f.key = value == "-" ? std::nullopt : std::optional(unhex(value));
-      else if (name == "ts")
-        f.timestamp_us = std::stoll(value);
-      else if (name == "attempt")
-        f.attempt = std::stoull(value);
-      else if (name == "origin")
-        f.origin = std::stoull(value);
-      else if (name == "seq")
-        f.sequence = std::stoull(value);
-      else if (name == "payload")
-        f.payload = unhex(value);
-      else if (name.rfind("h.", 0) == 0)
-        f.headers[unhex(name.substr(2))] = unhex(value);
-    }
-    all.push_back(std::move(f));
-  }
-  return all;
-}
-
-// Collects what a handler receives, thread-safely.
-struct collector {
-  std::mutex mutex;
-  std::vector<fields> seen;
-  message_handler handler() {
-    return [this](message& m) {
-      std::lock_guard lock(mutex);
-      seen.push_back(fields::of(m));
-    };
-  }
-  std::size_t size() {
-    std::lock_guard lock(mutex);
-    return seen.size();
-  }
-};
 
 bool has_id_layout(const message_id& id) {
   const auto& b = id.bytes();
@@ -178,12 +49,6 @@ struct doc_example {
 struct doc_variant {
   std::string name, before, after;
 };
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  const auto e = s.find_last_not_of(" \t\r");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
 
 std::string hex_bytes(const std::string& text) {
   std::string digits;
