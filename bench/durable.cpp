@@ -89,10 +89,9 @@ bench::producer_result ferry_producer(const options& o, unsigned index, const st
   bench::producer_result r;
   ferry::context ctx(1);
   ferry::producer_options po;
-  po.forwarder = o.forwarder;
   po.max_in_flight = o.window;
   po.send_timeout = o.timeout();  // a stalled ferryd fails the run instead of hanging it
-  ferry::producer p(ctx, po);
+  ferry::producer p(ctx, o.forwarder, po);
   // The producer pings ferryd as soon as it starts; its PONG marks the connection up.
   const auto deadline = bench::clock::now() + o.timeout();
   while (!p.stats().forwarder_up) {
@@ -264,15 +263,16 @@ consumed ferry_consume(const options& o, bench::producer_group& group, bench::la
   ferry::context ctx(1);
   finish_line finish(o.count);
   ferry::consumer_options co;
-  co.forwarder = o.forwarder;
-  co.queue = std::string(bench::topic);
   co.threads = o.threads;
   co.prefetch = o.prefetch;
-  ferry::consumer consumer(ctx, co, [&](ferry::message& m) {
-    const std::int64_t now = mono_ns();
-    if (m.payload().size() >= bench::min_payload) lat.add(now - bench::payload_stamp(m.payload().data()));
-    finish.handled(now);
-  });
+  ferry::consumer consumer(
+      ctx, o.forwarder, std::string(bench::topic),
+      [&](ferry::message& m) {
+        const std::int64_t now = mono_ns();
+        if (m.payload().size() >= bench::min_payload) lat.add(now - bench::payload_stamp(m.payload().data()));
+        finish.handled(now);
+      },
+      co);
   if (!consumer.wait_ready(std::chrono::seconds(30)))
     throw std::runtime_error("ferryd did not accept CONSUME");
   const double cpu0 = bench::process_cpu_ns();

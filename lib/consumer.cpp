@@ -40,6 +40,7 @@ zmq::message_t frame(std::string_view s) {
 
 struct consumer::impl {
   consumer_options options;
+  std::string queue_name;
   message_handler handler;
   zmq::socket_t socket;
   detail::wakeup wake;
@@ -70,11 +71,12 @@ struct consumer::impl {
   std::mutex stop_mutex;
   bool stopped = false;
 
-  impl(context& ctx, consumer_options o, message_handler h) : options(std::move(o)), handler(std::move(h)) {
-    if (options.forwarder.empty()) throw error("consumer: options.forwarder (ferryd's endpoint) is required");
-    if (!fwd::valid_queue_name(options.queue))
-      throw error(
-          "consumer: options.queue must be 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
+  impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o)
+      : options(std::move(o)), queue_name(std::move(q)), handler(std::move(h)) {
+    if (forwarder.empty()) throw error("consumer: ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
+    if (!fwd::valid_queue_name(queue_name))
+      throw error("consumer: queue '" + queue_name +
+                  "' is not a queue name: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
     if (!handler) throw error("consumer: a handler is required");
     if (options.threads == 0) throw error("consumer: threads must be at least 1");
     if (options.prefetch == 0) options.prefetch = 2 * options.threads + 8;
@@ -84,7 +86,7 @@ struct consumer::impl {
     so.receive_hwm = 0;  // credit bounds what ferryd sends
     so.linger = std::chrono::milliseconds(1000);
     socket = ctx.make_socket(zmq::socket_type::dealer, so);
-    connect(socket, options.forwarder);
+    connect(socket, forwarder);
     for (unsigned i = 0; i < options.threads; ++i) handlers.emplace_back([this] { handler_loop(); });
     io = std::thread([this] { run(); });
   }
@@ -107,7 +109,7 @@ struct consumer::impl {
     pk.pack(options.prefetch);
     std::vector<zmq::message_t> frames;
     frames.push_back(frame(fwd::consume));
-    frames.push_back(frame(options.queue));
+    frames.push_back(frame(queue_name));
     frames.emplace_back(buf.data(), buf.size());
     send(frames);
   }
@@ -152,7 +154,7 @@ struct consumer::impl {
       }
       std::vector<zmq::message_t> frames;
       frames.push_back(frame(v == verdict::nack ? fwd::nack : fwd::reject));
-      frames.push_back(frame(options.queue));
+      frames.push_back(frame(queue_name));
       char b[8];
       fwd::put_u64(b, t);
       frames.emplace_back(b, 8);
@@ -165,7 +167,7 @@ struct consumer::impl {
     if (acks.empty()) return;
     std::vector<zmq::message_t> frames;
     frames.push_back(frame(fwd::ack));
-    frames.push_back(frame(options.queue));
+    frames.push_back(frame(queue_name));
     frames.push_back(frame(acks));
     send(frames);
     acks.clear();
@@ -233,7 +235,7 @@ struct consumer::impl {
         duplicates.add();
         continue;
       }
-      w.msg.set_topic(options.queue);
+      w.msg.set_topic(queue_name);
       w.msg.set_payload(std::move(frames[4 + 2 * i]));
       fresh.push_back(std::move(w));
     }
@@ -255,7 +257,7 @@ struct consumer::impl {
     if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
       const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
       if (instance != 0 && inst != instance) {
-        detail::logger().info("consumer: ferryd restarted; subscribing to {} again", options.queue);
+        detail::logger().info("consumer: ferryd restarted; subscribing to {} again", queue_name);
         resubscribed.add();
         send_consume();
       }
@@ -293,7 +295,7 @@ struct consumer::impl {
         next_ping = now + options.heartbeat_interval;
         std::vector<zmq::message_t> ping;
         ping.push_back(frame(fwd::ping));
-        ping.push_back(frame(options.queue));  // ferryd answers not_consuming if it forgot us
+        ping.push_back(frame(queue_name));  // ferryd answers not_consuming if it forgot us
         send(ping);
       }
       for (;;) {
@@ -343,7 +345,7 @@ struct consumer::impl {
     flush_acks();
     std::vector<zmq::message_t> cancel;
     cancel.push_back(frame(fwd::cancel));
-    cancel.push_back(frame(options.queue));
+    cancel.push_back(frame(queue_name));
     send(cancel);
     socket.set(zmq::sockopt::rcvtimeo, 1000);
     const auto deadline = steady::now() + std::chrono::seconds(1);
@@ -376,8 +378,9 @@ struct consumer::impl {
   }
 };
 
-consumer::consumer(context& ctx, consumer_options options, message_handler handler)
-    : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(handler))) {}
+consumer::consumer(context& ctx, const std::string& forwarder, const std::string& queue,
+                   message_handler handler, consumer_options options)
+    : impl_(std::make_unique<impl>(ctx, forwarder, queue, std::move(handler), std::move(options))) {}
 
 consumer::~consumer() {
   stop();

@@ -73,9 +73,9 @@ struct producer::impl {
   steady::time_point next_ping{};
   std::thread thread;
 
-  impl(context& ctx, producer_options o, confirm_handler c, refuse_handler r)
+  impl(context& ctx, const std::string& forwarder, producer_options o, confirm_handler c, refuse_handler r)
       : options(std::move(o)), on_confirm(std::move(c)), on_refuse(std::move(r)) {
-    if (options.forwarder.empty()) throw error("producer: options.forwarder (ferryd's endpoint) is required");
+    if (forwarder.empty()) throw error("producer: ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
     if (options.max_in_flight == 0) throw error("producer: max_in_flight must be at least 1");
     options.max_batch = std::clamp<std::size_t>(options.max_batch, 1, fwd::max_batch);
     socket_options so = options.socket;
@@ -92,7 +92,7 @@ struct producer::impl {
     monitor = zmq::socket_t(ctx.zmq(), zmq::socket_type::pair);
     monitor.set(zmq::sockopt::linger, 0);
     monitor.connect(monitor_ep);
-    connect(socket, options.forwarder);
+    connect(socket, forwarder);
     thread = std::thread([this] { run(); });
   }
 
@@ -329,9 +329,10 @@ struct producer::impl {
   }
 };
 
-producer::producer(context& ctx, producer_options options, confirm_handler on_confirm,
-                   refuse_handler on_refuse)
-    : impl_(std::make_unique<impl>(ctx, std::move(options), std::move(on_confirm), std::move(on_refuse))) {}
+producer::producer(context& ctx, const std::string& forwarder, producer_options options,
+                   confirm_handler on_confirm, refuse_handler on_refuse)
+    : impl_(std::make_unique<impl>(ctx, forwarder, std::move(options), std::move(on_confirm),
+                                   std::move(on_refuse))) {}
 
 producer::~producer() = default;
 

@@ -346,10 +346,7 @@ TEST_CASE("cli durable: ferry dlq lists, replays and purges dead letters", "[cli
   // A worker that rejects what starts with "bad": those go to jobs.dlq at once.
   {
     context ctx;
-    consumer_options options;
-    options.forwarder = ep;
-    options.queue = "jobs";
-    consumer worker(ctx, options, [](message& m) {
+    consumer worker(ctx, ep, "jobs", [](message& m) {
       if (m.payload().rfind("bad", 0) == 0)
         throw reject_message("cannot parse '" + std::string(m.payload()) + "'");
     });

@@ -97,7 +97,7 @@ TEST_CASE("messages sent through ferryd reach a consumer with every field", "[fo
   running_forwarder fwdr;
   context ctx;
   std::atomic<int> confirmed{0};
-  producer p(ctx, {.forwarder = fwdr.endpoint}, [&](const message_id&) { ++confirmed; });
+  producer p(ctx, fwdr.endpoint, {}, [&](const message_id&) { ++confirmed; });
   std::vector<message_id> sent;
   for (int i = 0; i < 200; ++i) {
     message m("orders", "order " + std::to_string(i));
@@ -112,10 +112,12 @@ TEST_CASE("messages sent through ferryd reach a consumer with every field", "[fo
 
   std::mutex mu;
   std::vector<message> got;
-  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "orders", .threads = 3}, [&](message& m) {
-    std::lock_guard lock(mu);
-    got.push_back(std::move(m));
-  });
+  consumer c(ctx, fwdr.endpoint, "orders",
+             [&](message& m) {
+               std::lock_guard lock(mu);
+               got.push_back(std::move(m));
+             },
+             {.threads = 3});
   REQUIRE(test::wait_until([&] {
     std::lock_guard lock(mu);
     return got.size() == 200;
@@ -194,7 +196,7 @@ TEST_CASE("many producers share group commits", "[forwarder]") {
   std::atomic<int> confirmed{0};
   for (int i = 0; i < producers; ++i)
     threads.emplace_back([&] {
-      producer p(ctx, {.forwarder = fwdr.endpoint}, [&](const message_id&) { ++confirmed; });
+      producer p(ctx, fwdr.endpoint, {}, [&](const message_id&) { ++confirmed; });
       for (int n = 0; n < per_producer; ++n) {
         message m("shared", std::string(100, 'x'));
         REQUIRE(p.send(m) == send_status::ok);
@@ -237,7 +239,7 @@ TEST_CASE("refusals are explicit: bad queue, too large, queue full", "[forwarder
   context ctx;
   std::vector<refusal> refused;
   std::mutex mu;
-  producer p(ctx, {.forwarder = fwdr.endpoint}, {}, [&](const refusal& x) {
+  producer p(ctx, fwdr.endpoint, {}, {}, [&](const refusal& x) {
     std::lock_guard lock(mu);
     refused.push_back(x);
   });
@@ -285,7 +287,7 @@ TEST_CASE("a handler that throws gets its message again, then it is dead-lettere
   o.queue.max_attempts = 3;
   running_forwarder fwdr(o);
   context ctx;
-  producer p(ctx, {.forwarder = fwdr.endpoint});
+  producer p(ctx, fwdr.endpoint);
   message poison("jobs", "poison");
   message fine("jobs", "fine");
   REQUIRE(p.send(poison) == send_status::ok);
@@ -293,7 +295,7 @@ TEST_CASE("a handler that throws gets its message again, then it is dead-lettere
   REQUIRE(p.flush(5s));
   std::atomic<int> poison_attempts{0}, fine_handled{0};
   std::atomic<std::uint32_t> last_attempt{0}, replayed_attempt{0};
-  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs"}, [&](message& m) {
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message& m) {
     if (m.payload() == "poison") {
       last_attempt = m.attempt();
       if (poison_attempts == 3) replayed_attempt = m.attempt();  // the first delivery after the replay
@@ -333,12 +335,12 @@ TEST_CASE("a handler that throws gets its message again, then it is dead-lettere
 TEST_CASE("reject_message dead-letters at once", "[forwarder]") {
   running_forwarder fwdr;
   context ctx;
-  producer p(ctx, {.forwarder = fwdr.endpoint});
+  producer p(ctx, fwdr.endpoint);
   message m("jobs", "unsupported");
   REQUIRE(p.send(m) == send_status::ok);
   REQUIRE(p.flush(5s));
   std::atomic<int> calls{0};
-  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs"}, [&](message&) {
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
     ++calls;
     throw reject_message("unsupported order type");
   });
@@ -349,7 +351,7 @@ TEST_CASE("reject_message dead-letters at once", "[forwarder]") {
 TEST_CASE("a consumer that stops hands unstarted messages back without an attempt", "[forwarder]") {
   running_forwarder fwdr;
   context ctx;
-  producer p(ctx, {.forwarder = fwdr.endpoint});
+  producer p(ctx, fwdr.endpoint);
   for (int i = 0; i < 20; ++i) {
     message m("jobs", std::to_string(i));
     REQUIRE(p.send(m) == send_status::ok);
@@ -357,18 +359,22 @@ TEST_CASE("a consumer that stops hands unstarted messages back without an attemp
   REQUIRE(p.flush(5s));
   std::atomic<int> first{0};
   {
-    consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs", .prefetch = 10}, [&](message&) {
-      ++first;
-      std::this_thread::sleep_for(50ms);
-    });
+    consumer c(ctx, fwdr.endpoint, "jobs",
+               [&](message&) {
+                 ++first;
+                 std::this_thread::sleep_for(50ms);
+               },
+               {.prefetch = 10});
     REQUIRE(test::wait_until([&] { return first >= 2; }));
   }  // graceful stop
   std::mutex mu;
   std::vector<std::uint32_t> attempts;
-  consumer c2(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs", .prefetch = 10}, [&](message& m) {
-    std::lock_guard lock(mu);
-    attempts.push_back(m.attempt());
-  });
+  consumer c2(ctx, fwdr.endpoint, "jobs",
+              [&](message& m) {
+                std::lock_guard lock(mu);
+                attempts.push_back(m.attempt());
+              },
+              {.prefetch = 10});
   REQUIRE(test::wait_until([&] {
     std::lock_guard lock(mu);
     return static_cast<int>(attempts.size()) + first == 20;
@@ -381,12 +387,12 @@ TEST_CASE("a consumer that stops hands unstarted messages back without an attemp
 TEST_CASE("a message dead-lettered, replayed and dead-lettered again is in the DLQ again", "[forwarder]") {
   running_forwarder fwdr;
   context ctx;
-  producer p(ctx, {.forwarder = fwdr.endpoint});
+  producer p(ctx, fwdr.endpoint);
   message m("jobs", "twice");
   REQUIRE(p.send(m) == send_status::ok);
   REQUIRE(p.flush(5s));
   std::atomic<int> calls{0};
-  consumer c(ctx, {.forwarder = fwdr.endpoint, .queue = "jobs"}, [&](message&) {
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
     ++calls;
     throw reject_message("no");
   });
@@ -435,7 +441,7 @@ TEST_CASE("batches over the protocol limit are refused and big deliveries are sp
   CHECK(r[2] == "malformed");
 
   context ctx;
-  producer p(ctx, {.forwarder = fwdr.endpoint, .max_batch = 100000});
+  producer p(ctx, fwdr.endpoint, {.max_batch = 100000});
   for (std::size_t i = 0; i < 3000; ++i) {
     message m("big", "x");
     REQUIRE(p.send(m) == send_status::ok);

@@ -132,7 +132,7 @@ std::vector<fields> produce(const ferryd_process& d, std::vector<message>& messa
   std::vector<fields> sent;
   std::mutex mutex;
   std::vector<refusal> refused;
-  producer prod(ctx, {.forwarder = d.endpoint(), .max_batch = 16}, {}, [&](const refusal& r) {
+  producer prod(ctx, d.endpoint(), {.max_batch = 16}, {}, [&](const refusal& r) {
     std::lock_guard lock(mutex);
     refused.push_back(r);
   });
@@ -249,7 +249,7 @@ TEST_CASE("ferryd interop: python durable producer -> ferry::consumer, every fie
 
   context ctx;
   collector got;
-  consumer cons(ctx, {.forwarder = d.endpoint(), .queue = "py-jobs", .threads = 2}, got.handler());
+  consumer cons(ctx, d.endpoint(), "py-jobs", got.handler(), {.threads = 2});
   REQUIRE(cons.wait_ready(20s));
   REQUIRE(test::wait_until([&] { return got.size() >= sent.size(); }, 30s));
   std::vector<fields> expected;
@@ -282,7 +282,7 @@ TEST_CASE("ferryd interop: python producer resends unconfirmed messages with the
 
   context ctx;
   collector got;
-  consumer cons(ctx, {.forwarder = d.endpoint(), .queue = "py-resend"}, got.handler());
+  consumer cons(ctx, d.endpoint(), "py-resend", got.handler());
   REQUIRE(test::wait_until([&] { return got.size() >= 10; }, 30s));
   std::vector<fields> expected;
   for (const auto& f : described(py.out())) expected.push_back(delivered(f, "py-resend"));
@@ -356,9 +356,8 @@ TEST_CASE("ferryd interop: a consumer silent past the heartbeat timeout loses it
   // the attempt.
   context ctx;
   collector got;
-  auto other = std::make_unique<consumer>(
-      ctx, consumer_options{.forwarder = d.endpoint(), .queue = "cpp-silent", .heartbeat_interval = 200ms},
-      got.handler());
+  auto other = std::make_unique<consumer>(ctx, d.endpoint(), "cpp-silent", got.handler(),
+                                          consumer_options{.heartbeat_interval = 200ms});
   REQUIRE(test::wait_until([&] { return got.size() >= 1; }, 30s));
   CHECK(got.sorted().at(0) == delivered(sent, "cpp-silent", 2));
 

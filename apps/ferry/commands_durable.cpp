@@ -245,7 +245,6 @@ int run_send(const send_flags& f) {
   ferry::context ctx;
   line_tracker tracker(ids.get());
   ferry::producer_options options;
-  options.forwarder = f.where.forwarder;
   options.send_timeout = milliseconds(f.timeout_ms);  // a full window means ferryd confirms nothing
   std::uint64_t lines = 0;
   std::optional<std::uint64_t> stalled_at;  // the line that found no room in the window
@@ -253,7 +252,7 @@ int run_send(const send_flags& f) {
   ferry::producer_stats stats;
   {
     ferry::producer producer(
-        ctx, options, [&](const ferry::message_id& id) { tracker.on_confirm(id); },
+        ctx, f.where.forwarder, options, [&](const ferry::message_id& id) { tracker.on_confirm(id); },
         [&](const ferry::refusal& r) { tracker.on_refuse(r); });
     std::string line;
     while ((f.count == 0 || lines < f.count) && input.next(line)) {
@@ -350,8 +349,6 @@ int run_consume(const consume_flags& f) {
   std::atomic<std::uint64_t> late{0};
   std::atomic<ferry::consumer*> self{nullptr};
   ferry::consumer_options options;
-  options.forwarder = f.where.forwarder;
-  options.queue = f.where.queue;
   options.threads = 1;  // lines come out in delivery order and never interleave
   std::uint64_t prefetch = static_cast<std::uint64_t>(f.prefetch);
   if (f.count != 0) prefetch = std::min(prefetch, f.count);  // take no more than will be printed
@@ -377,7 +374,7 @@ int run_consume(const consume_flags& f) {
     }
     if (f.count != 0 && session.printed() >= f.count) finish_here();
   };
-  ferry::consumer consumer(ctx, options, handler);
+  ferry::consumer consumer(ctx, f.where.forwarder, f.where.queue, handler, options);
   self.store(&consumer);
   const stop_reason reason = session.wait();
   consumer.stop();

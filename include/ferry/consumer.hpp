@@ -23,10 +23,6 @@ class reject_message : public std::runtime_error {
 };
 
 struct consumer_options {
-  /// ferryd's endpoint, e.g. tcp://127.0.0.1:5570.
-  std::string forwarder;
-  /// The queue to consume.
-  std::string queue;
   /// Handler threads.
   unsigned threads = 1;
   /// Most messages held (being handled or waiting) at once; ferryd sends no more until some are answered.
@@ -63,8 +59,10 @@ struct consumer_stats {
 /// request_stop() from any thread.
 class consumer {
  public:
-  /// Connects (in the background) and starts the threads. Throws ferry::error for bad options.
-  consumer(context& ctx, consumer_options options, message_handler handler);
+  /// Connects to ferryd at `forwarder` (e.g. tcp://127.0.0.1:5570) in the background, consumes `queue` and
+  /// starts the threads. Throws ferry::error for a malformed endpoint, a bad queue name or bad options.
+  consumer(context& ctx, const std::string& forwarder, const std::string& queue, message_handler handler,
+           consumer_options options = {});
   /// Stops gracefully (see stop()).
   ~consumer();
   consumer(const consumer&) = delete;

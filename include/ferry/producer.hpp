@@ -22,8 +22,6 @@ struct refusal {
 };
 
 struct producer_options {
-  /// ferryd's endpoint, e.g. tcp://127.0.0.1:5570.
-  std::string forwarder;
   /// Messages sent but not yet confirmed or refused. send() waits for room beyond this.
   std::size_t max_in_flight = 10'000;
   /// How long send() waits for room in the window; -1 waits as long as it takes, 0 never waits.
@@ -62,9 +60,10 @@ class producer {
   using confirm_handler = std::function<void(const message_id&)>;
   using refuse_handler = std::function<void(const refusal&)>;
 
-  /// Connects to options.forwarder (in the background). Throws ferry::error for a malformed endpoint.
-  producer(context& ctx, producer_options options, confirm_handler on_confirm = {},
-           refuse_handler on_refuse = {});
+  /// Connects to ferryd at `forwarder` (e.g. tcp://127.0.0.1:5570) in the background.
+  /// Throws ferry::error for a malformed endpoint or bad options.
+  producer(context& ctx, const std::string& forwarder, producer_options options = {},
+           confirm_handler on_confirm = {}, refuse_handler on_refuse = {});
   /// Stops the I/O thread. Messages still unconfirmed are abandoned: call flush() first.
   ~producer();
   producer(const producer&) = delete;

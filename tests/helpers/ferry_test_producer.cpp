@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
       {"--forwarder", "--queue", "--count", "--start", "--prefix", "--key-mod", "--keys", "--rate",
        "--payload-bytes", "--confirm-timeout-ms", "--heartbeat-ms", "--flush-timeout-ms", "--max-in-flight"},
       {});
+  const std::string forwarder = a.required("--forwarder");
   ferry::producer_options o;
-  o.forwarder = a.required("--forwarder");
   o.confirm_timeout = std::chrono::milliseconds(a.number("--confirm-timeout-ms", 2000));
   o.heartbeat_interval = std::chrono::milliseconds(a.number("--heartbeat-ms", 200));
   o.max_in_flight = a.number("--max-in-flight", 10'000);
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
 
   ferry::context ctx;
   ferry::producer p(
-      ctx, o,
+      ctx, forwarder, o,
       [&](const ferry::message_id& id) {
         std::lock_guard lock(out_mutex);
         std::printf("confirmed %s %s\n", id.to_hex().c_str(), payload_of(id).c_str());

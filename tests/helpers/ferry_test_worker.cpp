@@ -68,9 +68,9 @@ int main(int argc, char** argv) {
                                     {"--forwarder", "--queue", "--threads", "--prefetch", "--sleep-ms",
                                      "--fail-on", "--reject-on", "--exit-after", "--heartbeat-ms"},
                                     {"--no-dedup"});
+  const std::string forwarder = a.required("--forwarder");
+  const std::string queue = a.required("--queue");
   ferry::consumer_options o;
-  o.forwarder = a.required("--forwarder");
-  o.queue = a.required("--queue");
   o.threads = static_cast<unsigned>(a.number("--threads", 1));
   o.prefetch = static_cast<std::uint32_t>(a.number("--prefetch", 0));
   o.heartbeat_interval = std::chrono::milliseconds(a.number("--heartbeat-ms", 1000));
@@ -89,25 +89,28 @@ int main(int argc, char** argv) {
 
   std::atomic<std::uint64_t> calls{0};
   ferry::context ctx;
-  ferry::consumer c(ctx, o, [&](ferry::message& m) {
-    const std::uint64_t n = ++calls;
-    report("begin", m, monotonic_ns());
-    if (exit_after != 0 && n >= exit_after) {
-      report("exiting", m, monotonic_ns());
-      std::_Exit(3);  // a crash as far as ferryd can tell: no answer, no CANCEL
-    }
-    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);  // simulated work
-    const std::string_view payload = m.payload();
-    if (!fail_on.empty() && payload.find(fail_on) != std::string_view::npos) {
-      report("failed", m, monotonic_ns());
-      throw std::runtime_error("payload matched --fail-on " + fail_on);
-    }
-    if (!reject_on.empty() && payload.find(reject_on) != std::string_view::npos) {
-      report("rejected", m, monotonic_ns());
-      throw ferry::reject_message("payload matched --reject-on " + reject_on);
-    }
-    report("handled", m, monotonic_ns());
-  });
+  ferry::consumer c(
+      ctx, forwarder, queue,
+      [&](ferry::message& m) {
+        const std::uint64_t n = ++calls;
+        report("begin", m, monotonic_ns());
+        if (exit_after != 0 && n >= exit_after) {
+          report("exiting", m, monotonic_ns());
+          std::_Exit(3);  // a crash as far as ferryd can tell: no answer, no CANCEL
+        }
+        if (sleep.count() > 0) std::this_thread::sleep_for(sleep);  // simulated work
+        const std::string_view payload = m.payload();
+        if (!fail_on.empty() && payload.find(fail_on) != std::string_view::npos) {
+          report("failed", m, monotonic_ns());
+          throw std::runtime_error("payload matched --fail-on " + fail_on);
+        }
+        if (!reject_on.empty() && payload.find(reject_on) != std::string_view::npos) {
+          report("rejected", m, monotonic_ns());
+          throw ferry::reject_message("payload matched --reject-on " + reject_on);
+        }
+        report("handled", m, monotonic_ns());
+      },
+      o);
   if (!c.wait_ready(std::chrono::seconds(20))) {
     say("not-ready");
     return 2;
