@@ -163,7 +163,7 @@ bench::json_line run_receiver(ferry::context& ctx, const options& o, const ready
   bench::remove_ipc_file(control_ep);
 
   const double seconds = t.received == t.expected ? bench::seconds_between(t.first, t.last) : 0.0;
-  const bool ok = sender_done && t.wrong_size == 0 && stats.rejected == 0 && stats.gaps == 0;
+  const bool ok = sender_done && t.wrong_size == 0 && stats.malformed == 0 && stats.gaps == 0;
   auto j = describe(o, "recv");
   j.add("ok", ok).add("received", t.received);
   if (!ok) {
@@ -176,7 +176,7 @@ bench::json_line run_receiver(ferry::context& ctx, const options& o, const ready
       .add("mb_per_s", seconds > 0 ? static_cast<double>(t.received * o.size) / seconds / 1e6 : 0.0)
       .add("cpu_ns_per_msg", (cpu_end - cpu_start) / static_cast<double>(o.count));
   if (o.impl == "ferry")
-    j.add("rejected", stats.rejected).add("gaps", stats.gaps).add("dropped", stats.dropped);
+    j.add("rejected", stats.malformed).add("gaps", stats.gaps).add("dropped", stats.dropped);
   if (o.pubsub())
     j.add("delivery", o.impl == "ferry" ? "no drops: when_full::block, subscribed before the first send"
                                         : "no drops: XPUB_NODROP, subscribed before the first send");

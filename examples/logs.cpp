@@ -90,7 +90,7 @@ int main() {
     std::printf("\n");
   }
   std::printf("lines sent %d, collected %d (rejected %llu, dropped %llu)\n", sent_total, collected_total,
-              static_cast<unsigned long long>(stats.rejected),
+              static_cast<unsigned long long>(stats.malformed),
               static_cast<unsigned long long>(stats.dropped));
 
   std::printf("%s\n", ok ? "OK: every service's lines collected, per level" : "FAILED");

@@ -73,7 +73,7 @@ int main() {
   for (auto& l : listeners) {
     l->sub->stop();
     const ferry::receive_stats s = l->sub->stats();
-    const bool good = l->received == l->expected && s.gaps == 0 && s.rejected == 0;
+    const bool good = l->received == l->expected && s.gaps == 0 && s.malformed == 0;
     ok = ok && good;
     std::printf("  %-14s received %5d of %5d, gaps %llu  %s\n", ("\"" + l->prefix + "\"").c_str(),
                 l->received.load(), l->expected, static_cast<unsigned long long>(s.gaps),

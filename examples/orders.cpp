@@ -85,7 +85,7 @@ int main() {
 
   const bool ok = sent == orders && once == orders && revenue_cents == billed_cents &&
                   stats.duplicates == static_cast<std::uint64_t>(resent) && stats.failed == 0 &&
-                  stats.rejected == 0;
+                  stats.malformed == 0;
   std::printf("%s\n", ok ? "OK: every order handled exactly once" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -180,7 +180,8 @@ TEST_CASE("cli: ferry pull over ipc receives every line a push sent before exiti
 
   CHECK(exit_code(pull, 60s) == 0);
   CHECK(pull.out() == input);
-  CHECK(pull.err().find("received 50000, handled 50000, rejected 0, gaps 0, dropped 0") != std::string::npos);
+  CHECK(pull.err().find("received 50000, handled 50000, malformed 0, gaps 0, dropped 0") !=
+        std::string::npos);
 }
 
 TEST_CASE("cli: ferry pull --timeout-ms exits when idle, after printing what arrived", "[cli]") {
@@ -215,7 +216,7 @@ TEST_CASE("cli: ferry pull stops gracefully on SIGTERM and reports what it recei
   pull.kill(SIGTERM);
   CHECK(exit_code(pull) == 0);
   CHECK(pull.out() == "one\ntwo\n");
-  CHECK(pull.err().find("ferry: received 2, handled 2, rejected 0, gaps 0, dropped 0") != std::string::npos);
+  CHECK(pull.err().find("ferry: received 2, handled 2, malformed 0, gaps 0, dropped 0") != std::string::npos);
 }
 
 TEST_CASE("cli: ferry pub --wait-subscribers delivers the first lines to a subscriber that joins later",

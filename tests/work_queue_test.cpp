@@ -56,7 +56,7 @@ TEST_CASE("work queue delivers every message once over inproc, ipc and tcp", "[w
   CHECK(s.received == 1000);
   CHECK(s.handled == 1000);
   CHECK(s.failed == 0);
-  CHECK(s.rejected == 0);
+  CHECK(s.malformed == 0);
   CHECK(p.stats().sent == 1000);
 }
 
@@ -149,7 +149,7 @@ TEST_CASE("malformed frame sets are rejected and counted; good ones still flow",
   raw.send(zmq::str_buffer("p"), zmq::send_flags::none);
   pusher p(ctx, {.connect = {"inproc://wq-bad"}});
   REQUIRE(p.send(good) == send_status::ok);
-  REQUIRE(test::wait_until([&] { return handled == 1 && pool.stats().rejected == 4; }));
+  REQUIRE(test::wait_until([&] { return handled == 1 && pool.stats().malformed == 4; }));
   pool.stop();
   CHECK(pool.stats().received == 1);
 }

@@ -78,7 +78,7 @@ void add_receive_flags(CLI::App& cmd, receive_flags& f) {
       ->check(whole_number(0, max_int));
   cmd.add_flag("-u,--unbuffered", f.unbuffered,
                "Flush stdout after every line (otherwise within 100 ms, and always at exit)");
-  cmd.add_flag("--stats", f.stats, "Print received, handled, rejected, gaps and dropped on stderr at exit");
+  cmd.add_flag("--stats", f.stats, "Print received, handled, malformed, gaps and dropped on stderr at exit");
 }
 
 receive_session_options session_options(const receive_flags& f) {
@@ -116,10 +116,10 @@ ferry::socket_options receive_socket_options(const receive_flags& f) {
 
 void print_receive_stats(const ferry::receive_stats& s, const receive_session& session) {
   // handled = printed; messages taken after --count or after the stop began were not printed: dropped.
-  std::fprintf(stderr, "ferry: received %llu, handled %llu, rejected %llu, gaps %llu, dropped %llu\n",
+  std::fprintf(stderr, "ferry: received %llu, handled %llu, malformed %llu, gaps %llu, dropped %llu\n",
                static_cast<unsigned long long>(s.received),
                static_cast<unsigned long long>(session.printed()),
-               static_cast<unsigned long long>(s.rejected), static_cast<unsigned long long>(s.gaps),
+               static_cast<unsigned long long>(s.malformed), static_cast<unsigned long long>(s.gaps),
                static_cast<unsigned long long>(s.dropped + session.skipped()));
 }
 

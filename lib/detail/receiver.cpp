@@ -77,7 +77,7 @@ void receiver::receive_loop() {
     if (st == receive_status::would_block) continue;  // the timeout: look at stopping_ again
     if (st == receive_status::closed) break;
     if (st == receive_status::rejected) {
-      rejected_.add();
+      malformed_.add();
       std::uint64_t held = 0;
       if (reject_log_.allow(held))
         logger().warn("{}: dropped a malformed message ({}){}", config_.name, to_string(reader.error()),
@@ -144,7 +144,7 @@ void receiver::handler_loop(std::size_t index) {
 receive_stats receiver::stats() const noexcept {
   receive_stats s;
   s.received = received_.get();
-  s.rejected = rejected_.get();
+  s.malformed = malformed_.get();
   s.duplicates = duplicates_.get();
   s.dropped = dropped_.get();
   s.gaps = gaps_.get();
