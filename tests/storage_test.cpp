@@ -4,17 +4,20 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
+#include "file_io.hpp"
 #include "group_commit.hpp"
 #include "journal.hpp"
 #include "record.hpp"
 #include "segment_log.hpp"
+#include "segment_writer.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
-using namespace ferry::ferryd;
+using namespace ferry::storage;
 namespace fs = std::filesystem;
 
 namespace {
@@ -31,10 +34,7 @@ std::string records(std::uint64_t first, std::uint64_t count, std::size_t payloa
 std::vector<std::uint64_t> recovered_seqs(const fs::path& dir, recovery_report& report) {
   segment_log log(dir);
   std::vector<std::uint64_t> seqs;
-  log.recover(report, [&](const message_record& r, const record_location&) {
-    seqs.push_back(r.seq);
-    return true;
-  });
+  log.recover(report, [&](const message_record& r, const record_location&) { seqs.push_back(r.seq); });
   return seqs;
 }
 
@@ -254,4 +254,109 @@ TEST_CASE("group_commit writes, syncs and reports each queue's batch", "[storage
   ::close(fd);
   recovery_report report;
   CHECK(recovered_seqs(dir.path() / "a", report).size() == 10);
+}
+
+namespace {
+
+// Makes every sync fail with EIO while it lives (storage::set_sync_hook), counting the attempts.
+std::atomic<int> failed_syncs{0};
+int failing_sync(int) {
+  ++failed_syncs;
+  return EIO;
+}
+struct failing_disk {
+  failing_disk() {
+    failed_syncs = 0;
+    set_sync_hook(&failing_sync);
+  }
+  ~failing_disk() { set_sync_hook(nullptr); }
+  failing_disk(const failing_disk&) = delete;
+  failing_disk& operator=(const failing_disk&) = delete;
+};
+
+commit_result commit(group_commit& gc, std::shared_ptr<segment_writer> w, std::string bytes,
+                     std::uint64_t number) {
+  commit_batch batch;
+  batch.number = number;
+  batch.appends.push_back({std::move(w), 0, std::move(bytes)});
+  gc.submit(std::move(batch));
+  auto r = gc.wait();
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+}  // namespace
+
+TEST_CASE("a failed fdatasync of a batch is reported, never taken for success", "[storage]") {
+  test::temp_dir dir;
+  const int fd = ::eventfd(0, EFD_CLOEXEC);
+  group_commit gc(fsync_policy::always, std::chrono::milliseconds(10), fd);
+  auto w = std::make_shared<segment_writer>(dir.path(), 1 << 20);
+  CHECK(commit(gc, w, records(1, 5), 1).sync_error == 0);
+  CHECK(gc.counters().syncs >= 1);
+  {
+    failing_disk disk;
+    const auto r = commit(gc, w, records(6, 5), 2);
+    CHECK(r.sync_error == EIO);
+    CHECK(failed_syncs >= 1);
+  }
+  CHECK(gc.finish() == 0);
+  ::close(fd);
+}
+
+TEST_CASE("a failed sync of a full segment before it is closed fails the batch that rolled it", "[storage]") {
+  // Interval mode: the batch that fills a segment is not synced at once; the sync happens when the next
+  // batch rolls to a new segment. That sync's result was once ignored.
+  test::temp_dir dir;
+  const int fd = ::eventfd(0, EFD_CLOEXEC);
+  group_commit gc(fsync_policy::interval, std::chrono::hours(1), fd);
+  const std::size_t one = records(1, 1).size();
+  auto w = std::make_shared<segment_writer>(dir.path(), 3 * one);
+  CHECK(commit(gc, w, records(1, 3), 1).sync_error == 0);
+  {
+    failing_disk disk;
+    const auto r = commit(gc, w, records(4, 2), 2);  // rolls: syncs and closes the first segment
+    CHECK(r.sync_error == EIO);
+    REQUIRE(r.outcomes.size() == 1);
+    CHECK(r.outcomes[0].second.sync_error == EIO);
+    CHECK(r.outcomes[0].second.durable_through == 0);  // nothing of this batch is called written
+  }
+  ::close(fd);
+}
+
+TEST_CASE("with fsync interval a failed background sync is reported, and so is one at the end", "[storage]") {
+  test::temp_dir dir;
+  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  SECTION("the interval's sync") {
+    group_commit gc(fsync_policy::interval, std::chrono::milliseconds(20), fd);
+    auto w = std::make_shared<segment_writer>(dir.path(), 1 << 20);
+    CHECK(commit(gc, w, records(1, 5), 1).sync_error == 0);  // creates the segment (its directory synced)
+    failing_disk disk;
+    CHECK(commit(gc, w, records(6, 5), 2).sync_error == 0);  // written, not yet synced: confirmed
+    REQUIRE(test::wait_until([&] { return gc.sync_failure() != 0; }, std::chrono::seconds(10)));
+    CHECK(gc.sync_failure() == EIO);
+    std::uint64_t n = 0;
+    CHECK(::read(fd, &n, sizeof n) == static_cast<ssize_t>(sizeof n));  // the loop is woken to see it
+    CHECK(gc.finish() == EIO);
+  }
+  SECTION("the last sync at stop") {
+    group_commit gc(fsync_policy::interval, std::chrono::hours(1), fd);
+    auto w = std::make_shared<segment_writer>(dir.path(), 1 << 20);
+    CHECK(commit(gc, w, records(1, 5), 1).sync_error == 0);
+    failing_disk disk;
+    CHECK(gc.finish() == EIO);
+    CHECK(failed_syncs >= 1);
+  }
+  ::close(fd);
+}
+
+TEST_CASE("create_directories_durably creates every missing parent", "[storage]") {
+  test::temp_dir dir;
+  const fs::path deep = dir.path() / "a" / "b" / "c";
+  create_directories_durably(deep);
+  CHECK(fs::is_directory(deep));
+  create_directories_durably(deep);  // already there: nothing to do, no error
+  failing_disk disk;
+  CHECK_THROWS_WITH(create_directories_durably(dir.path() / "x" / "y"),
+                    Catch::Contains("cannot fsync directory"));
 }

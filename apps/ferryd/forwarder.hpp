@@ -16,9 +16,11 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "data_dir.hpp"
+#include "exit_codes.hpp"
 #include "ferry/context.hpp"
 #include "ferry/message.hpp"
-#include "group_commit.hpp"
+#include "peer_table.hpp"
 #include "queue.hpp"
 
 namespace ferry::ferryd {
@@ -34,40 +36,6 @@ struct forwarder_options {
   std::uint64_t max_message_bytes = 16ull << 20;
   std::uint64_t min_free_bytes = 64ull << 20;  // below this, producers are refused with disk_full
   std::chrono::milliseconds sync_delay{0};     // tests only: the commit thread waits this long before syncing
-};
-
-/// Exit codes of ferryd (docs/operations.md).
-enum exit_code : int {
-  exit_ok = 0,
-  exit_runtime = 1,
-  exit_usage = 2,
-  exit_data_dir = 3,
-  exit_endpoint = 4,
-  exit_locked = 5,
-};
-
-/// A start-up failure with the exit code it maps to.
-class startup_error : public ferry::error {
- public:
-  startup_error(int code, const std::string& what) : ferry::error(what), code_(code) {}
-  [[nodiscard]] int code() const noexcept { return code_; }
-
- private:
-  int code_;
-};
-
-/// Holds the data directory's lock for the life of the process (flock on DIR/ferryd.lock).
-class data_dir_lock {
- public:
-  /// Checks the directory (exists, is a directory, writable) and takes the lock.
-  /// Throws startup_error (exit_data_dir or exit_locked) with advice.
-  explicit data_dir_lock(const std::filesystem::path& dir);
-  ~data_dir_lock();
-  data_dir_lock(const data_dir_lock&) = delete;
-  data_dir_lock& operator=(const data_dir_lock&) = delete;
-
- private:
-  int fd_ = -1;
 };
 
 class forwarder {
@@ -101,23 +69,22 @@ class forwarder {
     std::unordered_multimap<message_id, std::string> extra_waiters;  // resends of a message not yet durable
     bool journal_dirty = false;
   };
-  struct peer {
-    steady::time_point last_seen;
-    std::vector<std::uint32_t> queues;
-  };
 
   queue_slot* find_queue(std::string_view name);
   queue_slot& open_queue(const std::string& name);
   void recover_all();
 
+  // The verb table (forwarder.cpp); each handler gets the sender's routing id and every frame of the request
+  // (frames[0] is the routing id, frames[1] the verb).
   void handle_message(std::vector<zmq::message_t>& frames);
-  void on_hello(const std::string& identity, std::vector<zmq::message_t>& frames);
-  void on_send(const std::string& identity, std::vector<zmq::message_t>& frames);
-  void on_consume(const std::string& identity, std::vector<zmq::message_t>& frames);
-  void on_cancel(const std::string& identity, std::vector<zmq::message_t>& frames);
-  void on_answer(const std::string& identity, std::string_view verb, std::vector<zmq::message_t>& frames);
-  void on_stats(const std::string& identity);
-  void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);
+  void on_hello(const std::string& identity, std::vector<zmq::message_t>& frames);    // sessions.cpp
+  void on_ping(const std::string& identity, std::vector<zmq::message_t>& frames);     // sessions.cpp
+  void on_send(const std::string& identity, std::vector<zmq::message_t>& frames);     // produce.cpp
+  void on_consume(const std::string& identity, std::vector<zmq::message_t>& frames);  // sessions.cpp
+  void on_cancel(const std::string& identity, std::vector<zmq::message_t>& frames);   // sessions.cpp
+  void on_answer(const std::string& identity, std::vector<zmq::message_t>& frames);   // sessions.cpp
+  void on_stats(const std::string& identity, std::vector<zmq::message_t>& frames);    // admin.cpp
+  void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);      // admin.cpp
 
   void refuse(const std::string& identity, const message_id& id, std::string_view code,
               const std::string& text);
@@ -126,13 +93,19 @@ class forwarder {
   void queue_confirm(const std::string& identity, const message_id& id);
 
   void dispatch_all(steady::time_point now);
+  void expire_silent_consumers(steady::time_point now);
   void move_dead_letters();
+  /// DLQ replay and purge: up to `limit` dead letters of `name` back to it, or settled. Returns how many.
+  std::uint64_t replay_dead_letters(const std::string& name, queue_slot& dlq, std::uint64_t limit);
+  std::uint64_t purge_dead_letters(queue_slot& dlq, std::uint64_t limit);
   void flush_journals();
   void flush_outgoing();
   void maybe_submit();
   void handle_commit(commit_result& result);
+  [[noreturn]] void fail_sync(int err);
   void on_timer(steady::time_point now);
   bool disk_full(steady::time_point now);
+  void check_free_space(steady::time_point now);
   /// Commits what was accepted, syncs the journals, closes the socket. Returns the exit status.
   int shutdown();
 
@@ -148,7 +121,7 @@ class forwarder {
 
   std::deque<queue_slot> queues_;  // a deque: slots stay put while queues are added
   std::unordered_map<std::string, std::uint32_t> queue_index_;
-  std::unordered_map<std::string, peer> peers_;
+  peer_table peers_;
   std::unordered_map<std::string, std::string> confirms_out_;
   std::string* last_confirm_ = nullptr;  // into confirms_out_ (element pointers survive rehashing)
   std::string last_confirm_identity_;
@@ -164,7 +137,7 @@ class forwarder {
   steady::time_point next_disk_check_;
   steady::time_point last_journal_sync_;
   bool low_disk_ = false;
-  std::uint64_t rejected_frames_ = 0;
+  std::uint64_t malformed_frames_ = 0;
   std::uint64_t commits_ = 0;
   std::uint64_t committed_records_ = 0;
   steady::time_point started_;

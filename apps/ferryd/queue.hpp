@@ -1,5 +1,7 @@
 #pragma once
-// One durable queue: its log and journal on disk, and the delivery state in memory (docs/storage.md,
+// One durable queue: a stream (storage/stream.hpp: its log on disk, sequence numbers, dedup window) with
+// one consumer_store (storage/consumer_store.hpp: settlements and attempt counts in a journal), and the
+// delivery state in memory: read cursor, ready and parked messages, leases, subscriptions (docs/storage.md,
 // docs/protocol.md "The forwarder protocol").
 //
 // Delivery order: first deliveries leave in the order messages were stored (a read cursor walks the
@@ -26,12 +28,27 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "consumer_store.hpp"
 #include "ferry/dedup_window.hpp"
 #include "group_commit.hpp"
-#include "journal.hpp"
-#include "segment_log.hpp"
+#include "log_cursor.hpp"
+#include "stream.hpp"
 
 namespace ferry::ferryd {
+
+// The storage names ferryd uses.
+using storage::commit_batch;
+using storage::commit_result;
+using storage::fsync_policy;
+using storage::group_commit;
+using storage::journal;
+using storage::key_hash;
+using storage::message_record;
+using storage::record_location;
+using storage::recovery_report;
+using storage::segment_info;
+using storage::segment_writer;
+using storage::settle_reason;
 
 using steady = std::chrono::steady_clock;
 
@@ -94,48 +111,46 @@ class queue {
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
-  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return writer_; }
-  [[nodiscard]] journal& state_journal() noexcept { return journal_; }
+  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return stream_.writer(); }
+  [[nodiscard]] storage::journal& state_journal() noexcept { return store_.file(); }
   [[nodiscard]] queue_counters& counters() noexcept { return counters_; }
   [[nodiscard]] const queue_config& config() const noexcept { return config_; }
 
   // ---- producing -------------------------------------------------------------------------------------
   /// Remembers `id` in the dedup window with the seq the next append() will use. Returns nullopt for a
   /// new id (append() or append_failed_admission() must follow), or the seq of the first copy of a resend.
-  std::optional<std::uint64_t> admit(const message_id& id, steady::time_point now);
+  std::optional<std::uint64_t> admit(const message_id& id, steady::time_point now) {
+    return stream_.admit(id, now);
+  }
   /// True when the message with `seq` is stored and not settled.
   [[nodiscard]] bool unsettled(std::uint64_t seq) const noexcept {
-    return seq >= low_watermark_ && seq < next_seq_ && seq <= committed_through_ && settled_.count(seq) == 0;
+    return seq < stream_.next_seq() && stream_.commit_finished(seq) && !store_.settled(seq);
   }
   /// Remembers `id` afresh (its earlier copy is gone) with the seq the next append() will use.
-  void readmit(const message_id& id, steady::time_point now) {
-    dedup_.erase(id);
-    (void)admit(id, now);
-  }
+  void readmit(const message_id& id, steady::time_point now) { stream_.readmit(id, now); }
   /// True when the message with `seq` went through a finished commit (a resend of it is confirmed at once);
   /// false while it waits in a batch.
-  [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept { return seq <= committed_through_; }
+  [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept {
+    return stream_.commit_finished(seq);
+  }
   /// True when `id` is in the dedup window.
-  [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return dedup_.contains(id, now); }
+  [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return stream_.seen(id, now); }
   /// True when accepting `n` more messages would exceed max_messages.
   [[nodiscard]] bool full(std::size_t n = 1) const noexcept;
   /// Appends a record to the batch being gathered; returns its seq. `stored_at_us` is ferryd's clock.
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
                        std::string_view payload, std::int64_t stored_at_us);
-  [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
+  [[nodiscard]] bool has_pending() const noexcept { return stream_.has_pending(); }
   /// Takes the gathered records for the commit thread.
-  std::string take_pending();
+  std::string take_pending() { return stream_.take_pending(); }
   /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
-  void recycle(std::string&& buffer) {
-    buffer.clear();
-    if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
-  }
-  /// Applies a commit outcome. Returns the seqs written (first..last) so the caller can confirm them.
+  void recycle(std::string&& buffer) { stream_.recycle(std::move(buffer)); }
+  /// Applies a commit outcome.
   void committed(const segment_writer::outcome& out);
   /// Forgets a message whose append failed: its id may be sent again, its seq counts as settled.
   void append_failed(const message_id& id, std::uint64_t seq);
   /// Forgets an id admitted but then refused before it was appended.
-  void append_failed_admission(const message_id& id) { dedup_.erase(id); }
+  void append_failed_admission(const message_id& id) { stream_.forget(id); }
 
   // ---- consuming -------------------------------------------------------------------------------------
   subscription& subscribe(const std::string& identity, std::uint32_t prefetch);
@@ -171,7 +186,7 @@ class queue {
   void dead_letter_failed(dead_letter_request req, std::chrono::milliseconds delay);
   /// Reads a stored record (for dead-lettering and listing).
   bool read(const record_location& where, std::string& buffer, message_record& out) const {
-    return log_.read(where, buffer, out);
+    return stream_.log().read(where, buffer, out);
   }
 
   /// Non-destructive listing of up to `limit` waiting messages (dead-letter inspection).
@@ -188,10 +203,10 @@ class queue {
   /// compacts the journal when it has grown. Call when the commit thread is idle.
   void housekeeping(std::int64_t now_us);
 
-  [[nodiscard]] std::uint64_t depth() const noexcept { return unsettled_; }
+  [[nodiscard]] std::uint64_t depth() const noexcept { return store_.unsettled(); }
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_.size(); }
   [[nodiscard]] std::size_t parked() const noexcept { return parked_total_; }
-  [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return log_.bytes(); }
+  [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return stream_.disk_bytes(); }
 
  private:
   struct waiting {
@@ -210,66 +225,34 @@ class queue {
     std::uint32_t ready = 0;  // messages of this key in ready_
     std::deque<waiting> parked;
   };
-  // The read cursor over committed records not yet delivered for the first time.
-  struct cursor_state {
-    std::uint64_t segment = 0;  // base of the segment being read (0: none yet)
-    std::uint64_t offset = 0;   // file offset of buffer_[0]
-    std::string buffer;
-    std::size_t pos = 0;  // parse position in buffer
-  };
   struct peeked {
     waiting msg;
     std::string_view envelope;
     std::string_view payload;
-    std::size_t total = 0;
   };
 
   bool peek(peeked& out);
   void advance(const peeked& p);
-  void settle(std::uint64_t seq, settle_reason reason);
-  void mark_gap(std::uint64_t seq);
+  void settle(std::uint64_t seq, std::uint64_t segment, settle_reason reason);
   void return_to_ready(waiting msg);
   void release_key(std::uint64_t key_hash);
   subscription* best_subscription();
   void deliver(subscription& sub, const waiting& msg, std::string_view envelope, std::string_view payload,
                steady::time_point now);
   void record_attempts(std::uint64_t seq, std::uint32_t attempts);
-  std::string snapshot() const;
-  [[nodiscard]] std::uint64_t lowest_unsettled() const;
-
-  void create_on_disk();
+  void ensure_on_disk();
 
   std::string name_;
   std::uint32_t index_;
   std::filesystem::path dir_;
-  bool on_disk_ = false;
   queue_config config_;
-  segment_log log_;
-  journal journal_;
-  std::shared_ptr<segment_writer> writer_;
+  storage::stream stream_;
+  storage::consumer_store store_;
   queue_counters counters_;
-
-  // producing
-  std::uint64_t next_seq_ = 1;
-  std::string pending_;
-  std::string spare_;
-  std::size_t pending_count_ = 0;
-  std::size_t committing_count_ = 0;
-  std::uint64_t committing_through_ = 0;  // last seq in the batch being written
-  std::uint64_t committed_through_ = 0;   // last seq of the last finished commit
-  dedup_window dedup_;
-
-  // settlement
-  std::uint64_t unsettled_ = 0;
-  std::uint64_t low_watermark_ = 0;  // every seq below is settled
-  std::set<std::uint64_t> settled_;  // settled seqs at or above the watermark
-  // Deliveries so far of unsettled messages not held in the structures below (recovered from the journal
-  // ahead of the cursor); held messages carry their count themselves.
-  std::unordered_map<std::uint64_t, std::uint32_t> attempts_;
-  std::unordered_map<std::uint64_t, std::string> last_error_;
+  std::unordered_map<std::uint64_t, std::string> last_error_;  // why the last attempt failed, by seq
 
   // delivery
-  cursor_state cursor_;
+  storage::log_cursor cursor_;  // over committed records not yet delivered for the first time
   std::map<std::uint64_t, waiting> ready_;
   std::unordered_map<std::uint64_t, key_state> keys_;
   std::size_t parked_total_ = 0;

@@ -5,11 +5,11 @@
 
 #include <fmt/format.h>
 #include <cerrno>
-#include <cstring>
 
 #include "ferry/error.hpp"
+#include "file_io.hpp"
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 namespace fs = std::filesystem;
 
 journal::journal(fs::path file) : file_(std::move(file)) {}
@@ -23,7 +23,7 @@ journal::~journal() {
 
 void journal::open_append() {
   fd_ = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw error(fmt::format("cannot open journal {}: {}", file_.string(), std::strerror(errno)));
+  if (fd_ < 0) throw error(fmt::format("cannot open journal {}: {}", file_.string(), errno_text(errno)));
   file_bytes_ = static_cast<std::uint64_t>(::lseek(fd_, 0, SEEK_END));
 }
 
@@ -46,30 +46,20 @@ void journal::recover(recovery_report& report, const std::function<void(const jo
 
 int journal::flush() noexcept {
   std::size_t done = 0;
-  while (done < buffer_.size()) {
-    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      buffer_.erase(0, done);
-      file_bytes_ += done;
-      return err;
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  const int err = append_all(fd_, buffer_.data(), buffer_.size(), done);
+  buffer_.erase(0, done);
   file_bytes_ += done;
-  buffer_.clear();
-  return 0;
+  return err;
 }
 
 int journal::sync() noexcept {
-  return ::fdatasync(fd_) == 0 ? 0 : errno;
+  return sync_data(fd_);
 }
 
 void journal::rewrite(const std::string& snapshot) {
   const fs::path tmp = file_.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw error(fmt::format("cannot create {}: {}", tmp.string(), std::strerror(errno)));
+  if (fd < 0) throw error(fmt::format("cannot create {}: {}", tmp.string(), errno_text(errno)));
   std::size_t done = 0;
   while (done < snapshot.size()) {
     const ssize_t n = ::write(fd, snapshot.data() + done, snapshot.size() - done);
@@ -78,23 +68,22 @@ void journal::rewrite(const std::string& snapshot) {
       const int err = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      throw error(fmt::format("cannot write {}: {}", tmp.string(), std::strerror(err)));
+      throw error(fmt::format("cannot write {}: {}", tmp.string(), errno_text(err)));
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fdatasync(fd) != 0) {
-    const int err = errno;
+  if (const int err = sync_data(fd); err != 0) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    throw error(fmt::format("cannot sync {}: {}", tmp.string(), std::strerror(err)));
+    throw error(fmt::format("cannot sync {}: {}", tmp.string(), errno_text(err)));
   }
   ::close(fd);
   if (::rename(tmp.c_str(), file_.c_str()) != 0)
-    throw error(fmt::format("cannot rename {}: {}", tmp.string(), std::strerror(errno)));
+    throw error(fmt::format("cannot rename {}: {}", tmp.string(), errno_text(errno)));
   sync_directory(file_.parent_path());
   if (fd_ >= 0) ::close(fd_);
   buffer_.clear();  // the snapshot already holds what was buffered
   open_append();
 }
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 namespace {
 
 template <typename T>
@@ -114,4 +114,4 @@ std::uint64_t key_hash(std::string_view key) noexcept {
   return h == 0 ? 1 : h;
 }
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

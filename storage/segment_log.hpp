@@ -1,11 +1,13 @@
 #pragma once
 // The append-only, segmented message log of one queue (docs/storage.md).
 //
-// A queue directory holds segment files named by the sequence number of their first record
-// (00000000000000000001.seg, ...). Records are framed by record.hpp. The forwarder's loop thread owns a
-// segment_log: it recovers the files at start-up, keeps per-segment counts, reads records back for
-// delivery and deletes segments whose messages are all settled. Appending is done by the commit thread
-// through segment_writer, which reports back what became durable.
+// A log directory holds segment files named by the sequence number of their first record
+// (00000000000000000001.seg, ...). Records are framed by record.hpp. The owner's thread (ferryd's loop)
+// owns a segment_log: it recovers the files at start-up, keeps per-segment counts, reads records back for
+// delivery and deletes segments nobody needs any more. Appending is done by the commit thread through
+// segment_writer, which reports back what became durable.
+//
+// Thread safety: one thread (the owner's).
 
 #include <cstdint>
 #include <filesystem>
@@ -14,9 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "file_io.hpp"
 #include "record.hpp"
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 
 /// Where a record lives.
 struct record_location {
@@ -50,16 +53,12 @@ std::size_t scan_file(
     const std::filesystem::path& file, bool repair_tail, recovery_report& report,
     const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record);
 
-/// fsync of a directory, so a new, renamed or removed entry in it is durable. Throws ferry::error.
-void sync_directory(const std::filesystem::path& dir);
-
 std::string segment_file_name(std::uint64_t base);
 
 struct segment_info {
   std::uint64_t base = 0;
   std::uint64_t committed = 0;  // bytes durable and readable
   std::uint64_t records = 0;
-  std::uint64_t unsettled = 0;
   std::uint64_t last_seq = 0;
   std::int64_t last_stored_at_us = 0;
   int fd = -1;  // read-only descriptor
@@ -72,8 +71,7 @@ class segment_log {
   segment_log(const segment_log&) = delete;
   segment_log& operator=(const segment_log&) = delete;
 
-  /// Returns whether the record is still unsettled (it then counts in its segment's `unsettled`).
-  using visitor = std::function<bool(const message_record&, const record_location&)>;
+  using visitor = std::function<void(const message_record&, const record_location&)>;
   /// Scans every segment in order, repairs a torn tail of the last one, and calls `visit` for every valid
   /// message record. Damage in the middle is skipped and reported, never silently.
   void recover(recovery_report& report, const visitor& visit);
@@ -110,4 +108,4 @@ class segment_log {
   std::map<std::uint64_t, segment_info> segments_;
 };
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

@@ -18,7 +18,7 @@
 
 #include "ferry/message_id.hpp"
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 
 inline constexpr char record_magic[4] = {'F', 'R', 'Y', '1'};
 inline constexpr std::size_t record_header_size = 16;
@@ -81,4 +81,4 @@ std::optional<journal_record> parse_journal(std::string_view body) noexcept;
 /// Hash of a message key for ordering (0 means "no key"; a real key never hashes to 0).
 [[nodiscard]] std::uint64_t key_hash(std::string_view key) noexcept;
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

@@ -15,7 +15,7 @@
 #include "record.hpp"
 #include "segment_log.hpp"
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 
 class journal {
  public:
@@ -52,4 +52,4 @@ class journal {
   std::uint64_t appended_ = 0;
 };
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

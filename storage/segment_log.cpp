@@ -11,15 +11,12 @@
 
 #include "detail/log.hpp"
 #include "ferry/error.hpp"
+#include "file_io.hpp"
 
-namespace ferry::ferryd {
+namespace ferry::storage {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
 
 // Finds the next offset after `from` where a valid frame starts, or `size` when there is none.
 std::size_t resync(const char* data, std::size_t size, std::size_t from) {
@@ -92,8 +89,9 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
   }
   if (valid_end < size) {
     if (repair_tail) {
-      if (::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 || ::fsync(fd) != 0) {
-        const int err = errno;
+      int err = ::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 ? errno : 0;
+      if (err == 0) err = sync_data(fd);
+      if (err != 0) {
         ::close(fd);
         throw error(fmt::format("cannot truncate torn tail of {}: {}", file.string(), errno_text(err)));
       }
@@ -109,15 +107,6 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
   }
   ::close(fd);
   return valid_end;
-}
-
-void sync_directory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw error(fmt::format("cannot open directory {}: {}", dir.string(), errno_text(errno)));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw error(fmt::format("cannot fsync directory {}: {}", dir.string(), errno_text(err)));
 }
 
 std::string segment_file_name(std::uint64_t base) {
@@ -171,8 +160,7 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
           info.last_seq = rec->seq;
           info.last_stored_at_us = rec->stored_at_us;
           ++report.records;
-          if (visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)}))
-            ++info.unsettled;
+          visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)});
         });
     report.bytes += info.committed;
     ++report.segments;
@@ -187,7 +175,6 @@ void segment_log::committed(std::uint64_t base, std::uint64_t bytes, std::uint64
   s.base = base;
   s.committed = bytes;
   s.records += new_records;
-  s.unsettled += new_records;
   s.last_seq = last_seq;
   s.last_stored_at_us = last_stored_at_us;
   open_for_reading(s);
@@ -308,4 +295,4 @@ std::uint64_t segment_log::bytes() const noexcept {
   return total;
 }
 
-}  // namespace ferry::ferryd
+}  // namespace ferry::storage

@@ -1,0 +1,261 @@
+// The commit pipeline: SEND is checked and gathered per queue, handed to the commit thread when it is idle
+// (with the journals that are due a sync), and confirmed or refused when the commit reports back.
+#include <sys/statvfs.h>
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <cstring>
+
+#include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
+#include "ferry/envelope.hpp"
+#include "forwarder.hpp"
+#include "protocol_helpers.hpp"
+
+namespace ferry::ferryd {
+namespace fs = std::filesystem;
+namespace fwd = ferry::detail::fwd;
+using detail::logger;
+
+bool forwarder::disk_full(steady::time_point now) {
+  return low_disk_ || now < disk_full_until_;
+}
+
+void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  if (frames.size() < 5 || (frames.size() - 3) % 2 != 0) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      "SEND needs: queue, then envelope and payload frames in pairs");
+  }
+  const std::string_view name = view(frames[2]);
+  const std::size_t count = (frames.size() - 3) / 2;
+  const auto now = steady::now();
+  std::string queue_problem;
+  if (!fwd::valid_queue_name(name)) {
+    queue_problem = "queue names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'";
+  } else if (fwd::is_dlq_name(name)) {
+    queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
+  }
+  std::string batch_problem;
+  if (count > fwd::max_batch)
+    batch_problem = fmt::format("at most {} messages per SEND; send them in smaller batches", fwd::max_batch);
+  queue_slot* slot = queue_problem.empty() ? &open_queue(std::string(name)) : nullptr;
+  const bool no_space = disk_full(now);
+  const std::int64_t now_us = unix_now_us();
+  for (std::size_t i = 0; i < count; ++i) {
+    const zmq::message_t& env = frames[3 + 2 * i];
+    const zmq::message_t& payload = frames[4 + 2 * i];
+    const decode_error err = decode_envelope(view(env), scratch_);
+    const message_id id = err == decode_error::none ? scratch_.id() : readable_id(view(env));
+    if (!queue_problem.empty()) {
+      refuse(identity, id, fwd::code::bad_queue, queue_problem);
+      continue;
+    }
+    if (!batch_problem.empty()) {
+      ++malformed_frames_;
+      refuse(identity, id, fwd::code::malformed, batch_problem);
+      continue;
+    }
+    queue& q = *slot->q;
+    if (err != decode_error::none) {
+      ++malformed_frames_;
+      ++q.counters().refused;
+      refuse(identity, id, fwd::code::malformed, fmt::format("envelope rejected: {}", to_string(err)));
+      continue;
+    }
+    if (payload.size() > options_.max_message_bytes) {
+      ++q.counters().refused;
+      refuse(identity, id, fwd::code::too_large,
+             fmt::format("payload of {} bytes is over the limit of {} bytes", payload.size(),
+                         options_.max_message_bytes));
+      continue;
+    }
+    if (const auto first = q.admit(id, now)) {
+      // A resend. Confirm it now if the first copy is durable, or together with it if still in a batch.
+      ++q.counters().deduplicated;
+      if (q.commit_finished(*first)) {
+        queue_confirm(identity, id);
+      } else {
+        slot->extra_waiters.emplace(id, identity);
+      }
+      continue;
+    }
+    if (no_space) {
+      q.append_failed_admission(id);
+      ++q.counters().refused;
+      refuse(identity, id, fwd::code::disk_full,
+             "the data directory is out of space; the message was not stored (retry later)");
+      continue;
+    }
+    if (q.full()) {
+      q.append_failed_admission(id);
+      ++q.counters().refused;
+      refuse(identity, id, fwd::code::queue_full,
+             fmt::format("queue {} holds its maximum of {} messages", q.name(), q.config().max_messages));
+      continue;
+    }
+    scratch_.set_attempt(0);
+    envelope_buffer_.resize(envelope_size(scratch_, envelope_form::storage));
+    encode_envelope(scratch_, envelope_buffer_.data(), envelope_form::storage);
+    const std::uint64_t seq = q.append(id, key_hash(scratch_.key()), envelope_buffer_, view(payload), now_us);
+    slot->gathering.push_back(pending_append{seq, id, identity});
+  }
+}
+
+void forwarder::queue_confirm(const std::string& identity, const message_id& id) {
+  // Confirms come in runs for one producer: remember where the last one went.
+  if (last_confirm_ == nullptr || last_confirm_identity_ != identity) {
+    last_confirm_ = &confirms_out_[identity];
+    last_confirm_identity_ = identity;
+  }
+  last_confirm_->append(id.view());
+}
+
+void forwarder::refuse(const std::string& identity, const message_id& id, std::string_view code,
+                       const std::string& text) {
+  std::uint64_t held = 0;
+  static detail::log_limiter limiter(10);
+  if (limiter.allow(held))
+    logger().warn("refused message {}: {}: {}{}", id.to_hex(), code, text,
+                  held ? fmt::format(" ({} more refusals not logged)", held) : std::string());
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::refuse));
+  reply.emplace_back(id.view().data(), id.view().size());
+  reply.push_back(frame(code));
+  reply.push_back(frame(text));
+  send_frames(identity, reply);
+}
+
+void forwarder::flush_journals() {
+  for (auto& slot : queues_) {
+    journal& j = slot.q->state_journal();
+    if (!j.has_buffered()) continue;
+    if (const int err = j.flush(); err != 0) {
+      static detail::log_limiter limiter(1);
+      std::uint64_t held = 0;
+      if (limiter.allow(held))
+        logger().error("queue {}: cannot write its journal: {} (kept in memory, retried)", slot.q->name(),
+                       std::strerror(err));
+    }
+    slot.journal_dirty = true;
+  }
+}
+
+void forwarder::maybe_submit() {
+  if (commit_->busy()) return;
+  commit_batch batch;
+  for (auto& slot : queues_) {
+    if (!slot.q->has_pending()) continue;
+    batch.appends.push_back({slot.q->writer(), slot.q->index(), slot.q->take_pending()});
+    slot.committing = std::move(slot.gathering);
+    slot.gathering.clear();
+  }
+  // Settlements and attempt counts are written to the journal every loop iteration (so a killed ferryd
+  // loses none) but synced only with the first batch after 200 ms have passed (with `--fsync interval`,
+  // on its interval): a machine crash can bring back what was acknowledged meanwhile, to be delivered
+  // again, and never loses a confirmed message. Syncing them with every batch would put a second
+  // fdatasync on the path of every confirm; this way one batch in 200 ms carries it.
+  const auto now = steady::now();
+  const bool sync_journals =
+      now - last_journal_sync_ >= std::chrono::milliseconds(200) &&
+      std::any_of(queues_.begin(), queues_.end(), [](const queue_slot& q) { return q.journal_dirty; });
+  if (batch.appends.empty() && !sync_journals) return;
+  if (sync_journals) {
+    last_journal_sync_ = now;
+    for (auto& slot : queues_) {
+      if (slot.journal_dirty) {
+        batch.sync_fds.push_back(slot.q->state_journal().fd());
+        slot.journal_dirty = false;
+      }
+    }
+  }
+  batch.number = ++batch_number_;
+  commit_->submit(std::move(batch));
+}
+
+void forwarder::fail_sync(int err) {
+  // After a failed fdatasync nothing can be called durable, and retrying may report success for data that
+  // never reached the disk (the kernel may have dropped the dirty pages). Stop without confirming more; a
+  // restart recovers from what is really on disk. The same for a batch's sync and for the background
+  // syncs of --fsync interval.
+  logger().critical("fdatasync failed: {}; ferryd stops without confirming the batch. Restart it to recover.",
+                    std::strerror(err));
+  std::_Exit(exit_runtime);
+}
+
+void forwarder::handle_commit(commit_result& result) {
+  if (result.sync_error != 0) fail_sync(result.sync_error);
+  ++commits_;
+  for (std::size_t n = 0; n < result.outcomes.size(); ++n) {
+    auto& [index, outcome] = result.outcomes[n];
+    queue_slot& slot = queues_[index];
+    queue& q = *slot.q;
+    q.committed(outcome);
+    if (n < result.buffers.size()) q.recycle(std::move(result.buffers[n]));
+    const bool failed = outcome.error != 0;
+    if (failed) {
+      if (is_space_error(outcome.error)) {
+        disk_full_until_ = steady::now() + std::chrono::seconds(1);
+        logger().error(
+            "queue {}: write failed: {}; producers are refused with disk_full for a second, then "
+            "writes are tried again",
+            q.name(), std::strerror(outcome.error));
+      } else {
+        logger().error("queue {}: write failed: {}; the batch is refused with io_error", q.name(),
+                       std::strerror(outcome.error));
+      }
+    }
+    for (auto& p : slot.committing) {
+      const bool ok = !failed || (outcome.durable_through != 0 && p.seq <= outcome.durable_through);
+      auto waiters = slot.extra_waiters.equal_range(p.id);
+      if (ok) {
+        ++committed_records_;
+        if (!p.identity.empty()) {
+          ++q.counters().confirmed;
+          queue_confirm(p.identity, p.id);
+        }
+        for (auto w = waiters.first; w != waiters.second; ++w) queue_confirm(w->second, p.id);
+        if (p.source_queue != ~0u) {
+          queue& source = *queues_[p.source_queue].q;
+          if (p.replay) {
+            source.settle_waiting(p.source_seq, settle_reason::replayed);
+          } else {
+            source.dead_lettered(p.source_seq);
+          }
+        }
+      } else {
+        q.append_failed(p.id, p.seq);
+        const std::string_view code =
+            is_space_error(outcome.error) ? fwd::code::disk_full : fwd::code::io_error;
+        const std::string text = fmt::format("not stored: {}", std::strerror(outcome.error));
+        if (!p.identity.empty()) {
+          ++q.counters().refused;
+          refuse(p.identity, p.id, code, text);
+        }
+        for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text);
+        if (p.source_queue != ~0u && !p.replay && p.request)
+          queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
+      }
+      slot.extra_waiters.erase(p.id);
+    }
+    slot.committing.clear();
+  }
+}
+
+void forwarder::check_free_space(steady::time_point now) {
+  if (now < next_disk_check_) return;
+  next_disk_check_ = now + std::chrono::seconds(1);
+  struct statvfs st {};
+  if (::statvfs(options_.data_dir.c_str(), &st) != 0) return;
+  const std::uint64_t free_bytes = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  const bool low = free_bytes < options_.min_free_bytes;
+  if (low && !low_disk_)
+    logger().warn("free space in {} is {} bytes, under --min-free-mb: producers are refused (disk_full)",
+                  options_.data_dir.string(), free_bytes);
+  if (!low && low_disk_)
+    logger().info("free space in {} is back to {} bytes: accepting messages again",
+                  options_.data_dir.string(), free_bytes);
+  low_disk_ = low;
+}
+
+}  // namespace ferry::ferryd

@@ -1,0 +1,206 @@
+// Sessions: HELLO, PING, CONSUME, CANCEL and the answers (ACK, NACK, REJECT) of consumers, the peers whose
+// heartbeats ferryd watches, and delivery: DELIVERs assembled by the queues and sent once their attempt
+// counts are journaled.
+#include <fmt/format.h>
+#include <algorithm>
+
+#include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
+#include "forwarder.hpp"
+#include "protocol_helpers.hpp"
+
+namespace ferry::ferryd {
+namespace fs = std::filesystem;
+namespace fwd = ferry::detail::fwd;
+using detail::logger;
+
+void forwarder::on_ping(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::pong));
+  char inst[8];
+  fwd::put_u64(inst, instance_);
+  reply.emplace_back(inst, 8);
+  send_frames(identity, reply);
+  // A consumer names its queue: tell it when it is no longer subscribed (declared dead, or a restart).
+  if (frames.size() >= 3) {
+    const queue_slot* slot = find_queue(view(frames[2]));
+    if (slot == nullptr || !slot->q->has_subscriber(identity))
+      send_error(identity, fwd::code::not_consuming,
+                 fmt::format("this connection is not consuming queue '{}'; send CONSUME again",
+                             printable(view(frames[2]))));
+  }
+}
+
+void forwarder::expire_silent_consumers(steady::time_point now) {
+  peers_.expire(now, options_.heartbeat_timeout, [&](const std::string& identity, std::uint32_t index) {
+    queue& q = *queues_[index].q;
+    logger().warn("consumer {} on queue {} silent for over {} ms: its {} delivery(ies) go back to the queue",
+                  peer_name(identity), q.name(), options_.heartbeat_timeout.count(),
+                  q.subs().count(identity) ? q.subs().at(identity)->unacked : 0u);
+    q.unsubscribe(identity, true);
+  });
+}
+
+void forwarder::on_hello(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  std::uint64_t version = 1;
+  if (frames.size() >= 3 && !map_uint(view(frames[2]), "version", version, 1)) {
+    ++malformed_frames_;
+    return send_error(
+        identity, fwd::code::bad_frames,
+        "HELLO: the second frame must be a MessagePack map whose \"version\" is an unsigned integer");
+  }
+  if (version != fwd::protocol_version) {
+    return send_error(identity, fwd::code::bad_frames,
+                      fmt::format("protocol version {} is not supported; this ferryd speaks version {}",
+                                  version, fwd::protocol_version));
+  }
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::welcome));
+  reply.push_back(frame(packed([&](auto& pk) {
+    pk.pack_map(7);
+    pk.pack("version");
+    pk.pack(fwd::protocol_version);
+    pk.pack("server");
+    pk.pack(std::string("ferryd ") + FERRY_VERSION);
+    pk.pack("instance");
+    pk.pack(instance_);
+    pk.pack("heartbeat_ms");
+    pk.pack(static_cast<std::uint64_t>(options_.heartbeat_interval.count()));
+    pk.pack("lease_ms");
+    pk.pack(static_cast<std::uint64_t>(options_.queue.lease.count()));
+    pk.pack("max_message_bytes");
+    pk.pack(options_.max_message_bytes);
+    pk.pack("max_batch");
+    pk.pack(static_cast<std::uint64_t>(fwd::max_batch));
+  })));
+  send_frames(identity, reply);
+}
+
+void forwarder::on_consume(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  if (frames.size() < 3) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames, "CONSUME needs a queue frame");
+  }
+  const std::string_view name = view(frames[2]);
+  if (!fwd::valid_queue_name(name))
+    return send_error(identity, fwd::code::bad_queue,
+                      fmt::format("'{}' is not a valid queue name", printable(name)));
+  std::uint64_t prefetch = 64;
+  if (frames.size() >= 4 && !map_uint(view(frames[3]), "prefetch", prefetch, 64)) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames, "CONSUME options must be a MessagePack map");
+  }
+  prefetch = std::clamp<std::uint64_t>(prefetch, 1, 100'000);
+  queue_slot& slot = open_queue(std::string(name));
+  slot.q->subscribe(identity, static_cast<std::uint32_t>(prefetch));
+  peers_.consuming(identity, slot.q->index(), steady::now());
+  logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name, prefetch);
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::consuming));
+  reply.push_back(frame(name));
+  reply.push_back(frame(packed([&](auto& pk) {
+    pk.pack_map(4);
+    pk.pack("prefetch");
+    pk.pack(prefetch);
+    pk.pack("lease_ms");
+    pk.pack(static_cast<std::uint64_t>(options_.queue.lease.count()));
+    pk.pack("heartbeat_ms");
+    pk.pack(static_cast<std::uint64_t>(options_.heartbeat_interval.count()));
+    pk.pack("instance");
+    pk.pack(instance_);
+  })));
+  send_frames(identity, reply);
+}
+
+void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  if (frames.size() < 3) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames, "CANCEL needs a queue frame");
+  }
+  if (!fwd::valid_queue_name(view(frames[2])))
+    return send_error(identity, fwd::code::bad_queue,
+                      fmt::format("'{}' is not a valid queue name", printable(view(frames[2]))));
+  if (queue_slot* slot = find_queue(view(frames[2]))) {
+    slot->q->unsubscribe(identity, false);
+    peers_.cancelled(identity, slot->q->index());
+  }
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::cancelled));
+  reply.push_back(frame(view(frames[2])));
+  send_frames(identity, reply);
+}
+
+void forwarder::on_answer(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  const std::string_view verb = view(frames[1]);
+  const bool is_ack = verb == fwd::ack;
+  if (frames.size() < 4 || (is_ack && frames[3].size() % fwd::token_size != 0) ||
+      (!is_ack && frames[3].size() != fwd::token_size)) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      fmt::format("{} needs: queue, then {}", verb,
+                                  is_ack ? "tokens (8 bytes each)" : "a token and a reason"));
+  }
+  queue_slot* slot = find_queue(view(frames[2]));
+  if (slot == nullptr || !slot->q->has_subscriber(identity)) {
+    // ferryd restarted or declared this consumer dead: nothing it answers settles anything.
+    return send_error(identity, fwd::code::not_consuming,
+                      fmt::format("this connection is not consuming queue '{}'; send CONSUME again",
+                                  printable(view(frames[2]))));
+  }
+  queue& q = *slot->q;
+  const char* tokens = static_cast<const char*>(frames[3].data());
+  if (is_ack) {
+    for (std::size_t i = 0; i < frames[3].size(); i += fwd::token_size)
+      (void)q.ack(identity, fwd::get_u64(tokens + i));
+  } else {
+    std::string reason =
+        frames.size() >= 5 ? std::string(view(frames[4]).substr(0, 1024)) : std::string("no reason given");
+    // A dead letter rejected again stays where it is: there is no dead-letter queue of a dead-letter queue.
+    if (verb == fwd::nack || fwd::is_dlq_name(q.name())) {
+      (void)q.nack(identity, fwd::get_u64(tokens), std::move(reason));
+    } else {
+      (void)q.reject(identity, fwd::get_u64(tokens), std::move(reason));
+    }
+  }
+}
+
+void forwarder::dispatch_all(steady::time_point now) {
+  for (auto& slot : queues_) {
+    queue& q = *slot.q;
+    if (q.subscribers() == 0 || !q.has_work()) continue;
+    if (q.dispatch(now) == 0) continue;
+    for (auto& [identity, sub] : q.subs()) {
+      const std::size_t messages = sub->out_frames.size() / 2;
+      for (std::size_t first = 0; first < messages; first += fwd::max_deliver) {
+        const std::size_t n = std::min(fwd::max_deliver, messages - first);
+        std::vector<zmq::message_t> out;
+        out.reserve(2 * n + 3);
+        out.push_back(frame(fwd::deliver));
+        out.push_back(frame(q.name()));
+        out.push_back(
+            frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
+        for (std::size_t i = 2 * first; i < 2 * (first + n); ++i)
+          out.push_back(std::move(sub->out_frames[i]));
+        // Sent after the journal is flushed (see run()); kept here until then.
+        pending_delivers_.push_back({identity, std::move(out)});
+      }
+      sub->out_frames.clear();
+      sub->out_tokens.clear();
+    }
+  }
+}
+
+void forwarder::flush_outgoing() {
+  for (auto& [identity, frames] : pending_delivers_) send_frames(identity, frames);
+  pending_delivers_.clear();
+  for (auto& [identity, ids] : confirms_out_) {
+    std::vector<zmq::message_t> reply;
+    reply.push_back(frame(fwd::confirm));
+    reply.push_back(frame(ids));
+    send_frames(identity, reply);
+  }
+  confirms_out_.clear();
+  last_confirm_ = nullptr;
+}
+
+}  // namespace ferry::ferryd

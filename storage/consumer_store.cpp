@@ -1,0 +1,146 @@
+#include "consumer_store.hpp"
+
+#include <algorithm>
+
+#include "detail/log.hpp"
+
+namespace ferry::storage {
+
+consumer_store::consumer_store(std::filesystem::path journal_file) : journal_(std::move(journal_file)) {}
+
+void consumer_store::replay(recovery_report& report) {
+  journal_.recover(report, [&](const journal_record& r) {
+    switch (r.type) {
+      case record_type::watermark:
+        replayed_watermark_ = std::max(replayed_watermark_, r.seq);
+        break;
+      case record_type::settle:
+        settled_.insert(r.seq);
+        attempts_.erase(r.seq);
+        break;
+      case record_type::attempts:
+        attempts_[r.seq] = r.value;
+        break;
+      default:
+        break;
+    }
+  });
+  open_ = true;
+}
+
+void consumer_store::open() {
+  if (open_) return;
+  recovery_report ignored;
+  journal_.recover(ignored, [](const journal_record&) {});
+  open_ = true;
+}
+
+bool consumer_store::recovered(const message_record& rec, const record_location& where) {
+  // Sequence numbers are dense: a missing one was never durable or was lost to damage; it counts as
+  // settled.
+  if (last_recovered_ != 0)
+    for (std::uint64_t s = last_recovered_ + 1; s < rec.seq && gaps_.size() < 10'000'000; ++s)
+      gaps_.push_back(s);
+  last_recovered_ = rec.seq;
+  if (rec.seq < replayed_watermark_ || settled_.count(rec.seq) != 0) return false;
+  ++unsettled_;
+  ++per_segment_[where.segment];
+  if (lowest_unsettled_ == 0) lowest_unsettled_ = rec.seq;
+  return true;
+}
+
+std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
+  next_seq = std::max(next_seq, replayed_watermark_);
+  if (!settled_.empty()) next_seq = std::max(next_seq, *settled_.rbegin() + 1);
+  low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : next_seq;
+  for (const std::uint64_t s : gaps_)
+    if (s > low_watermark_) settled_.insert(s);
+  std::erase_if(settled_, [&](std::uint64_t s) { return s < low_watermark_; });
+  std::erase_if(attempts_,
+                [&](const auto& kv) { return kv.first < low_watermark_ || settled_.count(kv.first); });
+  gaps_.clear();
+  gaps_.shrink_to_fit();
+  return next_seq;
+}
+
+void consumer_store::stored(std::uint64_t base, std::uint64_t records) noexcept {
+  if (records == 0) return;
+  per_segment_[base] += records;
+  unsettled_ += records;
+}
+
+void consumer_store::settle(std::uint64_t seq, std::uint64_t base, settle_reason reason) {
+  journal_.append({record_type::settle, static_cast<std::uint8_t>(reason), 0, seq});
+  attempts_.erase(seq);
+  if (const auto it = per_segment_.find(base); it != per_segment_.end()) {
+    if (it->second > 0) --it->second;
+    if (it->second == 0) per_segment_.erase(it);
+  }
+  if (unsettled_ > 0) --unsettled_;
+  mark_settled(seq);
+}
+
+void consumer_store::skip(std::uint64_t seq) {
+  mark_settled(seq);
+}
+
+void consumer_store::mark_settled(std::uint64_t seq) {
+  // Settled seqs above the watermark wait in settled_ until everything below them is settled too.
+  if (seq < low_watermark_) return;
+  if (seq == low_watermark_) {
+    ++low_watermark_;  // in order, the common case: nothing to remember
+  } else {
+    settled_.insert(seq);
+  }
+  while (!settled_.empty() && *settled_.begin() == low_watermark_) {
+    settled_.erase(settled_.begin());
+    ++low_watermark_;
+  }
+}
+
+void consumer_store::record_attempts(std::uint64_t seq, std::uint32_t attempts) {
+  journal_.append({record_type::attempts, 0, attempts, seq});
+}
+
+std::uint32_t consumer_store::take_recovered_attempts(std::uint64_t seq) {
+  const auto it = attempts_.find(seq);
+  if (it == attempts_.end()) return 0;
+  const std::uint32_t n = it->second;
+  attempts_.erase(it);
+  return n;
+}
+
+std::uint32_t consumer_store::recovered_attempts(std::uint64_t seq) const {
+  const auto it = attempts_.find(seq);
+  return it == attempts_.end() ? 0 : it->second;
+}
+
+std::uint64_t consumer_store::unsettled_in(std::uint64_t base) const noexcept {
+  const auto it = per_segment_.find(base);
+  return it == per_segment_.end() ? 0 : it->second;
+}
+
+std::uint64_t consumer_store::first_unsettled_segment() const noexcept {
+  return per_segment_.empty() ? 0 : per_segment_.begin()->first;
+}
+
+void consumer_store::compact(
+    std::uint64_t threshold,
+    const std::function<void(const std::function<void(std::uint64_t, std::uint32_t)>&)>& held) {
+  if (journal_.file_bytes() <= threshold) return;
+  std::string snap;
+  append_journal_record(snap, {record_type::watermark, 0, 0, low_watermark_});
+  for (const std::uint64_t s : settled_) append_journal_record(snap, {record_type::settle, 0, 0, s});
+  for (const auto& [seq, n] : attempts_) append_journal_record(snap, {record_type::attempts, 0, n, seq});
+  held([&](std::uint64_t seq, std::uint32_t n) {
+    if (n > 0) append_journal_record(snap, {record_type::attempts, 0, n, seq});
+  });
+  if (journal_.file_bytes() <= 4 * snap.size()) return;
+  try {
+    journal_.rewrite(snap);
+  } catch (const std::exception& e) {
+    detail::logger().warn("journal compaction failed (the old journal stays in use): {}", e.what());
+  }
+}
+
+}  // namespace ferry::storage

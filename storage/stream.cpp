@@ -1,0 +1,119 @@
+#include "stream.hpp"
+
+#include <fmt/format.h>
+#include <vector>
+
+#include "ferry/error.hpp"
+#include "file_io.hpp"
+#include "record.hpp"
+
+namespace ferry::storage {
+namespace fs = std::filesystem;
+
+stream::stream(fs::path dir, stream_config config)
+    : dir_(std::move(dir)),
+      config_(config),
+      log_(dir_),
+      writer_(std::make_shared<segment_writer>(dir_, config_.segment_bytes)),
+      dedup_(config_.dedup) {}
+
+void stream::create_on_disk() {
+  if (on_disk_) return;
+  create_directories_durably(dir_);
+  on_disk_ = true;
+}
+
+void stream::recover(recovery_report& report, std::int64_t now_us, const segment_log::visitor& visit) {
+  std::error_code ec;
+  if (!fs::exists(dir_, ec)) return;
+  on_disk_ = true;
+  const auto now = clock::now();
+  const std::int64_t window_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
+  log_.recover(report, [&](const message_record& rec, const record_location& where) {
+    next_seq_ = std::max(next_seq_, rec.seq + 1);
+    if (now_us - rec.stored_at_us < window_us)
+      dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us), rec.seq);
+    visit(rec, where);
+  });
+  committed_through_ = next_seq_ - 1;
+  auto& segs = log_.segments();
+  if (!segs.empty()) {
+    const auto& last = segs.rbegin()->second;
+    writer_->resume(last.base, last.committed);
+  }
+}
+
+void stream::continue_at(std::uint64_t seq) noexcept {
+  if (seq > next_seq_) {
+    next_seq_ = seq;
+    committed_through_ = next_seq_ - 1;
+  }
+}
+
+std::optional<std::uint64_t> stream::admit(const message_id& id, clock::time_point now) {
+  std::uint64_t first = 0;
+  if (dedup_.check_and_insert(id, now, next_seq_, &first)) return first;
+  return std::nullopt;
+}
+
+void stream::readmit(const message_id& id, clock::time_point now) {
+  dedup_.erase(id);
+  (void)admit(id, now);
+}
+
+std::uint64_t stream::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
+                             std::string_view payload, std::int64_t stored_at_us) {
+  create_on_disk();
+  const std::uint64_t seq = next_seq_++;
+  append_message_record(pending_, seq, stored_at_us, id, key_hash, envelope, payload);
+  ++pending_count_;
+  return seq;
+}
+
+std::string stream::take_pending() {
+  committing_through_ = next_seq_ - 1;
+  committing_count_ = pending_count_;
+  pending_count_ = 0;
+  std::string batch = std::move(pending_);
+  pending_ = std::move(spare_);
+  pending_.clear();
+  spare_ = std::string();
+  return batch;
+}
+
+void stream::recycle(std::string&& buffer) {
+  buffer.clear();
+  if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
+}
+
+void stream::committed(const segment_writer::outcome& out) {
+  committing_count_ = 0;
+  committed_through_ = committing_through_;
+  for (const auto& u : out.segments)
+    log_.committed(u.base, u.committed, u.records, u.last_seq, u.last_stored_at_us);
+}
+
+void stream::remove_segments(std::int64_t now_us, const std::function<bool(const segment_info&)>& unneeded) {
+  auto& segs = log_.segments();
+  if (segs.size() <= 1) return;
+  const std::int64_t window_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
+  // Newest first: the newest unneeded segments are kept a while so a restart can rebuild the dedup window.
+  std::vector<std::uint64_t> doomed;
+  std::uint64_t kept_bytes = 0;
+  const std::uint64_t active = segs.rbegin()->first;
+  for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+    const segment_info& s = it->second;
+    if (s.base == active || !unneeded(s)) continue;
+    const bool recent = now_us - s.last_stored_at_us < window_us;
+    if (recent && kept_bytes + s.committed <= config_.dedup_retain_bytes) {
+      kept_bytes += s.committed;
+      continue;
+    }
+    doomed.push_back(s.base);
+  }
+  for (const std::uint64_t base : doomed) log_.remove(base);
+}
+
+}  // namespace ferry::storage

@@ -1,0 +1,114 @@
+#pragma once
+// A stream: one append-only, segmented log of messages with sequence numbers, the batch being gathered for
+// the next group commit, and the dedup window of recent ids (so a resent message is stored once). A durable
+// queue is a stream with one consumer_store; a durable topic will be a stream with one per subscription.
+//
+// Producing: admit() an id (a resend is recognised), append() its record to the gathering batch,
+// take_pending() hands the batch to the commit thread, committed() applies what it reports. Reading:
+// log() reads records back and lists segments; remove_segments() deletes the ones no reader needs.
+//
+// Thread safety: owned and used by one thread (ferryd's loop); only writer() is handed to the commit
+// thread.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ferry/dedup_window.hpp"
+#include "ferry/message_id.hpp"
+#include "segment_log.hpp"
+#include "segment_writer.hpp"
+
+namespace ferry::storage {
+
+struct stream_config {
+  std::uint64_t segment_bytes = 64ull << 20;
+  dedup_options dedup{.max_ids = 262'144, .max_age = std::chrono::minutes(2)};
+  /// Settled segments kept (up to this many bytes, if younger than the dedup window) so the window can
+  /// be rebuilt after a restart.
+  std::uint64_t dedup_retain_bytes = 1ull << 30;
+};
+
+class stream {
+ public:
+  using clock = dedup_window::clock;
+
+  stream(std::filesystem::path dir, stream_config config);
+  stream(const stream&) = delete;
+  stream& operator=(const stream&) = delete;
+
+  /// Scans every segment in order (repairing a torn tail), calls `visit` for each valid record, rebuilds
+  /// the dedup window from records younger than its age (`now_us`: the wall clock) and prepares the
+  /// writer to continue the newest segment. A stream without a directory recovers as empty.
+  /// Throws ferry::error when the directory is unusable.
+  void recover(recovery_report& report, std::int64_t now_us, const segment_log::visitor& visit);
+  /// Makes sure sequence numbers continue at or after `seq` (a consumer store may know of later ones).
+  void continue_at(std::uint64_t seq) noexcept;
+
+  /// True once the directory exists (created by the first append, made durable with its parents).
+  [[nodiscard]] bool on_disk() const noexcept { return on_disk_; }
+  /// Creates the directory (and syncs its parents). Throws ferry::error.
+  void create_on_disk();
+
+  // ---- producing -------------------------------------------------------------------------------------
+  /// Remembers `id` with the seq the next append() will use. Returns nullopt for a new id (append() or
+  /// forget() must follow), or the seq of the first copy of a resend.
+  std::optional<std::uint64_t> admit(const message_id& id, clock::time_point now);
+  /// Remembers `id` afresh (its earlier copy is gone) with the seq the next append() will use.
+  void readmit(const message_id& id, clock::time_point now);
+  /// Forgets an id admitted but not stored (refused, or its write failed).
+  void forget(const message_id& id) noexcept { dedup_.erase(id); }
+  /// True when `id` is in the dedup window.
+  [[nodiscard]] bool seen(const message_id& id, clock::time_point now) { return dedup_.contains(id, now); }
+
+  /// Appends a record to the gathering batch; returns its seq. Creates the directory on first use.
+  std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
+                       std::string_view payload, std::int64_t stored_at_us);
+  [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
+  /// Messages appended and not yet written: gathering plus the batch being committed.
+  [[nodiscard]] std::size_t unwritten() const noexcept { return pending_count_ + committing_count_; }
+  /// Takes the gathered records for the commit thread.
+  std::string take_pending();
+  /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
+  void recycle(std::string&& buffer);
+  /// Applies a commit outcome: the segments written become readable.
+  void committed(const segment_writer::outcome& out);
+  /// True when `seq` went through a finished commit (a resend of it is confirmed at once); false while it
+  /// waits in a batch.
+  [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept { return seq <= committed_through_; }
+
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
+  [[nodiscard]] std::uint64_t committed_through() const noexcept { return committed_through_; }
+
+  // ---- reading -----------------------------------------------------------------------------------------
+  [[nodiscard]] segment_log& log() noexcept { return log_; }
+  [[nodiscard]] const segment_log& log() const noexcept { return log_; }
+  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return writer_; }
+  [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return log_.bytes(); }
+
+  /// Deletes every segment but the active one for which `unneeded` is true (no reader needs it), except
+  /// recent ones kept for the dedup window (see stream_config::dedup_retain_bytes).
+  void remove_segments(std::int64_t now_us, const std::function<bool(const segment_info&)>& unneeded);
+
+ private:
+  std::filesystem::path dir_;
+  stream_config config_;
+  bool on_disk_ = false;
+  segment_log log_;
+  std::shared_ptr<segment_writer> writer_;
+  dedup_window dedup_;
+  std::uint64_t next_seq_ = 1;
+  std::string pending_;
+  std::string spare_;
+  std::size_t pending_count_ = 0;
+  std::size_t committing_count_ = 0;
+  std::uint64_t committing_through_ = 0;  // last seq in the batch being written
+  std::uint64_t committed_through_ = 0;   // last seq of the last finished commit
+};
+
+}  // namespace ferry::storage
