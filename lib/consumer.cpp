@@ -11,6 +11,7 @@
 
 #include "detail/counter.hpp"
 #include "detail/forwarder_protocol.hpp"
+#include "detail/forwarder_session.hpp"
 #include "detail/log.hpp"
 #include "detail/wakeup.hpp"
 
@@ -42,7 +43,7 @@ struct consumer::impl {
   consumer_options options;
   std::string queue_name;
   message_handler handler;
-  zmq::socket_t socket;
+  detail::forwarder_session session;
   detail::wakeup wake;
 
   // Between the I/O thread and handler threads.
@@ -61,8 +62,6 @@ struct consumer::impl {
   // I/O thread only.
   std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
   std::optional<dedup_window> dedup;
-  std::uint64_t instance = 0;
-  steady::time_point next_ping{};
   steady::time_point next_consume{};
   std::string acks;  // tokens to acknowledge in one ACK
 
@@ -71,35 +70,40 @@ struct consumer::impl {
   std::mutex stop_mutex;
   bool stopped = false;
 
-  impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o)
-      : options(std::move(o)), queue_name(std::move(q)), handler(std::move(h)) {
-    if (forwarder.empty()) throw error("consumer: ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
-    if (!fwd::valid_queue_name(queue_name))
-      throw error("consumer: queue '" + queue_name +
+  static consumer_options check(consumer_options o, const std::string& queue, const message_handler& h) {
+    if (!fwd::valid_queue_name(queue))
+      throw error("consumer: queue '" + queue +
                   "' is not a queue name: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
-    if (!handler) throw error("consumer: a handler is required");
-    if (options.threads == 0) throw error("consumer: threads must be at least 1");
-    if (options.prefetch == 0) options.prefetch = 2 * options.threads + 8;
+    if (!h) throw error("consumer: a handler is required");
+    if (o.threads == 0) throw error("consumer: threads must be at least 1");
+    if (o.prefetch == 0) o.prefetch = 2 * o.threads + 8;
+    return o;
+  }
+
+  static detail::forwarder_session::options session_options(const consumer_options& o,
+                                                            const std::string& queue) {
+    detail::forwarder_session::options so;
+    so.name = "consumer";
+    so.heartbeat_interval = o.heartbeat_interval;
+    so.ping_queue = queue;  // ferryd answers not_consuming if it forgot us
+    so.socket = o.socket;
+    so.socket.send_hwm = 0;
+    so.socket.receive_hwm = 0;  // credit bounds what ferryd sends
+    so.socket.linger = std::chrono::milliseconds(1000);
+    return so;
+  }
+
+  impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o)
+      : options(check(std::move(o), q, h)),
+        queue_name(std::move(q)),
+        handler(std::move(h)),
+        session(ctx, forwarder, session_options(options, queue_name)) {
     if (options.dedup) dedup.emplace(*options.dedup);
-    socket_options so = options.socket;
-    so.send_hwm = 0;
-    so.receive_hwm = 0;  // credit bounds what ferryd sends
-    so.linger = std::chrono::milliseconds(1000);
-    socket = ctx.make_socket(zmq::socket_type::dealer, so);
-    connect(socket, forwarder);
     for (unsigned i = 0; i < options.threads; ++i) handlers.emplace_back([this] { handler_loop(); });
     io = std::thread([this] { run(); });
   }
 
-  void send(std::vector<zmq::message_t>& frames) {
-    try {
-      for (std::size_t i = 0; i < frames.size(); ++i)
-        (void)socket.send(frames[i],
-                          i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-    } catch (const zmq::error_t& e) {
-      detail::logger().warn("consumer: send to ferryd failed: {}", e.what());
-    }
-  }
+  void send(std::vector<zmq::message_t>& frames) { session.send(frames); }
 
   void send_consume() {
     msgpack::sbuffer buf;
@@ -251,20 +255,44 @@ struct consumer::impl {
     }
   }
 
+  // Sends CONSUME again (at most every 200 ms: several signs of a lost subscription may arrive at once).
+  void resubscribe() {
+    const auto now = steady::now();
+    if (now < next_consume) return;
+    next_consume = now + std::chrono::milliseconds(200);
+    resubscribed.add();
+    send_consume();
+  }
+
+  static std::chrono::milliseconds announced_heartbeat(std::string_view map) {
+    try {
+      const msgpack::object_handle oh = msgpack::unpack(map.data(), map.size());
+      const msgpack::object& o = oh.get();
+      if (o.type != msgpack::type::MAP) return {};
+      for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+        const auto& kv = o.via.map.ptr[i];
+        if (kv.key.type == msgpack::type::STR &&
+            std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "heartbeat_ms" &&
+            kv.val.type == msgpack::type::POSITIVE_INTEGER)
+          return std::chrono::milliseconds(kv.val.via.u64);
+      }
+    } catch (const std::exception&) {
+    }
+    return {};
+  }
+
   void handle(std::vector<zmq::message_t>& frames) {
     const std::string_view verb = frames[0].to_string_view();
     if (verb == fwd::deliver) return on_deliver(frames);
-    if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
-      const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
-      if (instance != 0 && inst != instance) {
+    if (session.handle(frames, steady::now()) != detail::forwarder_session::event::other) {
+      if (session.instance_changed()) {
         detail::logger().info("consumer: ferryd restarted; subscribing to {} again", queue_name);
-        resubscribed.add();
-        send_consume();
+        resubscribe();
       }
-      instance = inst;
       return;
     }
     if (verb == fwd::consuming) {
+      if (frames.size() >= 3) session.adopt_heartbeat(announced_heartbeat(frames[2].to_string_view()));
       std::lock_guard lock(mutex);
       subscribed = true;
       ready_cv.notify_all();
@@ -274,11 +302,7 @@ struct consumer::impl {
       if (frames[1].to_string_view() == fwd::code::not_consuming) {
         // ferryd forgot us (restart, or it declared us dead): subscribe again. Answers already sent for
         // old deliveries settle nothing; those messages come again and the dedup window catches them.
-        if (steady::now() >= next_consume) {
-          next_consume = steady::now() + std::chrono::milliseconds(200);
-          resubscribed.add();
-          send_consume();
-        }
+        resubscribe();
         return;
       }
       detail::logger().warn("consumer: ferryd says {}: {}", frames[1].to_string_view(),
@@ -291,25 +315,9 @@ struct consumer::impl {
     std::vector<zmq::message_t> frames;
     for (;;) {
       const auto now = steady::now();
-      if (now >= next_ping) {
-        next_ping = now + options.heartbeat_interval;
-        std::vector<zmq::message_t> ping;
-        ping.push_back(frame(fwd::ping));
-        ping.push_back(frame(queue_name));  // ferryd answers not_consuming if it forgot us
-        send(ping);
-      }
-      for (;;) {
-        frames.clear();
-        zmq::message_t part;
-        if (!socket.recv(part, zmq::recv_flags::dontwait)) break;
-        frames.push_back(std::move(part));
-        while (frames.back().more()) {
-          zmq::message_t next;
-          (void)socket.recv(next);
-          frames.push_back(std::move(next));
-        }
-        handle(frames);
-      }
+      if (session.check_reconnect()) resubscribe();  // a new connection is a new consumer to ferryd
+      session.tick(now);
+      while (session.receive(frames)) handle(frames);
       take_results();
       flush_acks();
       bool end = false;
@@ -326,15 +334,17 @@ struct consumer::impl {
           continue;
         }
       }
-      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
-      const auto until_ping =
-          std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
+      zmq_pollitem_t items[3];
+      session.poll_items(items);
+      items[2] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(std::clamp<long>(until_ping.count(), 0, 100)));
+        zmq::poll(
+            items, 3,
+            std::chrono::milliseconds(std::clamp<long>(session.until_next_tick(steady::now()), 0, 100)));
       } catch (const zmq::error_t&) {
         return;
       }
-      if (items[1].revents & ZMQ_POLLIN) {
+      if (items[2].revents & ZMQ_POLLIN) {
         wake.drain();
       } else {
         wake.awake();
@@ -347,6 +357,7 @@ struct consumer::impl {
     cancel.push_back(frame(fwd::cancel));
     cancel.push_back(frame(queue_name));
     send(cancel);
+    zmq::socket_t& socket = session.socket();
     socket.set(zmq::sockopt::rcvtimeo, 1000);
     const auto deadline = steady::now() + std::chrono::seconds(1);
     while (steady::now() < deadline) {  // wait for CANCELLED so our answers were processed before we go
@@ -356,7 +367,6 @@ struct consumer::impl {
       while (part.more()) (void)socket.recv(part);
       if (cancelled) break;
     }
-    socket.close();
   }
 
   void stop() {

@@ -10,6 +10,7 @@
 
 #include "detail/counter.hpp"
 #include "detail/forwarder_protocol.hpp"
+#include "detail/forwarder_session.hpp"
 #include "detail/id_map.hpp"
 #include "detail/log.hpp"
 #include "detail/wakeup.hpp"
@@ -34,8 +35,7 @@ struct producer::impl {
   producer_options options;
   confirm_handler on_confirm;
   refuse_handler on_refuse;
-  zmq::socket_t socket;
-  zmq::socket_t monitor;  // connection events of `socket`: a reconnect means in-flight copies may be lost
+  detail::forwarder_session session;
   detail::wakeup wake;
 
   // Shared with senders.
@@ -48,7 +48,6 @@ struct producer::impl {
 
   // Counters (written by one thread each).
   detail::counter sent, confirmed, refused, resent;
-  std::atomic<bool> forwarder_up{false};
 
   // I/O thread only.
   struct unconfirmed {
@@ -66,34 +65,32 @@ struct producer::impl {
   };
   std::vector<batch> batches;
   std::size_t last_batch = 0;
-  std::uint64_t instance = 0;
-  bool disconnected = false;
   bool resent_on_reconnect = false;
-  steady::time_point last_heard{};
-  steady::time_point next_ping{};
   std::thread thread;
 
+  static detail::forwarder_session::options session_options(const producer_options& o) {
+    detail::forwarder_session::options so;
+    so.name = "producer";
+    so.heartbeat_interval = o.heartbeat_interval;
+    so.socket = o.socket;
+    so.socket.send_hwm = 0;  // the window bounds what is queued; never drop or block here
+    so.socket.receive_hwm = 0;
+    so.socket.linger = std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend
+    return so;
+  }
+
   impl(context& ctx, const std::string& forwarder, producer_options o, confirm_handler c, refuse_handler r)
-      : options(std::move(o)), on_confirm(std::move(c)), on_refuse(std::move(r)) {
-    if (forwarder.empty()) throw error("producer: ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
-    if (options.max_in_flight == 0) throw error("producer: max_in_flight must be at least 1");
-    options.max_batch = std::clamp<std::size_t>(options.max_batch, 1, fwd::max_batch);
-    socket_options so = options.socket;
-    so.send_hwm = 0;  // the window bounds what is queued; never drop or block here
-    so.receive_hwm = 0;
-    so.linger =
-        std::chrono::milliseconds(0);  // unconfirmed messages are ours to resend, not libzmq's to flush
-    socket = ctx.make_socket(zmq::socket_type::dealer, so);
-    static std::atomic<std::uint64_t> monitors{0};
-    const std::string monitor_ep = "inproc://ferry-producer-monitor-" + std::to_string(monitors.fetch_add(1));
-    if (zmq_socket_monitor(socket.handle(), monitor_ep.c_str(),
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
-      throw error("producer: cannot monitor its socket");
-    monitor = zmq::socket_t(ctx.zmq(), zmq::socket_type::pair);
-    monitor.set(zmq::sockopt::linger, 0);
-    monitor.connect(monitor_ep);
-    connect(socket, forwarder);
+      : options(check(std::move(o))),
+        on_confirm(std::move(c)),
+        on_refuse(std::move(r)),
+        session(ctx, forwarder, session_options(options)) {
     thread = std::thread([this] { run(); });
+  }
+
+  static producer_options check(producer_options o) {
+    if (o.max_in_flight == 0) throw error("producer: max_in_flight must be at least 1");
+    o.max_batch = std::clamp<std::size_t>(o.max_batch, 1, fwd::max_batch);
+    return o;
   }
 
   ~impl() {
@@ -105,7 +102,6 @@ struct producer::impl {
     settled.notify_all();
     wake.force();
     thread.join();
-    zmq_socket_monitor(socket.handle(), nullptr, 0);
   }
 
   void settle(std::uint64_t n) {
@@ -146,13 +142,7 @@ struct producer::impl {
           resend_order.emplace_back(now, items[i].first);
         }
         if (frames.size() == 2) continue;
-        try {
-          for (std::size_t i = 0; i < frames.size(); ++i)
-            (void)socket.send(frames[i],
-                              i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-        } catch (const zmq::error_t& e) {
-          detail::logger().warn("producer: send to ferryd failed: {} (will resend)", e.what());
-        }
+        session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
       }
     }
     for (auto& b : batches) b.items.clear();  // keep the vectors' memory
@@ -186,7 +176,7 @@ struct producer::impl {
   }
 
   void check_resends(steady::time_point now) {
-    if (!forwarder_up.load(std::memory_order_relaxed)) return;  // resent all at once when it is back
+    if (!session.up()) return;  // resent all at once when it is back
     while (!resend_order.empty() && resend_order.front().first + options.confirm_timeout <= now) {
       const auto [at, id] = resend_order.front();
       resend_order.pop_front();
@@ -198,7 +188,18 @@ struct producer::impl {
   }
 
   void handle(std::vector<zmq::message_t>& frames, steady::time_point now) {
-    last_heard = now;
+    if (session.handle(frames, now) != detail::forwarder_session::event::other) {
+      // Only a new instance loses what it had not stored. A silence alone loses nothing (the connection
+      // held), and a reconnect is seen through the socket monitor; a reconnect since the last PONG already
+      // resent everything, to this new instance.
+      if (session.instance_changed() && !resent_on_reconnect) {
+        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)",
+                              waiting.size());
+        resend_everything(now);
+      }
+      resent_on_reconnect = false;
+      return;
+    }
     const std::string_view verb = frames[0].to_string_view();
     if (verb == fwd::confirm && frames.size() >= 2) {
       const auto* p = static_cast<const char*>(frames[1].data());
@@ -223,80 +224,27 @@ struct producer::impl {
         on_refuse(
             refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
       settle(1);
-    } else if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
-      const std::uint64_t inst = fwd::get_u64(static_cast<const char*>(frames[1].data()));
-      forwarder_up.store(true, std::memory_order_relaxed);
-      // Only a new instance loses what it had not stored. A silence alone loses nothing (the connection
-      // held), and a reconnect is seen through the socket monitor; a reconnect since the last PONG already
-      // resent everything, to this new instance.
-      if (instance != 0 && inst != instance && !resent_on_reconnect) {
-        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)",
-                              waiting.size());
-        resend_everything(now);
-      }
-      resent_on_reconnect = false;
-      instance = inst;
     } else if (verb == fwd::error && frames.size() >= 3) {
       detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(),
                             frames[2].to_string_view());
     }
   }
 
-  // Returns true when the connection came back after a disconnect.
-  bool read_monitor() {
-    bool reconnected = false;
-    zmq::message_t event;
-    while (monitor.recv(event, zmq::recv_flags::dontwait)) {
-      std::uint16_t id = 0;
-      if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
-      zmq::message_t address;
-      if (event.more()) (void)monitor.recv(address);
-      if (id == ZMQ_EVENT_DISCONNECTED) {
-        forwarder_up.store(false, std::memory_order_relaxed);
-        disconnected = true;
-      } else if (id == ZMQ_EVENT_CONNECTED && disconnected) {
-        disconnected = false;
-        reconnected = true;
-      }
-    }
-    return reconnected;
-  }
-
   void run() {
     std::vector<zmq::message_t> frames;
     for (;;) {
       auto now = steady::now();
-      if (read_monitor() && !waiting.empty()) {
+      if (session.check_reconnect() && !waiting.empty()) {
         detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)",
                               waiting.size());
         resend_everything(now);
         resent_on_reconnect = true;
       }
       take_outbox(now);
-      if (now >= next_ping) {
-        next_ping = now + options.heartbeat_interval;
-        try {
-          (void)socket.send(zmq::message_t(fwd::ping.data(), fwd::ping.size()), zmq::send_flags::dontwait);
-        } catch (const zmq::error_t&) {
-        }
-        if (last_heard != steady::time_point{} && now - last_heard > 3 * options.heartbeat_interval)
-          forwarder_up.store(false, std::memory_order_relaxed);
-      }
+      session.tick(now);
       check_resends(now);
       transmit(now);
-      // Take everything that arrived.
-      for (;;) {
-        frames.clear();
-        zmq::message_t part;
-        if (!socket.recv(part, zmq::recv_flags::dontwait)) break;
-        frames.push_back(std::move(part));
-        while (frames.back().more()) {
-          zmq::message_t next;
-          (void)socket.recv(next);
-          frames.push_back(std::move(next));
-        }
-        handle(frames, steady::now());
-      }
+      while (session.receive(frames)) handle(frames, steady::now());  // take everything that arrived
       {
         std::lock_guard lock(mutex);
         if (closing) return;
@@ -309,18 +257,16 @@ struct producer::impl {
           continue;
         }
       }
-      zmq_pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, wake.fd(), ZMQ_POLLIN, 0},
-                                {monitor.handle(), 0, ZMQ_POLLIN, 0}};
-      const auto until_ping =
-          std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - steady::now());
-      const long timeout = std::clamp<long>(until_ping.count(), 0, 100);
+      zmq_pollitem_t items[3];
+      session.poll_items(items);
+      items[2] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
+      const long timeout = std::clamp<long>(session.until_next_tick(steady::now()), 0, 100);
       try {
         zmq::poll(items, 3, std::chrono::milliseconds(timeout));
       } catch (const zmq::error_t&) {
         return;
       }
-      if (items[1].revents & ZMQ_POLLIN) {
+      if (items[2].revents & ZMQ_POLLIN) {
         wake.drain();
       } else {
         wake.awake();
@@ -375,7 +321,7 @@ producer_stats producer::stats() const {
   st.confirmed = s.confirmed.get();
   st.refused = s.refused.get();
   st.resent = s.resent.get();
-  st.forwarder_up = s.forwarder_up.load(std::memory_order_relaxed);
+  st.forwarder_up = s.session.up();
   std::lock_guard lock(s.mutex);
   st.in_flight = s.in_flight;
   return st;

@@ -1,0 +1,205 @@
+#include "detail/forwarder_session.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <msgpack.hpp>
+#include <zmq_addon.hpp>
+
+#include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
+#include "ferry/error.hpp"
+
+namespace ferry::detail {
+namespace {
+
+zmq::message_t frame(std::string_view s) {
+  return zmq::message_t(s.data(), s.size());
+}
+
+// How long ferryd may stay silent before a client says so, and how often it repeats it.
+constexpr std::chrono::milliseconds unreachable_after{1000};
+constexpr std::chrono::milliseconds unreachable_repeat{5000};
+
+// The value of `key` in a MessagePack map, or nullptr.
+const msgpack::object* find(const msgpack::object& map, std::string_view key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key)
+      return &kv.val;
+  }
+  return nullptr;
+}
+
+std::uint64_t uint_of(const msgpack::object* o, std::uint64_t fallback = 0) {
+  return o != nullptr && o->type == msgpack::type::POSITIVE_INTEGER ? o->via.u64 : fallback;
+}
+
+}  // namespace
+
+forwarder_session::forwarder_session(context& ctx, const std::string& endpoint, options o)
+    : options_(std::move(o)),
+      endpoint_(endpoint),
+      heartbeat_(options_.heartbeat_interval),
+      started_(clock::now()) {
+  if (endpoint_.empty())
+    throw error(options_.name + ": ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
+  if (heartbeat_.count() <= 0) throw error(options_.name + ": heartbeat_interval must be positive");
+  socket_ = ctx.make_socket(zmq::socket_type::dealer, options_.socket);
+  static std::atomic<std::uint64_t> monitors{0};
+  const std::string monitor_ep = "inproc://ferry-session-monitor-" + std::to_string(monitors.fetch_add(1));
+  if (zmq_socket_monitor(socket_.handle(), monitor_ep.c_str(),
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+    throw error(options_.name + ": cannot monitor its socket: " + zmq_strerror(zmq_errno()));
+  socket_options mo;
+  mo.linger = std::chrono::milliseconds(0);
+  monitor_ = ctx.make_socket(zmq::socket_type::pair, mo);
+  ferry::connect(monitor_, monitor_ep);
+  ferry::connect(socket_, endpoint_);
+  send_hello();
+  next_unreachable_log_ = started_ + unreachable_after;
+}
+
+forwarder_session::~forwarder_session() {
+  if (socket_.handle() != nullptr) zmq_socket_monitor(socket_.handle(), nullptr, 0);
+}
+
+void forwarder_session::send(std::vector<zmq::message_t>& frames) {
+  try {
+    for (std::size_t i = 0; i < frames.size(); ++i)
+      (void)socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    logger().warn("{}: send to ferryd at {} failed: {}", options_.name, endpoint_, e.what());
+  }
+}
+
+bool forwarder_session::receive(std::vector<zmq::message_t>& frames) {
+  frames.clear();
+  const auto got = zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait);
+  return got.has_value() && *got > 0;
+}
+
+void forwarder_session::send_hello() {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(1);
+  pk.pack("version");
+  pk.pack(fwd::protocol_version);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(frame(fwd::hello));
+  frames.emplace_back(buf.data(), buf.size());
+  send(frames);
+}
+
+void forwarder_session::heard(std::uint64_t instance, clock::time_point now) {
+  instance_changed_ = instance_ != 0 && instance != instance_;
+  instance_ = instance;
+  last_heard_ = now;
+  up_.store(true, std::memory_order_relaxed);
+  if (!ever_heard_ && now >= started_ + unreachable_after)
+    logger().info("{}: reached ferryd at {}", options_.name, endpoint_);
+  ever_heard_ = true;
+  next_unreachable_log_ = now + std::max(unreachable_after, 3 * heartbeat_);
+}
+
+forwarder_session::event forwarder_session::handle(const std::vector<zmq::message_t>& frames,
+                                                   clock::time_point now) {
+  if (frames.empty()) return event::other;
+  const std::string_view verb = frames[0].to_string_view();
+  if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
+    heard(fwd::get_u64(static_cast<const char*>(frames[1].data())), now);
+    return event::pong;
+  }
+  if (verb == fwd::welcome && frames.size() >= 2) {
+    forwarder_welcome w;
+    try {
+      const msgpack::object_handle oh =
+          msgpack::unpack(static_cast<const char*>(frames[1].data()), frames[1].size());
+      const msgpack::object& map = oh.get();
+      w.version = static_cast<std::uint32_t>(uint_of(find(map, "version"), 1));
+      w.instance = uint_of(find(map, "instance"));
+      if (const auto* s = find(map, "server"); s != nullptr && s->type == msgpack::type::STR)
+        w.server.assign(s->via.str.ptr, s->via.str.size);
+      w.heartbeat = std::chrono::milliseconds(uint_of(find(map, "heartbeat_ms")));
+      w.lease = std::chrono::milliseconds(uint_of(find(map, "lease_ms")));
+      w.max_message_bytes = uint_of(find(map, "max_message_bytes"));
+      w.max_batch = uint_of(find(map, "max_batch"));
+    } catch (const std::exception& e) {
+      logger().warn("{}: ignored a WELCOME from ferryd at {} that does not decode: {}", options_.name,
+                    endpoint_, e.what());
+      return event::welcome;
+    }
+    welcome_ = w;
+    if (w.heartbeat.count() > 0) adopt_heartbeat(w.heartbeat);
+    if (w.instance != 0) heard(w.instance, now);
+    logger().debug("{}: connected to {} at {} (protocol {}, heartbeat {} ms)", options_.name, w.server,
+                   endpoint_, w.version, heartbeat_.count());
+    return event::welcome;
+  }
+  return event::other;
+}
+
+void forwarder_session::adopt_heartbeat(std::chrono::milliseconds announced) noexcept {
+  // ferryd declares a client dead after its own timeout, which it derives from the interval it announces:
+  // pinging less often than that would get a healthy client declared dead.
+  if (announced.count() > 0 && announced < heartbeat_) {
+    heartbeat_ = announced;
+    next_ping_ = std::min(next_ping_, clock::now() + heartbeat_);
+  }
+}
+
+bool forwarder_session::check_reconnect() {
+  bool reconnected = false;
+  zmq::message_t ev;
+  while (monitor_.recv(ev, zmq::recv_flags::dontwait)) {
+    std::uint16_t id = 0;
+    if (ev.size() >= 2) std::memcpy(&id, ev.data(), 2);
+    zmq::message_t address;
+    if (ev.more()) (void)monitor_.recv(address);
+    if (id == ZMQ_EVENT_DISCONNECTED) {
+      if (!disconnected_)
+        logger().info("{}: connection to ferryd at {} lost; reconnecting", options_.name, endpoint_);
+      up_.store(false, std::memory_order_relaxed);
+      disconnected_ = true;
+    } else if (id == ZMQ_EVENT_CONNECTED && disconnected_) {
+      disconnected_ = false;
+      reconnected = true;
+      logger().info("{}: reconnected to ferryd at {}", options_.name, endpoint_);
+    }
+  }
+  if (reconnected) send_hello();
+  return reconnected;
+}
+
+void forwarder_session::tick(clock::time_point now) {
+  if (now >= next_ping_) {
+    next_ping_ = now + heartbeat_;
+    std::vector<zmq::message_t> ping;
+    ping.push_back(frame(fwd::ping));
+    if (!options_.ping_queue.empty()) ping.push_back(frame(options_.ping_queue));
+    send(ping);
+    if (last_heard_ != clock::time_point{} && now - last_heard_ > 3 * heartbeat_)
+      up_.store(false, std::memory_order_relaxed);
+  }
+  if (now >= next_unreachable_log_) {
+    next_unreachable_log_ = now + unreachable_repeat;
+    if (ever_heard_) {
+      logger().warn("{}: ferryd at {} has not answered for {} ms (retrying)", options_.name, endpoint_,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count());
+    } else {
+      logger().warn("{}: cannot reach ferryd at {} (retrying)", options_.name, endpoint_);
+    }
+  }
+}
+
+long forwarder_session::until_next_tick(clock::time_point now) const noexcept {
+  const auto next = std::min(next_ping_, next_unreachable_log_);
+  return std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count());
+}
+
+void forwarder_session::poll_items(zmq_pollitem_t* two) noexcept {
+  two[0] = {socket_.handle(), 0, ZMQ_POLLIN, 0};
+  two[1] = {monitor_.handle(), 0, ZMQ_POLLIN, 0};
+}
+
+}  // namespace ferry::detail
