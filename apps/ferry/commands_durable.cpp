@@ -1,6 +1,5 @@
-// send, consume, dlq and stats: durable queues through ferryd from the command line. send and consume use
-// ferry::producer and ferry::consumer; dlq and stats speak the forwarder protocol's admin verbs directly
-// (docs/protocol.md, "The forwarder protocol").
+// send, consume, dlq and stats: durable queues through ferryd from the command line, with
+// ferry::producer, ferry::consumer and ferry::admin.
 
 #include <signal.h>
 
@@ -12,18 +11,20 @@
 #include <exception>
 #include <map>
 #include <memory>
-#include <msgpack.hpp>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
+#include <variant>
 #include <vector>
-#include <zmq.hpp>
 
 #include "commands.hpp"
 #include "detail/forwarder_protocol.hpp"
+#include "detail/stats_schema.hpp"
+#include "ferry/admin.hpp"
 #include "ferry/consumer.hpp"
 #include "ferry/error.hpp"
 #include "ferry/producer.hpp"
@@ -33,6 +34,7 @@ namespace ferry::cli {
 namespace {
 
 namespace fwd = ferry::detail::fwd;
+namespace schema = ferry::detail::stats_schema;
 using std::chrono::milliseconds;
 
 constexpr std::int64_t default_confirm_timeout_ms = 30'000;
@@ -398,94 +400,15 @@ int run_consume(const consume_flags& f) {
   return exit_ok;
 }
 
-// ---- talking to ferryd directly (dlq, stats) ------------------------------------------------------------
+// ---- dlq and stats: ferry::admin ------------------------------------------------------------------------
 
-zmq::message_t frame(std::string_view bytes) {
-  return zmq::message_t(bytes.data(), bytes.size());
+void write_stdout(const std::string& text) {
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
+    throw ferry::error(std::string("cannot write to standard output: ") + std::strerror(errno));
 }
 
-// Sends one request on a fresh DEALER and returns the reply's frames after the verb. Throws ferry::error
-// when ferryd does not answer within `timeout`, answers ERROR, or answers something else than `reply`.
-std::vector<zmq::message_t> ask_ferryd(const std::string& endpoint, std::vector<zmq::message_t> request,
-                                       std::string_view reply, milliseconds timeout) {
-  ferry::context ctx;
-  ferry::socket_options so;
-  so.linger = milliseconds(0);  // nothing to deliver once we stop waiting
-  so.max_message_size = -1;     // a dead-letter listing holds whole payloads
-  so.send_hwm = 0;
-  so.receive_hwm = 0;
-  zmq::socket_t socket = ctx.make_socket(zmq::socket_type::dealer, so);
-  ferry::connect(socket, endpoint);
-  for (std::size_t i = 0; i < request.size(); ++i)
-    (void)socket.send(request[i], i + 1 < request.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0)
-      throw ferry::error("ferryd at " + endpoint + " did not answer within " +
-                         std::to_string(timeout.count()) + " ms");
-    std::vector<zmq::message_t> frames;
-    zmq::message_t part;
-    (void)socket.recv(part);
-    frames.push_back(std::move(part));
-    while (frames.back().more()) {
-      zmq::message_t next;
-      (void)socket.recv(next);
-      frames.push_back(std::move(next));
-    }
-    const std::string_view verb = frames.front().to_string_view();
-    if (verb == fwd::error)
-      throw ferry::error("ferryd at " + endpoint + " refused the request: " +
-                         std::string(frames.size() > 1 ? frames[1].to_string_view() : "?") + ": " +
-                         std::string(frames.size() > 2 ? frames[2].to_string_view() : ""));
-    if (verb != reply)
-      throw ferry::error("ferryd at " + endpoint + " answered " + std::string(verb.substr(0, 32)) +
-                         " instead of " + std::string(reply));
-    frames.erase(frames.begin());
-    return frames;
-  }
-}
-
-msgpack::object_handle unpack_reply(const std::vector<zmq::message_t>& frames, const std::string& endpoint) {
-  try {
-    if (frames.empty()) throw std::runtime_error("no map");
-    msgpack::object_handle oh = msgpack::unpack(static_cast<const char*>(frames[0].data()), frames[0].size());
-    if (oh.get().type != msgpack::type::MAP) throw std::runtime_error("not a map");
-    return oh;
-  } catch (const std::exception&) {
-    throw ferry::error("ferryd at " + endpoint + " sent a reply that does not decode");
-  }
-}
-
-std::string_view as_text(const msgpack::object& o) {
-  if (o.type == msgpack::type::STR) return {o.via.str.ptr, o.via.str.size};
-  if (o.type == msgpack::type::BIN) return {o.via.bin.ptr, o.via.bin.size};
-  return {};
-}
-
-// The value of `key` in a MessagePack map, or nullptr.
-const msgpack::object* field(const msgpack::object& map, std::string_view key) {
-  if (map.type != msgpack::type::MAP) return nullptr;
-  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
-    const auto& kv = map.via.map.ptr[i];
-    if (kv.key.type == msgpack::type::STR && as_text(kv.key) == key) return &kv.val;
-  }
-  return nullptr;
-}
-
-std::uint64_t as_u64(const msgpack::object* o) {
-  return o != nullptr && o->type == msgpack::type::POSITIVE_INTEGER ? o->via.u64 : 0;
-}
-
-std::int64_t as_i64(const msgpack::object* o) {
-  if (o == nullptr) return 0;
-  if (o->type == msgpack::type::POSITIVE_INTEGER) return static_cast<std::int64_t>(o->via.u64);
-  if (o->type == msgpack::type::NEGATIVE_INTEGER) return o->via.i64;
-  return 0;
-}
-
+// A 64-bit id as 16 hex digits, as output.hpp writes a message's origin: most JSON parsers would round it
+// as a number.
 void append_hex16(std::string& out, std::uint64_t value) {
   char buf[24];
   const int n = std::snprintf(buf, sizeof buf, "%016llx", static_cast<ull>(value));
@@ -502,89 +425,7 @@ void append_number(std::string& out, double value) {
   out.append(buf, end);
 }
 
-// A payload as output.hpp prints it: a JSON string when it is UTF-8, else base64 and "payload_base64".
-void append_json_payload(std::string& out, std::string_view payload) {
-  out += "\"payload\":";
-  if (is_valid_utf8(payload)) {
-    append_json_string(out, payload);
-    return;
-  }
-  out += '"';
-  append_base64(out, payload);
-  out += "\",\"payload_base64\":true";
-}
-
-// Any MessagePack value as JSON. Binary becomes base64; a 64-bit instance number is written as 16 hex
-// digits, as output.hpp does with a message's origin, since most JSON parsers round such numbers.
-void append_json_value(std::string& out, const msgpack::object& o, std::string_view key = {}) {
-  switch (o.type) {
-    case msgpack::type::NIL:
-      out += "null";
-      return;
-    case msgpack::type::BOOLEAN:
-      out += o.via.boolean ? "true" : "false";
-      return;
-    case msgpack::type::POSITIVE_INTEGER:
-      if (key == "instance") {
-        out += '"';
-        append_hex16(out, o.via.u64);
-        out += '"';
-      } else {
-        out += std::to_string(o.via.u64);
-      }
-      return;
-    case msgpack::type::NEGATIVE_INTEGER:
-      out += std::to_string(o.via.i64);
-      return;
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64:
-      append_number(out, o.via.f64);
-      return;
-    case msgpack::type::STR:
-      append_json_string(out, as_text(o));
-      return;
-    case msgpack::type::BIN:
-      out += '"';
-      append_base64(out, as_text(o));
-      out += '"';
-      return;
-    case msgpack::type::ARRAY:
-      out += '[';
-      for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
-        if (i > 0) out += ',';
-        append_json_value(out, o.via.array.ptr[i]);
-      }
-      out += ']';
-      return;
-    case msgpack::type::MAP:
-      out += '{';
-      for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
-        const auto& kv = o.via.map.ptr[i];
-        if (i > 0) out += ',';
-        std::string name;
-        if (kv.key.type == msgpack::type::STR) {
-          name = std::string(as_text(kv.key));
-        } else {
-          append_json_value(name, kv.key);  // JSON keys are strings: use the key's JSON text
-        }
-        append_json_string(out, name);
-        out += ':';
-        append_json_value(out, kv.val, name);
-      }
-      out += '}';
-      return;
-    default:
-      out += "null";  // extension types: ferryd sends none
-  }
-}
-
-void write_stdout(const std::string& text) {
-  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
-    throw ferry::error(std::string("cannot write to standard output: ") + std::strerror(errno));
-}
-
-// ---- dlq
-// ----------------------------------------------------------------------------------------------------
+// ---- dlq ------------------------------------------------------------------------------------------------
 
 struct dlq_flags {
   forwarder_flags where;
@@ -615,100 +456,89 @@ void append_escaped(std::string& out, std::string_view text) {
   }
 }
 
-std::string id_hex(const msgpack::object* o) {
-  if (o == nullptr) return {};
-  const auto id = ferry::message_id::from_bytes(as_text(*o));
-  return id ? id->to_hex() : std::string();
+// A payload as output.hpp prints it: a JSON string when it is UTF-8, else base64 and "payload_base64".
+void append_json_payload(std::string& out, std::string_view payload) {
+  out += "\"payload\":";
+  if (is_valid_utf8(payload)) {
+    append_json_string(out, payload);
+    return;
+  }
+  out += '"';
+  append_base64(out, payload);
+  out += "\",\"payload_base64\":true";
 }
 
-std::string header_value(const msgpack::object* headers, std::string_view name) {
-  const msgpack::object* v = headers != nullptr ? field(*headers, name) : nullptr;
-  return v != nullptr ? std::string(as_text(*v)) : std::string();
+std::string header_value(const ferry::dead_letter& d, const std::string& name) {
+  const auto it = d.headers.find(name);
+  return it != d.headers.end() ? it->second : std::string();
 }
 
-void append_dead_letter(std::string& out, const msgpack::object& m, std::string_view dlq_name, bool json) {
-  const msgpack::object* headers = field(m, "headers");
-  const msgpack::object* payload = field(m, "payload");
-  const std::string_view payload_bytes = payload != nullptr ? as_text(*payload) : std::string_view();
+void append_dead_letter(std::string& out, const ferry::dead_letter& d, std::string_view dlq_name, bool json) {
+  const std::string id = d.id.is_nil() ? std::string() : d.id.to_hex();  // nil: ferryd could not read it
   if (!json) {
-    out += id_hex(field(m, "id"));
+    out += id;
     out += '\t';
-    append_escaped(out, header_value(headers, "ferry-attempts"));
+    append_escaped(out, header_value(d, "ferry-attempts"));
     out += '\t';
-    append_escaped(out, header_value(headers, "ferry-dead-letter-reason"));
+    append_escaped(out, header_value(d, "ferry-dead-letter-reason"));
     out += '\t';
-    append_escaped(out, payload_bytes);
+    append_escaped(out, d.payload);
     out += '\n';
     return;
   }
   out += "{\"id\":\"";
-  out += id_hex(field(m, "id"));
+  out += id;
   out += "\",\"seq\":";
-  out += std::to_string(as_u64(field(m, "seq")));
+  out += std::to_string(d.seq);
   out += ",\"queue\":";
   append_json_string(out, dlq_name);
   out += ",\"key\":";
-  const msgpack::object* key = field(m, "key");
-  append_json_string(out, key != nullptr ? as_text(*key) : std::string_view());
-  out += ",\"headers\":";
-  if (headers != nullptr && headers->type == msgpack::type::MAP) {
-    append_json_value(out, *headers);
-  } else {
-    out += "{}";
+  append_json_string(out, d.key);
+  out += ",\"headers\":{";
+  bool first = true;
+  for (const auto& [name, value] : d.headers) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, name);
+    out += ':';
+    append_json_string(out, value);
   }
-  out += ",\"timestamp\":";
-  out += std::to_string(as_i64(field(m, "timestamp_us")));
+  out += "},\"timestamp\":";
+  out += std::to_string(d.timestamp_us);
   out += ",\"stored_at\":";
-  out += std::to_string(as_i64(field(m, "stored_at_us")));
+  out += std::to_string(d.stored_at_us);
   out += ',';
-  append_json_payload(out, payload_bytes);
+  append_json_payload(out, d.payload);
   out += "}\n";
-}
-
-std::vector<zmq::message_t> dlq_request(const dlq_flags& f, std::string_view op) {
-  msgpack::sbuffer options;
-  msgpack::packer<msgpack::sbuffer> pk(options);
-  pk.pack_map(1);
-  pk.pack("limit");
-  pk.pack(static_cast<std::uint64_t>(f.limit));
-  std::vector<zmq::message_t> request;
-  request.push_back(frame(fwd::dlq));
-  request.push_back(frame(f.where.queue));
-  request.push_back(frame(op));
-  request.emplace_back(options.data(), options.size());
-  return request;
 }
 
 int run_dlq_list(const dlq_flags& f) {
   check_forwarder_flags(f.where, queue_use::dlq);
-  const auto reply =
-      ask_ferryd(f.where.forwarder, dlq_request(f, "list"), fwd::dlq_reply, milliseconds(f.timeout_ms));
-  const msgpack::object_handle oh = unpack_reply(reply, f.where.forwarder);
-  const msgpack::object* queue = field(oh.get(), "queue");
-  const std::string dlq_name =
-      queue != nullptr ? std::string(as_text(*queue)) : f.where.queue + std::string(fwd::dlq_suffix);
-  const msgpack::object* messages = field(oh.get(), "messages");
+  ferry::context ctx;
+  ferry::admin admin(ctx, f.where.forwarder);
+  const ferry::dlq_listing listing =
+      admin.dlq_list(f.where.queue, static_cast<std::uint64_t>(f.limit), milliseconds(f.timeout_ms));
   std::string out;
-  std::uint64_t listed = 0;
-  if (messages != nullptr && messages->type == msgpack::type::ARRAY) {
-    for (std::uint32_t i = 0; i < messages->via.array.size; ++i)
-      append_dead_letter(out, messages->via.array.ptr[i], dlq_name, f.format == "json");
-    listed = messages->via.array.size;
-  }
+  for (const auto& d : listing.messages) append_dead_letter(out, d, listing.queue, f.format == "json");
   write_stdout(out);
-  const std::uint64_t depth = as_u64(field(oh.get(), "depth"));
-  if (listed < depth)
-    std::fprintf(stderr, "ferry: %s holds %llu dead letters; %llu listed (see --limit)\n", dlq_name.c_str(),
-                 static_cast<ull>(depth), static_cast<ull>(listed));
+  if (listing.messages.size() < listing.depth)
+    std::fprintf(stderr, "ferry: %s holds %llu dead letters; %llu listed (see --limit)\n",
+                 listing.queue.c_str(), static_cast<ull>(listing.depth),
+                 static_cast<ull>(listing.messages.size()));
   return exit_ok;
 }
 
-int run_dlq_change(const dlq_flags& f, std::string_view op, std::string_view counted) {
+enum class dlq_change { replay, purge };
+
+int run_dlq_change(const dlq_flags& f, dlq_change op) {
   check_forwarder_flags(f.where, queue_use::dlq);
-  const auto reply =
-      ask_ferryd(f.where.forwarder, dlq_request(f, op), fwd::dlq_reply, milliseconds(f.timeout_ms));
-  const msgpack::object_handle oh = unpack_reply(reply, f.where.forwarder);
-  write_stdout(std::to_string(as_u64(field(oh.get(), counted))) + "\n");
+  ferry::context ctx;
+  ferry::admin admin(ctx, f.where.forwarder);
+  const auto limit = static_cast<std::uint64_t>(f.limit);
+  const std::uint64_t done = op == dlq_change::replay
+                                 ? admin.dlq_replay(f.where.queue, limit, milliseconds(f.timeout_ms))
+                                 : admin.dlq_purge(f.where.queue, limit, milliseconds(f.timeout_ms));
+  write_stdout(std::to_string(done) + "\n");
   return exit_ok;
 }
 
@@ -720,30 +550,6 @@ struct stats_flags {
   std::string format = "text";
 };
 
-// The per-queue fields of STATS, in the order the text table shows them.
-struct stats_field {
-  const char* key;
-  const char* label;
-};
-constexpr stats_field queue_fields[] = {
-    {"depth", "depth"},
-    {"in_flight", "in flight"},
-    {"parked", "parked"},
-    {"consumers", "consumers"},
-    {"confirmed", "confirmed"},
-    {"delivered", "delivered"},
-    {"acked", "acked"},
-    {"nacked", "nacked"},
-    {"redelivered", "redelivered"},
-    {"expired", "expired"},
-    {"dead_lettered", "dead-lettered"},
-    {"deduplicated", "deduplicated"},
-    {"refused", "refused"},
-    {"rejected", "rejected"},
-    {"stale_acks", "stale acks"},
-    {"disk_bytes", "disk bytes"},
-};
-
 void append_row(std::string& out, std::string_view label, const std::string& value, int indent) {
   char buf[64];
   const int n = std::snprintf(buf, sizeof buf, "%*s%-*.*s", indent, "", 18 - indent,
@@ -753,100 +559,106 @@ void append_row(std::string& out, std::string_view label, const std::string& val
   out += '\n';
 }
 
-std::string text_value(const msgpack::object& o) {
-  std::string v;
-  if (o.type == msgpack::type::STR) return std::string(as_text(o));
-  append_json_value(v, o);
-  return v;
+// A forwarder field as the text table shows it: an id in hex, seconds with their unit (a counter of
+// seconds, compared between samples, to the millisecond).
+std::string text_value(const ferry::forwarder_stats& stats, const schema::forwarder_field& f) {
+  return std::visit(
+      [&](auto member) -> std::string {
+        const auto& v = stats.*member;
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return v.empty() ? "?" : v;
+        } else if constexpr (std::is_same_v<T, double>) {
+          char buf[48];
+          std::snprintf(buf, sizeof buf, "%.*f%s", f.kind == schema::field_kind::counter ? 3 : 1, v,
+                        f.unit == "seconds" ? " s" : "");
+          return buf;
+        } else {
+          std::string out;
+          if (f.unit == "id") {
+            append_hex16(out, v);
+          } else {
+            out = std::to_string(v);
+          }
+          return out;
+        }
+      },
+      f.member);
 }
 
-void append_stats_text(std::string& out, const msgpack::object& stats,
-                       const std::vector<std::pair<std::string, const msgpack::object*>>& queues) {
-  const msgpack::object* server = field(stats, "server");
-  const msgpack::object* instance = field(stats, "instance");
-  const msgpack::object* uptime = field(stats, "uptime_s");
-  append_row(out, "server", server != nullptr ? std::string(as_text(*server)) : "?", 0);
-  std::string hex;
-  append_hex16(hex, as_u64(instance));
-  append_row(out, "instance", hex, 0);
-  char up[32];
-  std::snprintf(
-      up, sizeof up, "%.1f s",
-      uptime != nullptr && (uptime->type == msgpack::type::FLOAT64 || uptime->type == msgpack::type::FLOAT32)
-          ? uptime->via.f64
-          : 0.0);
-  append_row(out, "uptime", up, 0);
-  append_row(out, "commits", std::to_string(as_u64(field(stats, "commits"))), 0);
-  append_row(out, "rejected frames", std::to_string(as_u64(field(stats, "rejected_frames"))), 0);
+void append_json_value(std::string& out, const ferry::forwarder_stats& stats,
+                       const schema::forwarder_field& f) {
+  std::visit(
+      [&](auto member) {
+        const auto& v = stats.*member;
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          append_json_string(out, v);
+        } else if constexpr (std::is_same_v<T, double>) {
+          append_number(out, v);
+        } else if (f.unit == "id") {
+          out += '"';
+          append_hex16(out, v);
+          out += '"';
+        } else {
+          out += std::to_string(v);
+        }
+      },
+      f.member);
+}
+
+using queue_list = std::vector<std::pair<std::string, const ferry::queue_stats*>>;
+
+void append_stats_text(std::string& out, const ferry::forwarder_stats& stats, const queue_list& queues) {
+  for (const auto& f : schema::forwarder_fields) append_row(out, f.label, text_value(stats, f), 0);
   if (queues.empty()) out += "\nno queues\n";
   for (const auto& [name, q] : queues) {
     out += "\nqueue ";
     out += name;
     out += '\n';
-    for (const auto& qf : queue_fields) {
-      const msgpack::object* v = field(*q, qf.key);
-      append_row(out, qf.label, v != nullptr ? text_value(*v) : "-", 2);
-    }
-    // Fields a newer ferryd may add, under their protocol names.
-    for (std::uint32_t i = 0; i < q->via.map.size; ++i) {
-      const auto& kv = q->via.map.ptr[i];
-      const std::string_view key = as_text(kv.key);
-      bool known = false;
-      for (const auto& qf : queue_fields) known = known || key == qf.key;
-      if (!known) append_row(out, key, text_value(kv.val), 2);
-    }
+    for (const auto& f : schema::queue_fields) append_row(out, f.label, std::to_string(q->*f.member), 2);
   }
 }
 
-void append_stats_json(std::string& out, const msgpack::object& stats, const forwarder_flags& where) {
+void append_stats_json(std::string& out, const ferry::forwarder_stats& stats, const queue_list& queues) {
   out += '{';
-  for (std::uint32_t i = 0; i < stats.via.map.size; ++i) {
-    const auto& kv = stats.via.map.ptr[i];
-    const std::string name(as_text(kv.key));
-    if (i > 0) out += ',';
-    append_json_string(out, name);
+  for (const auto& f : schema::forwarder_fields) {
+    append_json_string(out, f.name);
     out += ':';
-    if (name != "queues" || !where.queue_given || kv.val.type != msgpack::type::MAP) {
-      append_json_value(out, kv.val, name);
-      continue;
-    }
-    out += '{';
-    if (const msgpack::object* q = field(kv.val, where.queue)) {
-      append_json_string(out, where.queue);
+    append_json_value(out, stats, f);
+    out += ',';
+  }
+  out += "\"queues\":{";
+  for (std::size_t i = 0; i < queues.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, queues[i].first);
+    out += ":{";
+    for (std::size_t j = 0; j < schema::queue_fields.size(); ++j) {
+      const auto& f = schema::queue_fields[j];
+      if (j > 0) out += ',';
+      append_json_string(out, f.name);
       out += ':';
-      append_json_value(out, *q);
+      out += std::to_string(queues[i].second->*f.member);
     }
     out += '}';
   }
-  out += "}\n";
+  out += "}}\n";
 }
 
 int run_stats(const stats_flags& f) {
   check_forwarder_flags(f.where, queue_use::stats);
-  std::vector<zmq::message_t> request;
-  request.push_back(frame(fwd::stats));
-  const auto reply =
-      ask_ferryd(f.where.forwarder, std::move(request), fwd::stats_reply, milliseconds(f.timeout_ms));
-  const msgpack::object_handle oh = unpack_reply(reply, f.where.forwarder);
-  const msgpack::object& stats = oh.get();
-
-  std::vector<std::pair<std::string, const msgpack::object*>> queues;  // sorted: jobs next to jobs.dlq
-  if (const msgpack::object* all = field(stats, "queues");
-      all != nullptr && all->type == msgpack::type::MAP) {
-    for (std::uint32_t i = 0; i < all->via.map.size; ++i) {
-      const auto& kv = all->via.map.ptr[i];
-      const std::string name(as_text(kv.key));
-      if (kv.val.type != msgpack::type::MAP || (f.where.queue_given && name != f.where.queue)) continue;
-      queues.emplace_back(name, &kv.val);
-    }
-  }
-  std::sort(queues.begin(), queues.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  ferry::context ctx;
+  ferry::admin admin(ctx, f.where.forwarder);
+  const ferry::forwarder_stats stats = admin.stats(milliseconds(f.timeout_ms));
+  queue_list queues;  // by name: jobs next to jobs.dlq
+  for (const auto& [name, q] : stats.queues)
+    if (!f.where.queue_given || name == f.where.queue) queues.emplace_back(name, &q);
   if (f.where.queue_given && queues.empty())
     throw ferry::error("ferryd at " + f.where.forwarder + " has no queue " + f.where.queue +
                        " (queues are made by the first send or consume)");
   std::string out;
   if (f.format == "json") {
-    append_stats_json(out, stats, f.where);
+    append_stats_json(out, stats, queues);
   } else {
     append_stats_text(out, stats, queues);
   }
@@ -903,11 +715,13 @@ constexpr const char* dlq_list_footer =
     "When QUEUE.dlq holds more than were listed, stderr says so.\n";
 
 constexpr const char* stats_footer =
-    "text: ferryd's server, instance, uptime, group commits and rejected frames, then a table per queue\n"
-    "(dead-letter queues included): depth (stored, not yet settled), in flight, parked (behind a busy key),\n"
-    "consumers, disk bytes, and counters since ferryd started: confirmed, delivered, acked, nacked,\n"
-    "redelivered, expired (leases), dead-lettered, deduplicated (resends), refused, rejected, stale acks.\n"
-    "json: ferryd's STATS map as one JSON object (docs/protocol.md, STATS); instance is 16 hex digits.\n"
+    "text: ferryd's server, instance, uptime, group commits, fsyncs and the seconds spent in them, and\n"
+    "malformed frames (bad input dropped), then a table per queue (dead-letter queues included): depth\n"
+    "(stored, not yet settled), in flight, parked (behind a busy key), consumers, disk bytes, and counters\n"
+    "since ferryd started: confirmed, delivered, acked, nacked, redelivered, expired (leases),\n"
+    "dead-lettered, deduplicated (resends), refused, rejected (by a handler), stale acks.\n"
+    "json: the same fields as one JSON object, under their STATS names (docs/protocol.md, STATS);\n"
+    "instance is 16 hex digits.\n"
     "\n"
     "Health check: status 0 when ferryd answered; status 1 and 'ferryd at ENDPOINT did not answer within\n"
     "N ms' when it did not, e.g.  ferry stats --forwarder tcp://127.0.0.1:5570 --timeout-ms 1000 "
@@ -959,11 +773,12 @@ void add_durable_commands(CLI::App& app, std::vector<command>& commands) {
     struct op {
       const char* name;
       const char* help;
-      const char* counted;  // the reply's count, for replay and purge
+      std::optional<dlq_change> change;  // none: list
     };
-    for (const op o : {op{"list", "Print the dead letters, oldest first", nullptr},
-                       op{"replay", "Move dead letters back to their queue; prints how many", "replayed"},
-                       op{"purge", "Delete dead letters; prints how many", "purged"}}) {
+    for (const op o :
+         {op{"list", "Print the dead letters, oldest first", std::nullopt},
+          op{"replay", "Move dead letters back to their queue; prints how many", dlq_change::replay},
+          op{"purge", "Delete dead letters; prints how many", dlq_change::purge}}) {
       auto f = std::make_shared<dlq_flags>();
       CLI::App* cmd = dlq->add_subcommand(o.name, o.help);
       add_forwarder_flags(*cmd, f->where, "The queue whose dead letters to use, without .dlq (required)");
@@ -971,14 +786,13 @@ void add_durable_commands(CLI::App& app, std::vector<command>& commands) {
           ->type_name("N")
           ->check(whole_number(1, 1'000'000));
       add_timeout_flag(*cmd, f->timeout_ms, "Fail when ferryd does not answer within MS (default 5000)");
-      if (o.counted == nullptr) {
+      if (!o.change) {
         add_format_flag(*cmd, f->format, "text (tab-separated fields) or json (one object per line)");
         cmd->footer(std::string(dlq_list_footer) + "\n" + dlq_footer);
         commands.push_back({cmd, [f] { return run_dlq_list(*f); }});
       } else {
         cmd->footer(dlq_footer);
-        const std::string name = o.name, counted = o.counted;
-        commands.push_back({cmd, [f, name, counted] { return run_dlq_change(*f, name, counted); }});
+        commands.push_back({cmd, [f, change = *o.change] { return run_dlq_change(*f, change); }});
       }
     }
     // After the operations: main runs the first parsed command, and `dlq` is parsed with each of them.
@@ -988,7 +802,7 @@ void add_durable_commands(CLI::App& app, std::vector<command>& commands) {
     auto f = std::make_shared<stats_flags>();
     CLI::App* cmd = app.add_subcommand("stats", "Print ferryd's queues and counters; a health check");
     add_forwarder_flags(*cmd, f->where, "Show only this queue");
-    add_format_flag(*cmd, f->format, "text (a table per queue) or json (ferryd's STATS map)");
+    add_format_flag(*cmd, f->format, "text (a table per queue) or json (the STATS fields)");
     add_timeout_flag(*cmd, f->timeout_ms, "Fail when ferryd does not answer within MS (default 5000)");
     cmd->footer(stats_footer);
     commands.push_back({cmd, [f] { return run_stats(*f); }});
