@@ -275,7 +275,7 @@ TEST_CASE("admin: DLQ list, replay and purge send their request and decode the a
   CHECK(d.id == id);
   CHECK(d.timestamp_us == 1'700'000'000'000'000);
   CHECK(d.key == "k");
-  CHECK(d.headers == std::map<std::string, std::string>{{"ferry-attempts", "3"}, {"source", "cli"}});
+  CHECK(d.headers == ferry::headers{{"ferry-attempts", "3"}, {"source", "cli"}});
   CHECK(d.stored_at_us == 1'700'000'000'000'001);
   CHECK(d.payload == std::string("a\0b", 3));
   CHECK(listing.messages[1].id.is_nil());

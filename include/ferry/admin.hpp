@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ferry/context.hpp"
+#include "ferry/message.hpp"
 #include "ferry/message_id.hpp"
 
 namespace ferry {
@@ -54,13 +55,12 @@ struct forwarder_stats {
 
 /// A message in a dead-letter queue, as DLQ list returns it.
 struct dead_letter {
-  std::uint64_t seq = 0;                       ///< position in the dead-letter queue's log
-  message_id id;                               ///< nil when ferryd could not read the stored copy
-  std::int64_t timestamp_us = 0;               ///< when the message was made (Unix microseconds)
-  std::string key;                             ///< "" when none
-  std::map<std::string, std::string> headers;  ///< with ferry-attempts, ferry-dead-letter-reason and
-                                               ///< ferry-source-queue among them
-  std::int64_t stored_at_us = 0;               ///< when it was dead-lettered (Unix microseconds)
+  std::uint64_t seq = 0;          ///< position in the dead-letter queue's log
+  message_id id;                  ///< nil when ferryd could not read the stored copy
+  std::int64_t timestamp_us = 0;  ///< when the message was made (Unix microseconds)
+  std::string key;                ///< "" when none
+  ferry::headers headers;         ///< with ferry-attempts, ferry-dead-letter-reason, ferry-source-queue
+  std::int64_t stored_at_us = 0;  ///< when it was dead-lettered (Unix microseconds)
   std::string payload;
 };
 
