@@ -435,7 +435,7 @@ TEST_CASE("cli durable: ferry stats shows depth and counters as text and json", 
   CHECK(text.code == 0);
   CHECK(matches(lines_of(text.out)[0], "server            ferryd <digits>.<digits>.<digits>"));
   CHECK(contains(text.out, "\ncommits           "));
-  CHECK(contains(text.out, "\nrejected frames   0\n"));
+  CHECK(contains(text.out, "\nmalformed frames  0\n"));
   CHECK(text_row(text.out, "jobs", "depth") == "3");
   CHECK(text_row(text.out, "jobs", "acked") == "2");
   CHECK(text_row(text.out, "jobs", "confirmed") == "5");

@@ -12,9 +12,13 @@
 #include "ferry/consumer.hpp"
 #include "ferry/producer.hpp"
 #include "forwarder.hpp"
+#include "support/ferryd_client.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
+using ferry::test::envelope_of;
+using ferry::test::queue_stats_of;
+using ferry::test::raw_client;
 using namespace std::chrono_literals;
 namespace fwd = ferry::detail::fwd;
 
@@ -44,52 +48,6 @@ struct running_forwarder {
     f.reset();
   }
 };
-
-// A raw DEALER speaking the forwarder protocol, for what the client classes never send.
-struct raw_client {
-  context ctx;
-  zmq::socket_t s{ctx.zmq(), zmq::socket_type::dealer};
-  explicit raw_client(const std::string& ep) {
-    s.set(zmq::sockopt::rcvtimeo, 5000);
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(ep);
-  }
-  void send(std::vector<std::string> frames) {
-    for (std::size_t i = 0; i < frames.size(); ++i)
-      s.send(zmq::buffer(frames[i]),
-             i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-  }
-  std::vector<std::string> recv() {
-    std::vector<std::string> out;
-    zmq::message_t m;
-    do {
-      if (!s.recv(m)) return out;
-      out.emplace_back(m.to_string_view());
-    } while (m.more());
-    return out;
-  }
-};
-
-std::string envelope_of(const message& m) {
-  return std::string(encode_envelope(m).to_string_view());
-}
-
-msgpack::object_handle stats_of(const std::string& ep) {
-  raw_client c(ep);
-  c.send({"STATS"});
-  const auto reply = c.recv();
-  REQUIRE(reply.size() == 2);
-  REQUIRE(reply[0] == "STATS");
-  return msgpack::unpack(reply[1].data(), reply[1].size());
-}
-
-std::uint64_t queue_stat(const std::string& ep, const std::string& queue, const std::string& field) {
-  auto oh = stats_of(ep);
-  auto all = oh.get().as<std::map<std::string, msgpack::object>>();
-  auto queues = all.at("queues").as<std::map<std::string, std::map<std::string, std::uint64_t>>>();
-  const auto q = queues.find(queue);
-  return q == queues.end() ? 0 : q->second.at(field);  // a queue appears with its first message
-}
 
 }  // namespace
 
@@ -132,8 +90,8 @@ TEST_CASE("messages sent through ferryd reach a consumer with every field", "[fo
     CHECK(m.key().rfind("customer-", 0) == 0);
   }
   CHECK(ids == std::set<message_id>(sent.begin(), sent.end()));
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "orders", "depth") == 0; }));
-  CHECK(queue_stat(fwdr.endpoint, "orders", "acked") == 200);
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "orders").depth == 0; }));
+  CHECK(queue_stats_of(fwdr.endpoint, "orders").acked == 200);
 }
 
 TEST_CASE("a resend with the same id is confirmed again and stored once", "[forwarder]") {
@@ -142,26 +100,26 @@ TEST_CASE("a resend with the same id is confirmed again and stored once", "[forw
   message m("q", "once");
   const std::string env = envelope_of(m);
   c.send({"SEND", "q", env, "once"});
-  auto reply = c.recv();
+  auto reply = c.receive();
   REQUIRE(reply.size() == 2);
   CHECK(reply[0] == "CONFIRM");
   CHECK(reply[1] == std::string(m.id().view()));
   c.send({"SEND", "q", env, "once"});
-  reply = c.recv();
+  reply = c.receive();
   REQUIRE(reply.size() == 2);
   CHECK(reply[0] == "CONFIRM");
-  CHECK(queue_stat(fwdr.endpoint, "q", "depth") == 1);
-  CHECK(queue_stat(fwdr.endpoint, "q", "deduplicated") == 1);
+  CHECK(queue_stats_of(fwdr.endpoint, "q").depth == 1);
+  CHECK(queue_stats_of(fwdr.endpoint, "q").deduplicated == 1);
 
   SECTION("and after a restart") {
     fwdr.stop();
     fwdr.start();
     raw_client again(fwdr.endpoint);
     again.send({"SEND", "q", env, "once"});
-    reply = again.recv();
+    reply = again.receive();
     REQUIRE(reply.size() == 2);
     CHECK(reply[0] == "CONFIRM");
-    CHECK(queue_stat(fwdr.endpoint, "q", "depth") == 1);
+    CHECK(queue_stats_of(fwdr.endpoint, "q").depth == 1);
   }
 }
 
@@ -173,7 +131,7 @@ TEST_CASE("a confirm waits for the group commit's sync", "[forwarder]") {
   message m("q", "durable");
   const auto t0 = std::chrono::steady_clock::now();
   c.send({"SEND", "q", envelope_of(m), "durable"});
-  const auto reply = c.recv();
+  const auto reply = c.receive();
   const auto waited = std::chrono::steady_clock::now() - t0;
   REQUIRE(reply.size() == 2);
   CHECK(reply[0] == "CONFIRM");
@@ -205,9 +163,8 @@ TEST_CASE("many producers share group commits", "[forwarder]") {
     });
   for (auto& t : threads) t.join();
   CHECK(confirmed == producers * per_producer);
-  auto oh = stats_of(fwdr.endpoint);
-  const auto commits =
-      oh.get().as<std::map<std::string, msgpack::object>>().at("commits").as<std::uint64_t>();
+  admin a(ctx, fwdr.endpoint);
+  const std::uint64_t commits = a.stats().commits;
   CHECK(commits < static_cast<std::uint64_t>(producers * per_producer / 10));  // many messages per fsync
 }
 
@@ -220,7 +177,7 @@ TEST_CASE("refusals are explicit: bad queue, too large, queue full", "[forwarder
   auto send_one = [&](const std::string& queue, const std::string& payload) {
     message m(queue, payload);
     c.send({"SEND", queue, envelope_of(m), payload});
-    return c.recv();
+    return c.receive();
   };
   auto r = send_one("bad/name", "x");
   REQUIRE(r.size() == 4);
@@ -256,27 +213,27 @@ TEST_CASE("unknown verbs and malformed frames get an error and ferryd keeps serv
   running_forwarder fwdr;
   raw_client c(fwdr.endpoint);
   c.send({"FLY"});
-  auto r = c.recv();
+  auto r = c.receive();
   REQUIRE(r.size() == 3);
   CHECK(r[0] == "ERROR");
   CHECK(r[1] == "unknown_verb");
   c.send({"SEND", "q", "lonely envelope"});
-  r = c.recv();
+  r = c.receive();
   CHECK(r[1] == "bad_frames");
   message m("q", "x");
   c.send({"SEND", "q", "not msgpack", "x"});
-  r = c.recv();
+  r = c.receive();
   REQUIRE(r.size() == 4);
   CHECK(r[0] == "REFUSE");
   CHECK(r[2] == "malformed");
   c.send({"ACK", "q", "1234567"});
-  r = c.recv();
+  r = c.receive();
   CHECK(r[1] == "bad_frames");
   c.send({"ACK", "q", "12345678"});
-  r = c.recv();
+  r = c.receive();
   CHECK(r[1] == "not_consuming");
   c.send({"PING"});
-  r = c.recv();
+  r = c.receive();
   REQUIRE(r.size() == 2);
   CHECK(r[0] == "PONG");
   CHECK(r[1].size() == 8);
@@ -304,30 +261,23 @@ TEST_CASE("a handler that throws gets its message again, then it is dead-lettere
     }
     ++fine_handled;
   });
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 1; }));
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").dead_lettered == 1; }));
   CHECK(poison_attempts == 3);
   CHECK(last_attempt == 3);
   CHECK(fine_handled == 1);
   CHECK(c.stats().failed == 3);
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs.dlq", "depth") == 1; }));
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs.dlq").depth == 1; }));
 
-  raw_client admin(fwdr.endpoint);
-  admin.send({"DLQ", "jobs", "list"});
-  auto r = admin.recv();
-  REQUIRE(r.size() == 2);
-  auto oh = msgpack::unpack(r[1].data(), r[1].size());
-  auto listing = oh.get().as<std::map<std::string, msgpack::object>>();
-  auto messages = listing.at("messages").as<std::vector<std::map<std::string, msgpack::object>>>();
+  admin a(ctx, fwdr.endpoint);
+  const auto messages = a.dlq_list("jobs").messages;
   REQUIRE(messages.size() == 1);
-  auto headers = messages[0].at("headers").as<std::map<std::string, std::string>>();
+  const auto& headers = messages[0].headers;
   CHECK_THAT(headers.at("ferry-dead-letter-reason"), Catch::Contains("cannot parse order"));
   CHECK(headers.at("ferry-attempts") == "3");
-  CHECK(messages[0].at("id").as<std::string>() == std::string(poison.id().view()));
+  CHECK(messages[0].id == poison.id());
 
   // Replay puts it back on the queue with a fresh attempt count.
-  admin.send({"DLQ", "jobs", "replay"});
-  r = admin.recv();
-  REQUIRE(r.size() == 2);
+  CHECK(a.dlq_replay("jobs") == 1);
   REQUIRE(test::wait_until([&] { return poison_attempts >= 4; }));
   CHECK(replayed_attempt == 1);
 }
@@ -344,7 +294,7 @@ TEST_CASE("reject_message dead-letters at once", "[forwarder]") {
     ++calls;
     throw reject_message("unsupported order type");
   });
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 1; }));
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").dead_lettered == 1; }));
   CHECK(calls == 1);
 }
 
@@ -381,7 +331,7 @@ TEST_CASE("a consumer that stops hands unstarted messages back without an attemp
   }));
   std::lock_guard lock(mu);
   for (auto a : attempts) CHECK(a == 1);
-  CHECK(queue_stat(fwdr.endpoint, "jobs", "depth") == 0);
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs").depth == 0);
 }
 
 TEST_CASE("a message dead-lettered, replayed and dead-lettered again is in the DLQ again", "[forwarder]") {
@@ -396,33 +346,31 @@ TEST_CASE("a message dead-lettered, replayed and dead-lettered again is in the D
     ++calls;
     throw reject_message("no");
   });
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs.dlq", "depth") == 1; }));
-  raw_client admin(fwdr.endpoint);
-  admin.send({"DLQ", "jobs", "replay"});
-  REQUIRE(admin.recv().size() == 2);
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs.dlq").depth == 1; }));
+  admin a(ctx, fwdr.endpoint);
+  CHECK(a.dlq_replay("jobs") == 1);
   REQUIRE(test::wait_until(
-      [&] { return calls == 2 && queue_stat(fwdr.endpoint, "jobs", "dead_lettered") == 2; }));
-  REQUIRE(test::wait_until([&] { return queue_stat(fwdr.endpoint, "jobs.dlq", "depth") == 1; }));
-  CHECK(queue_stat(fwdr.endpoint, "jobs", "depth") == 0);
+      [&] { return calls == 2 && queue_stats_of(fwdr.endpoint, "jobs").dead_lettered == 2; }));
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs.dlq").depth == 1; }));
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs").depth == 0);
 }
 
 TEST_CASE("a consumer ferryd has forgotten hears so on its next ping", "[forwarder]") {
   running_forwarder fwdr;
   raw_client c(fwdr.endpoint);
   c.send({"PING", "jobs"});
-  auto r = c.recv();
+  auto r = c.receive();
   REQUIRE(r.size() == 2);
   CHECK(r[0] == "PONG");
-  r = c.recv();
+  r = c.receive();
   REQUIRE(r.size() == 3);
   CHECK(r[0] == "ERROR");
   CHECK(r[1] == "not_consuming");
   c.send({"CONSUME", "jobs"});
-  CHECK(c.recv().at(0) == "CONSUMING");
+  CHECK(c.receive().at(0) == "CONSUMING");
   c.send({"PING", "jobs"});
-  CHECK(c.recv().at(0) == "PONG");
-  c.s.set(zmq::sockopt::rcvtimeo, 200);
-  CHECK(c.recv().empty());  // subscribed: nothing more
+  CHECK(c.receive().at(0) == "PONG");
+  CHECK(c.receive(200ms).empty());  // subscribed: nothing more
 }
 
 TEST_CASE("batches over the protocol limit are refused and big deliveries are split", "[forwarder]") {
@@ -435,7 +383,7 @@ TEST_CASE("batches over the protocol limit are refused and big deliveries are sp
     frames.push_back("x");
   }
   c.send(frames);
-  auto r = c.recv();
+  auto r = c.receive();
   REQUIRE(r.size() == 4);
   CHECK(r[0] == "REFUSE");
   CHECK(r[2] == "malformed");
@@ -454,10 +402,10 @@ TEST_CASE("batches over the protocol limit are refused and big deliveries are sp
   pk.pack("prefetch");
   pk.pack(5000);
   w.send({"CONSUME", "big", std::string(opts.data(), opts.size())});
-  REQUIRE(w.recv().at(0) == "CONSUMING");
+  REQUIRE(w.receive().at(0) == "CONSUMING");
   std::size_t delivered = 0;
   while (delivered < 3000) {
-    auto d = w.recv();
+    auto d = w.receive();
     REQUIRE(d.size() >= 5);
     REQUIRE(d[0] == "DELIVER");
     const std::size_t n = (d.size() - 3) / 2;

@@ -1,6 +1,6 @@
 #pragma once
-// The ferry tool's subcommands, one group per file: commands_brokerless.cpp (push, pull, pub, sub) and
-// commands_durable.cpp (send, consume, dlq, stats: through ferryd).
+// The ferry tool's subcommands, one group per file: commands_brokerless.cpp (push, pull, pub, sub), and
+// through ferryd commands_send.cpp, commands_consume.cpp and commands_admin.cpp (dlq, stats).
 
 #include <CLI/CLI.hpp>
 
@@ -13,7 +13,13 @@ namespace ferry::cli {
 /// Adds push, pull, pub and sub: straight to worker pools and subscribers, no forwarder.
 void add_brokerless_commands(CLI::App& app, std::vector<command>& commands);
 
-/// Adds send, consume, dlq (list, replay, purge) and stats: durable queues through ferryd.
-void add_durable_commands(CLI::App& app, std::vector<command>& commands);
+/// Adds send: one message per input line to a ferryd queue, durably.
+void add_send_command(CLI::App& app, std::vector<command>& commands);
+
+/// Adds consume: messages of a ferryd queue printed one per line, each acknowledged once written.
+void add_consume_command(CLI::App& app, std::vector<command>& commands);
+
+/// Adds dlq (list, replay, purge) and stats: ferryd's dead letters and counters.
+void add_admin_commands(CLI::App& app, std::vector<command>& commands);
 
 }  // namespace ferry::cli

@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
 
   std::vector<command> commands;
   add_brokerless_commands(app, commands);
-  add_durable_commands(app, commands);
+  add_send_command(app, commands);
+  add_consume_command(app, commands);
+  add_admin_commands(app, commands);
 
   try {
     app.parse(argc, argv);

@@ -40,12 +40,6 @@ void append_u64(std::string& out, std::uint64_t value) {
   out.append(buf, static_cast<std::size_t>(n));
 }
 
-void append_hex64(std::string& out, std::uint64_t value) {
-  char buf[20];
-  const int n = std::snprintf(buf, sizeof buf, "\"%016llx\"", static_cast<unsigned long long>(value));
-  out.append(buf, static_cast<std::size_t>(n));
-}
-
 void append_json(std::string& out, const ferry::message& msg) {
   out += "{\"id\":\"";
   out += msg.id().to_hex();
@@ -53,35 +47,22 @@ void append_json(std::string& out, const ferry::message& msg) {
   append_json_string(out, msg.topic());
   out += ",\"key\":";
   append_json_string(out, msg.key());
-  out += ",\"headers\":{";
-  bool first = true;
-  for (const auto& [name, value] : msg.headers()) {
-    if (!first) out += ',';
-    first = false;
-    append_json_string(out, name);
-    out += ':';
-    append_json_string(out, value);
-  }
-  out += "},\"attempt\":";
+  out += ",\"headers\":";
+  append_json_headers(out, msg.headers());
+  out += ",\"attempt\":";
   append_u64(out, msg.attempt());
   out += ",\"timestamp\":";
   out += std::to_string(msg.timestamp_us());
   if (msg.origin() != 0) {
     out += ",\"origin\":";
-    append_hex64(out, msg.origin());
+    append_json_hex64(out, msg.origin());
   }
   if (msg.sequence() != 0) {
     out += ",\"sequence\":";
     append_u64(out, msg.sequence());
   }
-  out += ",\"payload\":";
-  if (is_valid_utf8(msg.payload())) {
-    append_json_string(out, msg.payload());
-  } else {
-    out += '"';
-    append_base64(out, msg.payload());
-    out += "\",\"payload_base64\":true";
-  }
+  out += ',';
+  append_json_payload(out, msg.payload());
   out += "}\n";
 }
 
@@ -178,6 +159,36 @@ void append_message(std::string& out, const ferry::message& msg, output_format f
   }
   out.append(msg.payload());
   out += '\n';
+}
+
+void append_json_headers(std::string& out, const ferry::headers& headers) {
+  out += '{';
+  bool first = true;
+  for (const auto& [name, value] : headers) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, name);
+    out += ':';
+    append_json_string(out, value);
+  }
+  out += '}';
+}
+
+void append_json_payload(std::string& out, std::string_view payload) {
+  out += "\"payload\":";
+  if (is_valid_utf8(payload)) {
+    append_json_string(out, payload);
+    return;
+  }
+  out += '"';
+  append_base64(out, payload);
+  out += "\",\"payload_base64\":true";
+}
+
+void append_json_hex64(std::string& out, std::uint64_t value) {
+  char buf[20];
+  const int n = std::snprintf(buf, sizeof buf, "\"%016llx\"", static_cast<unsigned long long>(value));
+  out.append(buf, static_cast<std::size_t>(n));
 }
 
 }  // namespace ferry::cli

@@ -1,7 +1,8 @@
 #pragma once
 // How the ferry tool prints a received message: the payload alone (text) or one JSON object per line.
-// Shared by every receiving command (pull, sub, and later consume), so they all print the same schema.
+// Shared by every receiving command (pull, sub, consume) and by dlq list, so they all print the same schema.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -29,5 +30,15 @@ void append_json_string(std::string& out, std::string_view text);
 
 /// Appends `bytes` in standard base64 (RFC 4648, with padding).
 void append_base64(std::string& out, std::string_view bytes);
+
+/// Appends `headers` as a JSON object of strings.
+void append_json_headers(std::string& out, const ferry::headers& headers);
+
+/// Appends "payload":... as append_message() writes it: a JSON string when `payload` is valid UTF-8, else
+/// base64 followed by "payload_base64":true.
+void append_json_payload(std::string& out, std::string_view payload);
+
+/// Appends a 64-bit id as a JSON string of 16 hex digits (most JSON parsers round such numbers).
+void append_json_hex64(std::string& out, std::uint64_t value);
 
 }  // namespace ferry::cli

@@ -1,6 +1,7 @@
 #pragma once
 /// @file Everything in ferry's public API.
 
+#include "ferry/admin.hpp"
 #include "ferry/consumer.hpp"
 #include "ferry/context.hpp"
 #include "ferry/dedup_window.hpp"

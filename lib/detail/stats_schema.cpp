@@ -1,0 +1,76 @@
+#include "detail/stats_schema.hpp"
+
+#include <msgpack.hpp>
+
+#include <exception>
+#include <type_traits>
+
+#include "detail/msgpack_read.hpp"
+
+namespace ferry::detail::stats_schema {
+namespace rd = msgpack_read;
+
+namespace {
+
+template <class T>
+void read_value(const msgpack::object* o, T& out) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    out = std::string(rd::text(o));
+  } else if constexpr (std::is_same_v<T, double>) {
+    out = rd::f64(o);
+  } else {
+    out = rd::u64(o);
+  }
+}
+
+}  // namespace
+
+std::string encode_stats(const forwarder_stats& stats) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<std::uint32_t>(forwarder_fields.size() + 1));
+  for (const auto& f : forwarder_fields) {
+    pk.pack(f.name);
+    std::visit([&](auto member) { pk.pack(stats.*member); }, f.member);
+  }
+  pk.pack("queues");
+  pk.pack_map(static_cast<std::uint32_t>(stats.queues.size()));
+  for (const auto& [name, q] : stats.queues) {
+    pk.pack(name);
+    pk.pack_map(static_cast<std::uint32_t>(queue_fields.size()));
+    for (const auto& f : queue_fields) {
+      pk.pack(f.name);
+      pk.pack(q.*f.member);
+    }
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::optional<forwarder_stats> decode_stats(std::string_view bytes) {
+  msgpack::object_handle oh;
+  try {
+    oh = msgpack::unpack(bytes.data(), bytes.size());
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  const msgpack::object& root = oh.get();
+  if (root.type != msgpack::type::MAP) return std::nullopt;
+
+  forwarder_stats out;
+  for (const auto& f : forwarder_fields) {
+    const msgpack::object* v = rd::find(root, f.name);
+    if (v == nullptr && !f.old_name.empty()) v = rd::find(root, f.old_name);
+    std::visit([&](auto member) { read_value(v, out.*member); }, f.member);
+  }
+  const msgpack::object* queues = rd::find(root, "queues");
+  if (queues == nullptr || queues->type != msgpack::type::MAP) return out;
+  for (std::uint32_t i = 0; i < queues->via.map.size; ++i) {
+    const auto& kv = queues->via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::MAP) continue;
+    queue_stats& q = out.queues[std::string(rd::text(kv.key))];
+    for (const auto& f : queue_fields) q.*f.member = rd::u64(rd::find(kv.val, f.name));
+  }
+  return out;
+}
+
+}  // namespace ferry::detail::stats_schema

@@ -1,0 +1,173 @@
+// Fault tests for ferryd: malformed and unknown frames are answered with errors and ferryd keeps serving;
+// start-up errors exit with their documented codes and say what to change.
+//
+// The real ferryd and the helpers in tests/helpers, driven through tests/support/ferryd_fault_support.hpp.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "support/ferryd_fault_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using namespace ferry::test;
+
+TEST_CASE("ferryd answers malformed and unknown frames with errors and keeps serving", "[ferryd][fault]") {
+  ferry::test::temp_dir dir("ferryd-fault");
+  const int port = ferry::test::free_port();
+  auto ferryd = start_ferryd(dir.path(), port, {"--max-message-bytes", "1024"});
+  raw_client c(endpoint(port));
+  ferry::context ctx;
+  ferry::admin admin(ctx, endpoint(port));
+  ferry::message m("q", "x");
+  const std::string env = envelope_of(m);
+
+  // Each case: frames sent, the reply verb, and the code in the reply (frame 1 for ERROR, 2 for REFUSE).
+  struct bad_input {
+    std::string what;
+    std::vector<std::string> frames;
+    std::string verb, code;
+  };
+  const std::vector<bad_input> cases{
+      {"unknown verb", {"EXPLODE", "q"}, "ERROR", "unknown_verb"},
+      {"one empty frame", {""}, "ERROR", "unknown_verb"},
+      {"SEND alone", {"SEND"}, "ERROR", "bad_frames"},
+      {"SEND with an odd frame count", {"SEND", "q", env}, "ERROR", "bad_frames"},
+      {"SEND with a bad envelope", {"SEND", "q", "\x96garbage", "x"}, "REFUSE", "malformed"},
+      {"SEND with an empty envelope", {"SEND", "q", "", "x"}, "REFUSE", "malformed"},
+      {"SEND to an invalid queue name", {"SEND", "../etc", env, "x"}, "REFUSE", "bad_queue"},
+      {"SEND to a queue name with a slash", {"SEND", "a/b", env, "x"}, "REFUSE", "bad_queue"},
+      {"SEND to a dead-letter queue", {"SEND", "q.dlq", env, "x"}, "REFUSE", "bad_queue"},
+      {"SEND over --max-message-bytes", {"SEND", "q", env, std::string(1025, 'x')}, "REFUSE", "too_large"},
+      {"ACK with a 7-byte token", {"ACK", "q", std::string(7, '\1')}, "ERROR", "bad_frames"},
+      {"NACK without a token", {"NACK", "q"}, "ERROR", "bad_frames"},
+      {"ACK from a connection that is not consuming",
+       {"ACK", "q", std::string(8, '\1')},
+       "ERROR",
+       "not_consuming"},
+      {"CONSUME without a queue", {"CONSUME"}, "ERROR", "bad_frames"},
+      {"CONSUME with options that are not a map", {"CONSUME", "q", "not msgpack"}, "ERROR", "bad_frames"},
+      {"HELLO with a broken map", {"HELLO", "\xc1"}, "ERROR", "bad_frames"},
+      {"DLQ with an unknown operation", {"DLQ", "q", "explode"}, "ERROR", "bad_frames"},
+  };
+  for (const auto& bad : cases) {
+    const auto reply = c.exchange(bad.frames);
+    INFO(bad.what << ": reply " << show_frames(reply));
+    REQUIRE(!reply.empty());
+    CHECK(reply[0] == bad.verb);
+    const std::size_t at = bad.verb == "ERROR" ? 1 : 2;
+    REQUIRE(reply.size() > at);
+    CHECK(reply[at] == bad.code);
+    if (bad.code == "too_large") CHECK(reply[1] == std::string(m.id().view()));
+  }
+
+  // Bytes that are not ZMTP at all, on a plain TCP connection: libzmq drops the connection.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    std::string junk(4096, '\0');
+    for (std::size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>((i * 7919) ^ (i >> 3));
+    (void)!::write(fd, junk.data(), junk.size());
+    ::close(fd);
+  }
+
+  REQUIRE(ferryd->running());
+  CHECK(admin.stats().malformed_frames > 0);  // rejected_frames from a ferryd that predates the name
+  // A normal round trip still works.
+  auto worker = start_worker(port, "q", {"--no-dedup"});
+  const produced sent = produce_all(port, "q", 20, {}, {ferryd.get(), worker.get()});
+  const bool empty = wait_for([&] { return depth_of(admin, "q") == 0; }, 20s, {ferryd.get(), worker.get()});
+  INFO("ferryd stderr:\n" << ferryd->err());
+  CHECK(empty);
+  check_each_handled_once(sent.confirmed, events_of(*worker, "handled"));
+}
+
+TEST_CASE("ferryd start-up errors exit with their documented codes and say what to change",
+          "[ferryd][fault]") {
+  ferry::test::temp_dir dir("ferryd-fault");
+  fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
+  const fs::path data = dir.path() / "data";
+  fs::create_directories(data);
+  const int port = ferry::test::free_port();
+  auto expect = [&](const std::string& what, std::vector<std::string> argv, int code,
+                    const std::string& phrase) {
+    const auto r = ferry::test::run(std::move(argv), "", 20s);
+    INFO(what << ": exit " << r.code << "\nstderr:\n" << r.err << "\nstdout:\n" << r.out);
+    CHECK(r.code == code);
+    CHECK(contains(r.err, phrase));
+  };
+  auto ferryd_args = [&](const fs::path& d, std::vector<std::string> more = {}) {
+    std::vector<std::string> argv{ferryd_program, "--data-dir", d.string(), "--bind", endpoint(port)};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return argv;
+  };
+
+  expect("missing data dir", ferryd_args(dir.path() / "missing"), 3, "does not exist");
+  write_file(dir.path() / "a-file", "not a directory");
+  expect("data dir is a file", ferryd_args(dir.path() / "a-file"), 3, "is not a directory");
+
+  // Unwritable: root may write anywhere, so run ferryd as nobody against a root-owned 0755 directory...
+  const fs::path locked = dir.path() / "root-only";
+  fs::create_directories(locked);
+  fs::permissions(locked, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+  std::vector<std::string> as_nobody{"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  const auto plain = ferryd_args(locked);
+  as_nobody.insert(as_nobody.end(), plain.begin(), plain.end());
+  expect("unwritable data dir (as nobody)", as_nobody, 3, "is not writable");
+  // ...and as root against a read-only mount.
+  {
+    const fs::path ro = dir.path() / "read-only";
+    tmpfs_mount mount(ro, "size=1m", MS_RDONLY);
+    INFO("tmpfs: " << (mount.mounted() ? "mounted" : mount.error()));
+    REQUIRE(mount.mounted());
+    expect("read-only data dir", ferryd_args(ro), 3, "is not writable");
+  }
+
+  // The endpoint is taken by another listener.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd, 1) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    const int taken = ntohs(addr.sin_port);
+    expect("endpoint in use", {ferryd_program, "--data-dir", data.string(), "--bind", endpoint(taken)}, 4,
+           "cannot bind " + endpoint(taken));
+    ::close(fd);
+  }
+
+  // A second ferryd on a data directory in use.
+  {
+    auto first = start_ferryd(data, port);
+    expect("data dir in use",
+           {ferryd_program, "--data-dir", data.string(), "--bind", endpoint(ferry::test::free_port())}, 5,
+           "another ferryd (pid " + std::to_string(first->pid()) + ") is using data directory");
+  }
+
+  expect("unknown flag", ferryd_args(data, {"--bogus"}), 2, "--bogus");
+  expect("bad number", ferryd_args(data, {"--lease-ms", "soon"}), 2, "--lease-ms");
+  expect("number out of range", ferryd_args(data, {"--lease-ms", "5"}), 2, "--lease-ms");
+  expect("bad choice", ferryd_args(data, {"--fsync", "sometimes"}), 2, "--fsync");
+  expect("heartbeat timeout not above the interval",
+         ferryd_args(data, {"--heartbeat-ms", "1000", "--heartbeat-timeout-ms", "500"}), 2, "must be larger");
+  expect("no data dir", {ferryd_program, "--bind", endpoint(port)}, 2, "--data-dir");
+}
