@@ -4,6 +4,8 @@
 
 #include "detail/forwarder_protocol.hpp"
 #include "detail/log.hpp"
+#include "detail/stats_schema.hpp"
+#include "ferry/admin.hpp"
 #include "ferry/envelope.hpp"
 #include "forwarder.hpp"
 #include "protocol_helpers.hpp"
@@ -14,61 +16,39 @@ namespace fwd = ferry::detail::fwd;
 using detail::logger;
 
 void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t>&) {
+  forwarder_stats st;
+  st.server = std::string("ferryd ") + FERRY_VERSION;
+  st.instance = instance_;
+  st.uptime_s = std::chrono::duration<double>(steady::now() - started_).count();
+  st.commits = commits_;
+  const storage::commit_counters cc = commit_->counters();
+  st.fsyncs = cc.syncs;
+  st.fsync_seconds = static_cast<double>(cc.sync_ns) / 1e9;
+  st.malformed_frames = malformed_frames_;
+  for (auto& slot : queues_) {
+    const queue& q = *slot.q;
+    const queue_counters& c = q.counters();
+    queue_stats& qs = st.queues[q.name()];
+    qs.depth = q.depth();
+    qs.in_flight = q.in_flight();
+    qs.parked = q.parked();
+    qs.consumers = q.subscribers();
+    qs.disk_bytes = q.disk_bytes();
+    qs.confirmed = c.confirmed;
+    qs.delivered = c.delivered;
+    qs.acked = c.acked;
+    qs.nacked = c.nacked;
+    qs.redelivered = c.redelivered;
+    qs.expired = c.expired;
+    qs.dead_lettered = c.dead_lettered;
+    qs.deduplicated = c.deduplicated;
+    qs.refused = c.refused;
+    qs.stale_acks = c.stale_acks;
+    qs.rejected = c.rejected;
+  }
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::stats_reply));
-  reply.push_back(frame(packed([&](auto& pk) {
-    pk.pack_map(6);
-    pk.pack("server");
-    pk.pack(std::string("ferryd ") + FERRY_VERSION);
-    pk.pack("instance");
-    pk.pack(instance_);
-    pk.pack("uptime_s");
-    pk.pack(std::chrono::duration<double>(steady::now() - started_).count());
-    pk.pack("rejected_frames");
-    pk.pack(malformed_frames_);
-    pk.pack("commits");
-    pk.pack(commits_);
-    pk.pack("queues");
-    pk.pack_map(static_cast<std::uint32_t>(queues_.size()));
-    for (auto& slot : queues_) {
-      queue& q = *slot.q;
-      const auto& c = q.counters();
-      pk.pack(q.name());
-      pk.pack_map(16);
-      pk.pack("depth");
-      pk.pack(q.depth());
-      pk.pack("in_flight");
-      pk.pack(static_cast<std::uint64_t>(q.in_flight()));
-      pk.pack("parked");
-      pk.pack(static_cast<std::uint64_t>(q.parked()));
-      pk.pack("consumers");
-      pk.pack(static_cast<std::uint64_t>(q.subscribers()));
-      pk.pack("disk_bytes");
-      pk.pack(q.disk_bytes());
-      pk.pack("confirmed");
-      pk.pack(c.confirmed);
-      pk.pack("delivered");
-      pk.pack(c.delivered);
-      pk.pack("acked");
-      pk.pack(c.acked);
-      pk.pack("nacked");
-      pk.pack(c.nacked);
-      pk.pack("redelivered");
-      pk.pack(c.redelivered);
-      pk.pack("expired");
-      pk.pack(c.expired);
-      pk.pack("dead_lettered");
-      pk.pack(c.dead_lettered);
-      pk.pack("deduplicated");
-      pk.pack(c.deduplicated);
-      pk.pack("refused");
-      pk.pack(c.refused);
-      pk.pack("stale_acks");
-      pk.pack(c.stale_acks);
-      pk.pack("rejected");
-      pk.pack(c.rejected);
-    }
-  })));
+  reply.push_back(frame(detail::stats_schema::encode_stats(st)));
   send_frames(identity, reply);
 }
 
@@ -80,8 +60,10 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   const std::string name(view(frames[2]));
   const std::string_view op = view(frames[3]);
   std::uint64_t limit = 100;
-  if (frames.size() >= 5 && !map_uint(view(frames[4]), "limit", limit, 100))
+  if (frames.size() >= 5 && !map_uint(view(frames[4]), "limit", limit, 100)) {
+    ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames, "DLQ options must be a MessagePack map");
+  }
   if (!fwd::valid_queue_name(name) || fwd::is_dlq_name(name))
     return send_error(identity, fwd::code::bad_queue,
                       "DLQ takes the name of the queue whose dead letters to use");
@@ -145,6 +127,7 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
     })));
     return send_frames(identity, reply);
   }
+  ++malformed_frames_;
   send_error(identity, fwd::code::bad_frames, "DLQ operations are list, replay and purge");
 }
 

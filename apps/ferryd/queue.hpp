@@ -114,6 +114,7 @@ class queue {
   [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return stream_.writer(); }
   [[nodiscard]] storage::journal& state_journal() noexcept { return store_.file(); }
   [[nodiscard]] queue_counters& counters() noexcept { return counters_; }
+  [[nodiscard]] const queue_counters& counters() const noexcept { return counters_; }
   [[nodiscard]] const queue_config& config() const noexcept { return config_; }
 
   // ---- producing -------------------------------------------------------------------------------------
