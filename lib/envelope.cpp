@@ -74,6 +74,9 @@ class reader {
       : p_(reinterpret_cast<const std::uint8_t*>(bytes.data())), end_(p_ + bytes.size()) {}
 
   [[nodiscard]] bool at_end() const noexcept { return p_ == end_; }
+  [[nodiscard]] std::size_t used(std::string_view from) const noexcept {
+    return static_cast<std::size_t>(reinterpret_cast<const char*>(p_) - from.data());
+  }
 
   // Each read returns decode_error::none or why it failed.
   decode_error array_header(std::uint32_t& n) noexcept {
@@ -253,6 +256,14 @@ std::string_view to_string(decode_error e) noexcept {
       return "too_many_headers";
     case decode_error::trailing_bytes:
       return "trailing_bytes";
+    case decode_error::no_separator:
+      return "no_separator";
+    case decode_error::bad_header:
+      return "bad_header";
+    case decode_error::bad_payload:
+      return "bad_payload";
+    case decode_error::batch_count:
+      return "batch_count";
   }
   return "unknown";
 }
@@ -340,18 +351,18 @@ std::uint64_t be64(const unsigned char* p) noexcept {
 
 // The envelopes senders write most: 6 fields, 64-bit timestamp, no key, no headers, with the attempt as
 // a fixint (compact form, 32 bytes) or a uint32 (storage form, 36 bytes). Recognised by their fixed bytes
-// and decoded without the general reader.
-bool decode_common(std::string_view bytes, message& out) noexcept {
+// at the start of `bytes` and decoded without the general reader; `used` gets the length.
+bool decode_common(std::string_view bytes, message& out, std::size_t& used) noexcept {
   const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  if ((bytes.size() != 32 && bytes.size() != 36) || b[0] != 0x96 || b[1] != envelope_version ||
-      b[2] != 0xc4 || b[3] != 16 || b[20] != 0xcf)
+  if (bytes.size() < 32 || b[0] != 0x96 || b[1] != envelope_version || b[2] != 0xc4 || b[3] != 16 ||
+      b[20] != 0xcf)
     return false;
   std::uint32_t attempt = 0;
   std::size_t at = 29;
-  if (bytes.size() == 32 && b[29] < 0x80) {
+  if (b[29] < 0x80) {
     attempt = b[29];
     at = 30;
-  } else if (bytes.size() == 36 && b[29] == 0xce) {
+  } else if (b[29] == 0xce && bytes.size() >= 36) {
     attempt = static_cast<std::uint32_t>(b[30]) << 24 | static_cast<std::uint32_t>(b[31]) << 16 |
               static_cast<std::uint32_t>(b[32]) << 8 | b[33];
     at = 34;
@@ -369,14 +380,26 @@ bool decode_common(std::string_view bytes, message& out) noexcept {
   if (out.has_key()) out.set_key(std::string());
   if (!out.headers().empty()) out.headers().clear();
   out.set_stream(0, 0);
+  used = at + 2;
   return true;
 }
 
 }  // namespace
 
 decode_error decode_envelope(std::string_view bytes, message& out, const decode_limits& limits) {
-  if (bytes.size() <= limits.max_envelope && decode_common(bytes, out)) return decode_error::none;
   if (bytes.size() > limits.max_envelope) return decode_error::envelope_too_large;
+  std::size_t used = 0;
+  const decode_error e = decode_envelope_prefix(bytes, out, limits, used);
+  if (e != decode_error::none) return e;
+  return used == bytes.size() ? decode_error::none : decode_error::trailing_bytes;
+}
+
+decode_error decode_envelope_prefix(std::string_view bytes, message& out, const decode_limits& limits,
+                                    std::size_t& used) {
+  if (decode_common(bytes, out, used)) return decode_error::none;
+  // Nothing is allocated before the whole envelope checks out, and no envelope reads past max_envelope.
+  if (bytes.size() > limits.max_envelope) bytes = bytes.substr(0, limits.max_envelope);
+  const std::string_view whole = bytes;
   reader r(bytes);
   std::uint32_t fields = 0;
   if (auto e = r.array_header(fields); e != decode_error::none) return e;
@@ -422,7 +445,7 @@ decode_error decode_envelope(std::string_view bytes, message& out, const decode_
     if (auto e = r.uint(origin); e != decode_error::none) return e;
     if (auto e = r.uint(sequence); e != decode_error::none) return e;
   }
-  if (!r.at_end()) return decode_error::trailing_bytes;
+  used = r.used(whole);
 
   out.set_id(*id);
   out.set_timestamp_us(timestamp);

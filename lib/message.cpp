@@ -30,7 +30,53 @@ message message::clone() const {
   m.origin_ = origin_;
   m.sequence_ = sequence_;
   m.payload_.copy(const_cast<zmq::message_t&>(payload_));  // zmq_msg_copy shares, it does not modify
+  m.shared_ = shared_;
+  m.slice_offset_ = slice_offset_;
+  m.slice_size_ = slice_size_;
+  m.slice_ = slice_;
   return m;
+}
+
+std::string_view message::payload() const noexcept {
+  if (!slice_) return payload_.to_string_view();
+  const zmq::message_t& frame = shared_ ? *shared_ : payload_;
+  return {static_cast<const char*>(frame.data()) + slice_offset_, slice_size_};
+}
+
+zmq::message_t& message::payload_frame() {
+  if (slice_) {
+    zmq::message_t own(payload().data(), payload().size());
+    set_payload(std::move(own));
+  }
+  return payload_;
+}
+
+void message::set_payload(std::string_view bytes) {
+  zmq::message_t frame(bytes.data(), bytes.size());  // before letting go: `bytes` may view our own frame
+  set_payload(std::move(frame));
+}
+
+void message::set_payload(zmq::message_t&& frame) noexcept {
+  payload_ = std::move(frame);
+  shared_.reset();
+  slice_ = false;
+}
+
+void message::set_payload_slice(zmq::message_t&& frame, std::size_t offset, std::size_t size) noexcept {
+  payload_ = std::move(frame);
+  shared_.reset();
+  slice_offset_ = offset;
+  slice_size_ = size;
+  slice_ = true;
+}
+
+void message::set_payload_slice(std::shared_ptr<const zmq::message_t> frame, std::size_t offset,
+                                std::size_t size) noexcept {
+  shared_ = std::move(frame);
+  if (payload_.size() != 0) payload_.rebuild();
+  slice_offset_ = offset;
+  slice_size_ = size;
+  slice_ = true;
 }
 
 std::string_view message::header(std::string_view name) const noexcept {

@@ -2,6 +2,8 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
+
 #include "detail/wire.hpp"
 #include "ferry/error.hpp"
 
@@ -29,31 +31,60 @@ publisher::publisher(context& ctx, const endpoints& where, publisher_options opt
     socket_.set(zmq::sockopt::xpub_nodrop, 1);
     socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(options_.send_timeout.count()));
   }
+  if (options_.socket.max_message_size > 0)
+    options_.wire.split_payload = std::min<std::size_t>(
+        options_.wire.split_payload, static_cast<std::size_t>(options_.socket.max_message_size) / 2);
   bound_ = ctx.attach(socket_, where);
 }
 
-send_status publisher::publish(message& msg) {
-  if (last_sequence_ == nullptr || msg.topic() != last_topic_) {
-    auto it = sequences_.find(msg.topic());
-    if (it == sequences_.end()) it = sequences_.emplace(msg.topic(), 0).first;
-    last_topic_ = msg.topic();
+std::uint64_t& publisher::sequence_of(const std::string& topic) {
+  if (last_sequence_ == nullptr || topic != last_topic_) {
+    auto it = sequences_.find(topic);
+    if (it == sequences_.end()) it = sequences_.emplace(topic, 0).first;
+    last_topic_ = topic;
     last_sequence_ = &it->second;
   }
-  std::uint64_t& sequence = *last_sequence_;
+  return *last_sequence_;
+}
+
+send_status publisher::publish(message& msg) {
+  std::uint64_t& sequence = sequence_of(msg.topic());
   const std::uint64_t old_origin = msg.origin();
   const std::uint64_t old_sequence = msg.sequence();
   msg.set_stream(origin_, sequence + 1);
-  const bool wait = options_.when_full == when_full::block && options_.send_timeout.count() != 0;
-  const send_status s = detail::send_message(socket_, msg, wait);
+  const send_status s = detail::send_message(socket_, msg, waits(), options_.wire);
   if (s == send_status::ok) {
     ++sequence;
     ++stats_.published;
+    ++stats_.frames;
     if ((stats_.published & 1023) == 0) read_subscriptions(0);
   } else {
     msg.set_stream(old_origin, old_sequence);
     if (s == send_status::timed_out) ++stats_.timed_out;
   }
   return s;
+}
+
+batch_status publisher::publish_batch(std::span<message> msgs) {
+  // Every message takes the next sequence number of its topic; those not sent give theirs back (they are
+  // the last of their topics, so each topic's counter just steps back).
+  old_streams_.clear();
+  for (message& m : msgs) {
+    old_streams_.emplace_back(m.origin(), m.sequence());
+    m.set_stream(origin_, ++sequence_of(m.topic()));
+  }
+  const batch_status r = detail::send_batch(socket_, msgs, waits(), options_.wire);
+  for (std::size_t i = msgs.size(); i > r.sent; --i) {
+    message& m = msgs[i - 1];
+    --sequence_of(m.topic());
+    m.set_stream(old_streams_[i - 1].first, old_streams_[i - 1].second);
+  }
+  const std::uint64_t before = stats_.published;
+  stats_.published += r.sent;
+  stats_.frames += r.frames;
+  if (r.status == send_status::timed_out) ++stats_.timed_out;
+  if ((before >> 10) != (stats_.published >> 10)) read_subscriptions(0);
+  return r;
 }
 
 void publisher::read_subscriptions(int timeout_ms) {

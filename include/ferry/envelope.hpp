@@ -1,8 +1,10 @@
 #pragma once
-/// @file Envelope v1: the MessagePack frame between a message's topic frame and its payload frame.
+/// @file Envelope v1: the MessagePack array that carries a message's id, time, attempt, key and headers,
+/// between its topic and its payload (in one v2 frame, or as the middle frame of a v1 frame set).
 ///
 /// The envelope is a MessagePack array `[version, id, timestamp_us, attempt, key, headers]`, or the same
-/// with `origin, sequence` appended for messages of a publisher stream. docs/protocol.md specifies it.
+/// with `origin, sequence` appended for messages of a publisher stream. docs/protocol.md specifies it. The
+/// envelope's own version stays 1 in wire v2: v2 changes how messages are framed, not the envelope.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +30,11 @@ enum class decode_error : std::uint8_t {
   bad_field,           ///< a field has the wrong MessagePack type or is out of range
   key_too_long,        ///< key longer than decode_limits::max_key
   too_many_headers,    ///< more headers than decode_limits::max_headers
-  trailing_bytes,      ///< bytes after the envelope array
+  trailing_bytes,      ///< bytes after the envelope array (v1), or after the last message of a v2 frame
+  no_separator,        ///< v2: no 0x00 after the topic within decode_limits::max_topic + 1 bytes
+  bad_header,          ///< v2: the frame header is not [2, count] with 1 <= count <= decode_limits::max_batch
+  bad_payload,         ///< v2: a payload is not a MessagePack bin, or a split frame carries one as well
+  batch_count,         ///< v2: the frame holds more messages than its header says
 };
 
 /// A short, stable, human-readable name ("frame_count", "truncated", ...).
@@ -40,6 +46,7 @@ struct decode_limits {
   std::size_t max_key = 255;
   std::size_t max_headers = 64;
   std::size_t max_envelope = 64 * 1024;
+  std::size_t max_batch = 65'536;  ///< messages in one v2 frame
 };
 
 /// Checks that a receiver with `limits` will accept `msg`'s topic and envelope; senders call it so an
@@ -72,8 +79,13 @@ std::size_t encode_envelope(const message& msg, char* out,
 bool patch_envelope_attempt(char* envelope, std::size_t size, std::uint32_t attempt) noexcept;
 
 /// Decodes an envelope into `out` (id, timestamp, attempt, key, headers, origin, sequence); topic and
-/// payload are left alone. Never throws on bad input and never reads outside `bytes`.
+/// payload are left alone. `bytes` must hold exactly one envelope. Never throws on bad input and never
+/// reads outside `bytes`.
 [[nodiscard]] decode_error decode_envelope(std::string_view bytes, message& out,
                                            const decode_limits& limits = {});
+/// Decodes the envelope at the start of `bytes` (more may follow it, as in a v2 frame); `used` receives its
+/// length.
+[[nodiscard]] decode_error decode_envelope_prefix(std::string_view bytes, message& out,
+                                                  const decode_limits& limits, std::size_t& used);
 
 }  // namespace ferry

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <zmq.hpp>
@@ -17,11 +18,12 @@ namespace ferry {
 using headers = std::map<std::string, std::string, std::less<>>;
 
 /// One message: id, topic (the queue name for work queues), optional key, headers, timestamp, attempt
-/// number, stream position and payload. On the wire it is three ZeroMQ frames: topic, envelope, payload
-/// (see docs/protocol.md).
+/// number, stream position and payload. On the wire (v2) it is one ZeroMQ frame, possibly shared with other
+/// messages of a batch: topic, 0x00, envelope, payload (see docs/protocol.md).
 ///
-/// The payload lives in a zmq::message_t, so a payload built as a frame is sent without another copy and a
-/// received payload is handed to the handler in the frame it arrived in.
+/// The payload lives in a zmq::message_t, so a large payload built as a frame is sent without another copy,
+/// and a received payload is handed to the handler where it arrived: a slice of the received frame (shared
+/// by every message of a batch), not a copy.
 ///
 /// Ownership: move-only. A successful send consumes the payload; a failed send leaves the message with the
 /// caller, unchanged.
@@ -77,13 +79,20 @@ class message {
     sequence_ = sequence;
   }
 
-  [[nodiscard]] std::string_view payload() const noexcept { return payload_.to_string_view(); }
-  [[nodiscard]] zmq::message_t& payload_frame() noexcept { return payload_; }
-  [[nodiscard]] const zmq::message_t& payload_frame() const noexcept { return payload_; }
+  [[nodiscard]] std::string_view payload() const noexcept;
+  /// The payload as a frame of its own, e.g. to send it on without a copy. A received payload that is a
+  /// slice of a larger frame is copied out into its own frame by the first call.
+  [[nodiscard]] zmq::message_t& payload_frame();
   /// Copies `bytes` into a new payload frame.
-  void set_payload(std::string_view bytes) { payload_.rebuild(bytes.data(), bytes.size()); }
+  void set_payload(std::string_view bytes);
   /// Takes `frame` as the payload without copying it.
-  void set_payload(zmq::message_t&& frame) noexcept { payload_ = std::move(frame); }
+  void set_payload(zmq::message_t&& frame) noexcept;
+  /// Takes `frame` and uses its bytes [offset, offset + size) as the payload, without copying. Receivers
+  /// use it; `offset + size` must not exceed the frame's size.
+  void set_payload_slice(zmq::message_t&& frame, std::size_t offset, std::size_t size) noexcept;
+  /// The same over a frame shared with other messages (a received batch); it lives while any of them does.
+  void set_payload_slice(std::shared_ptr<const zmq::message_t> frame, std::size_t offset,
+                         std::size_t size) noexcept;
 
   /// Gives the message an id and a timestamp if it has none. Senders call this; users rarely need to.
   void stamp() noexcept;
@@ -97,7 +106,13 @@ class message {
   std::uint32_t attempt_ = 0;
   std::uint64_t origin_ = 0;
   std::uint64_t sequence_ = 0;
+  // The payload is payload_ whole, or (slice_) the bytes [slice_offset_, + slice_size_) of payload_ or, when
+  // set, of *shared_.
   zmq::message_t payload_;
+  std::shared_ptr<const zmq::message_t> shared_;
+  std::size_t slice_offset_ = 0;
+  std::size_t slice_size_ = 0;
+  bool slice_ = false;
 };
 
 /// Called once per received message, on a receiving thread. An exception thrown by the handler is caught,

@@ -1,6 +1,7 @@
 #pragma once
 /// @file Outcomes of hot-path calls. "Would block", "timed out" and "closed" are normal results, not errors.
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -13,6 +14,7 @@ enum class send_status : std::uint8_t {
   timed_out,    ///< no room appeared within the send timeout
   too_large,    ///< the message is larger than the configured maximum size
   closed,       ///< the sender or its context is shutting down
+  invalid,      ///< the message cannot be framed: a topic holding a 0x00 byte in wire v2
 };
 
 [[nodiscard]] constexpr std::string_view to_string(send_status s) noexcept {
@@ -27,8 +29,18 @@ enum class send_status : std::uint8_t {
       return "too_large";
     case send_status::closed:
       return "closed";
+    case send_status::invalid:
+      return "invalid";
   }
   return "unknown";
 }
+
+/// The result of sending a batch: the first `sent` messages went out; `status` says why the rest did not
+/// (ok when all did). The messages not sent stay with the caller, unchanged.
+struct batch_status {
+  send_status status = send_status::ok;
+  std::size_t sent = 0;
+  std::size_t frames = 0;  ///< ZeroMQ frames (v2) or frame sets (v1) they took
+};
 
 }  // namespace ferry

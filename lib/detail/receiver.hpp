@@ -61,7 +61,7 @@ class receiver {
   bool stopped_ = false;
 
   std::optional<dedup_window> dedup_;
-  counter received_, malformed_, duplicates_, dropped_, gaps_;
+  counter received_, malformed_, duplicates_, dropped_, gaps_, v1_frames_, v2_frames_;
   struct handler_counters {
     counter handled, failed;
   };
