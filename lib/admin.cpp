@@ -77,7 +77,7 @@ struct admin::impl {
     if (verb != reply) {
       open();
       throw error("ferryd at " + endpoint + " answered " + std::string(verb.substr(0, 32)) + " to " + what +
-                  " (is it a ferryd of protocol version " + std::to_string(fwd::protocol_version) + "?)");
+                  " (is it a ferryd?)");
     }
     frames.erase(frames.begin());
     return frames;
@@ -85,8 +85,7 @@ struct admin::impl {
 
   [[noreturn]] void undecodable(const std::string& what) const {
     throw error("ferryd at " + endpoint + " sent a " + what +
-                " reply that does not decode (is it a ferryd of protocol version " +
-                std::to_string(fwd::protocol_version) + "?)");
+                " reply that does not decode (is it a ferryd?)");
   }
 
   // The reply map of a DLQ operation.

@@ -14,6 +14,7 @@
 #include "detail/forwarder_session.hpp"
 #include "detail/log.hpp"
 #include "detail/wakeup.hpp"
+#include "detail/wire.hpp"
 
 namespace ferry {
 namespace fwd = detail::fwd;
@@ -63,7 +64,9 @@ struct consumer::impl {
   std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
   std::optional<dedup_window> dedup;
   steady::time_point next_consume{};
-  std::string acks;  // tokens to acknowledge in one ACK
+  std::string acks;              // tokens to acknowledge in one ACK
+  std::vector<message> decoded;  // a v2 DELIVER's messages (reused)
+  std::vector<detail::payload_span> payloads;
 
   std::vector<std::thread> handlers;
   std::thread io;
@@ -108,9 +111,11 @@ struct consumer::impl {
   void send_consume() {
     msgpack::sbuffer buf;
     msgpack::packer<msgpack::sbuffer> pk(buf);
-    pk.pack_map(1);
+    pk.pack_map(2);
     pk.pack("prefetch");
     pk.pack(options.prefetch);
+    pk.pack("version");  // DELIVERs as one block; a ferryd of protocol v1 ignores it and sends frame pairs
+    pk.pack(fwd::protocol_version);
     std::vector<zmq::message_t> frames;
     frames.push_back(frame(fwd::consume));
     frames.push_back(frame(queue_name));
@@ -206,14 +211,33 @@ struct consumer::impl {
   }
 
   void on_deliver(std::vector<zmq::message_t>& frames) {
-    // DELIVER | queue | tokens | (envelope | payload) x n
-    if (frames.size() < 5 || (frames.size() - 3) % 2 != 0 ||
-        frames[2].size() != 8 * ((frames.size() - 3) / 2)) {
+    // v2: DELIVER | queue | tokens | block          v1: DELIVER | queue | tokens | (envelope | payload) x n
+    const bool packed = frames.size() == 4;
+    const std::size_t n = packed ? frames[2].size() / 8 : (frames.size() - 3) / 2;
+    if (frames.size() < 4 || (!packed && (frames.size() - 3) % 2 != 0) || n == 0 ||
+        frames[2].size() != 8 * n) {
       detail::logger().warn("consumer: malformed DELIVER from ferryd ({} frames) ignored", frames.size());
       return;
     }
     const auto* tokens = static_cast<const char*>(frames[2].data());
-    const std::size_t n = (frames.size() - 3) / 2;
+    std::shared_ptr<const zmq::message_t> block;
+    if (packed) {
+      std::size_t count = 0;
+      const decode_error err =
+          detail::decode_block(frames[3].to_string_view(), decoded, payloads, count, options.limits);
+      if (err != decode_error::none || count != n) {
+        // Nothing in it can be handled: each delivery goes to the dead-letter queue with the reason.
+        const std::string why = std::string("consumer could not decode the DELIVER block: ") +
+                                std::string(err != decode_error::none ? to_string(err) : "batch_count");
+        for (std::size_t i = 0; i < n; ++i) {
+          received.add();
+          malformed.add();
+          answer({fwd::get_u64(tokens + 8 * i)}, verdict::reject, why);
+        }
+        return;
+      }
+      block = std::make_shared<const zmq::message_t>(std::move(frames[3]));
+    }
     const auto now = steady::now();  // one clock read for the whole DELIVER
     std::vector<work> fresh;
     fresh.reserve(n);
@@ -221,8 +245,11 @@ struct consumer::impl {
       const std::uint64_t token = fwd::get_u64(tokens + 8 * i);
       received.add();
       work w;
-      const decode_error err = decode_envelope(frames[3 + 2 * i].to_string_view(), w.msg, options.limits);
-      if (err != decode_error::none) {
+      if (packed) {
+        w.msg = std::move(decoded[i]);
+      } else if (const decode_error err =
+                     decode_envelope(frames[3 + 2 * i].to_string_view(), w.msg, options.limits);
+                 err != decode_error::none) {
         malformed.add();
         answer({token}, verdict::reject,
                std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
@@ -240,7 +267,11 @@ struct consumer::impl {
         continue;
       }
       w.msg.set_topic(queue_name);
-      w.msg.set_payload(std::move(frames[4 + 2 * i]));
+      if (packed) {
+        w.msg.set_payload_slice(block, payloads[i].offset, payloads[i].size);
+      } else {
+        w.msg.set_payload(std::move(frames[4 + 2 * i]));
+      }
       fresh.push_back(std::move(w));
     }
     if (fresh.empty()) return;

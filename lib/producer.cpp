@@ -5,15 +5,14 @@
 #include <deque>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "detail/counter.hpp"
 #include "detail/forwarder_protocol.hpp"
 #include "detail/forwarder_session.hpp"
-#include "detail/id_map.hpp"
 #include "detail/log.hpp"
 #include "detail/wakeup.hpp"
+#include "detail/wire.hpp"
 #include "ferry/envelope.hpp"
 
 namespace ferry {
@@ -28,6 +27,12 @@ struct outgoing {
   zmq::message_t envelope;
   zmq::message_t payload;
 };
+
+// A payload this large goes in a SEND of its own in v1 form, its frame shared rather than copied into a
+// block (see wire_options::split_payload).
+constexpr std::size_t large_payload = 32 * 1024;
+// A v2 SEND's block stops growing past this many bytes.
+constexpr std::size_t max_send_bytes = 1 << 20;
 
 }  // namespace
 
@@ -50,21 +55,34 @@ struct producer::impl {
   detail::counter sent, confirmed, refused, resent;
 
   // I/O thread only.
-  struct unconfirmed {
-    std::string queue;
-    zmq::message_t envelope;
+  //
+  // Unconfirmed messages wait in one FIFO in the order they were sent, each numbered. ferryd confirms the
+  // messages of one queue in the order it stored them, so a confirm is nearly always for the oldest
+  // unconfirmed message of its queue: each queue keeps the number of that message and every entry the
+  // number of the next one of its queue. Only answers out of that order (after resends, refusals) search the
+  // FIFO. No hash map: its lookups missed the cache once the window outgrew it.
+  struct entry {
+    message_id id;
+    std::uint32_t queue = 0;  // index into queues
+    zmq::message_t envelope;  // compact form
     zmq::message_t payload;
     steady::time_point sent_at;
+    std::uint64_t next_of_queue = 0;  // number of the next entry of the same queue (0: none yet)
+    bool settled = false;
   };
-  detail::id_map<unconfirmed> waiting{1024};
-  std::deque<std::pair<steady::time_point, message_id>> resend_order;
-  // What to transmit now, per queue (few queues per producer: a vector beats a map).
-  struct batch {
-    std::string queue;
-    std::vector<std::pair<message_id, unconfirmed*>> items;
+  struct queue_state {
+    std::string name;
+    std::uint64_t oldest = 0;  // number of the oldest unsettled entry (0: none)
+    std::uint64_t newest = 0;  // number of the newest entry
+    std::vector<std::uint64_t> to_send;
   };
-  std::vector<batch> batches;
-  std::size_t last_batch = 0;
+  std::deque<entry> fifo;
+  std::uint64_t front_number = 1;  // number of fifo.front()
+  std::uint64_t next_number = 1;
+  std::vector<queue_state> queues;  // few per producer: a vector beats a map
+  std::uint32_t last_queue = 0;
+  std::deque<std::pair<steady::time_point, std::uint64_t>> resend_order;  // (sent at, number)
+  std::uint64_t unsettled = 0;
   bool resent_on_reconnect = false;
   std::thread thread;
 
@@ -102,9 +120,15 @@ struct producer::impl {
     settled.notify_all();
     wake.force();
     thread.join();
+    std::lock_guard lock(mutex);
+    if (in_flight > 0)
+      detail::logger().warn(
+          "producer: destroyed with {} message(s) not confirmed by ferryd at {}; they are abandoned (call "
+          "flush() before destroying a producer)",
+          in_flight, session.endpoint());
   }
 
-  void settle(std::uint64_t n) {
+  void settle_window(std::uint64_t n) {
     if (n == 0) return;
     std::lock_guard lock(mutex);
     in_flight -= n;
@@ -112,40 +136,17 @@ struct producer::impl {
     if (in_flight == 0) settled.notify_all();
   }
 
-  // Queues `u` (the entry of `id` in `waiting`) for the next transmit().
-  void enqueue(const std::string& queue, const message_id& id, unconfirmed* u) {
-    if (last_batch >= batches.size() || batches[last_batch].queue != queue) {
-      last_batch = 0;
-      while (last_batch < batches.size() && batches[last_batch].queue != queue) ++last_batch;
-      if (last_batch == batches.size()) batches.push_back(batch{queue, {}});
-    }
-    batches[last_batch].items.emplace_back(id, u);
+  entry* at(std::uint64_t number) {
+    if (number < front_number || number - front_number >= fifo.size()) return nullptr;
+    return &fifo[number - front_number];
   }
 
-  void transmit(steady::time_point now) {
-    for (auto& b : batches) {
-      auto& items = b.items;
-      for (std::size_t start = 0; start < items.size(); start += options.max_batch) {
-        const std::size_t end = std::min(items.size(), start + options.max_batch);
-        std::vector<zmq::message_t> frames;
-        frames.reserve(2 + 2 * (end - start));
-        frames.emplace_back(fwd::send.data(), fwd::send.size());
-        frames.emplace_back(b.queue.data(), b.queue.size());
-        for (std::size_t i = start; i < end; ++i) {
-          unconfirmed& u = *items[i].second;
-          zmq::message_t env, payload;
-          env.copy(u.envelope);
-          payload.copy(u.payload);  // shares the buffer; nothing is copied for large payloads
-          frames.push_back(std::move(env));
-          frames.push_back(std::move(payload));
-          u.sent_at = now;
-          resend_order.emplace_back(now, items[i].first);
-        }
-        if (frames.size() == 2) continue;
-        session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
-      }
-    }
-    for (auto& b : batches) b.items.clear();  // keep the vectors' memory
+  std::uint32_t queue_index(const std::string& name) {
+    if (last_queue < queues.size() && queues[last_queue].name == name) return last_queue;
+    for (std::uint32_t i = 0; i < queues.size(); ++i)
+      if (queues[i].name == name) return last_queue = i;
+    queues.push_back(queue_state{name, 0, 0, {}});
+    return last_queue = static_cast<std::uint32_t>(queues.size() - 1);
   }
 
   void take_outbox(steady::time_point now) {
@@ -155,34 +156,130 @@ struct producer::impl {
       items.swap(outbox);
     }
     for (auto& item : items) {
-      auto [u, fresh] = waiting.try_emplace(
-          item.id,
-          unconfirmed{std::move(item.queue), std::move(item.envelope), std::move(item.payload), now});
-      if (!fresh) {  // the same id sent again while the first copy is in flight: it rides on that one
-        settle(1);
-        continue;
+      const std::uint32_t q = queue_index(item.queue);
+      const std::uint64_t number = next_number++;
+      fifo.push_back(entry{item.id, q, std::move(item.envelope), std::move(item.payload), now, 0, false});
+      queue_state& qs = queues[q];
+      if (entry* prev = at(qs.newest)) prev->next_of_queue = number;
+      qs.newest = number;
+      if (qs.oldest == 0) qs.oldest = number;
+      qs.to_send.push_back(number);
+      ++unsettled;
+    }
+  }
+
+  // Marks `e` (number `number`) answered, moves its queue's oldest past settled entries and drops settled
+  // entries from the front of the FIFO.
+  void mark_settled(entry& e, std::uint64_t number) {
+    e.settled = true;
+    e.envelope = zmq::message_t();
+    e.payload = zmq::message_t();
+    --unsettled;
+    queue_state& qs = queues[e.queue];
+    if (qs.oldest == number) {
+      std::uint64_t n = e.next_of_queue;
+      while (n != 0 && at(n) != nullptr && at(n)->settled) n = at(n)->next_of_queue;
+      qs.oldest = at(n) != nullptr ? n : 0;
+    }
+    while (!fifo.empty() && fifo.front().settled) {
+      fifo.pop_front();
+      ++front_number;
+    }
+  }
+
+  // The unsettled entry for `id`: the oldest of some queue, else found by a search (answers out of order).
+  std::uint64_t find(const message_id& id) {
+    for (const queue_state& qs : queues)
+      if (const entry* e = at(qs.oldest); e != nullptr && !e->settled && e->id == id) return qs.oldest;
+    for (std::size_t i = 0; i < fifo.size(); ++i)
+      if (!fifo[i].settled && fifo[i].id == id) return front_number + i;
+    return 0;
+  }
+
+  void transmit(steady::time_point now) {
+    const bool packed = session.welcome().version >= 2;
+    std::vector<zmq::message_t> frames;
+    for (queue_state& qs : queues) {
+      auto& items = qs.to_send;
+      std::size_t start = 0;
+      while (start < items.size()) {
+        std::size_t end = start;
+        std::size_t bytes = 0;
+        // A run for one SEND: up to max_batch messages; in v2 also up to max_send_bytes, and a payload of
+        // split size goes on its own in v1 form (its frame is moved, not copied into a block).
+        while (end < items.size() && end - start < options.max_batch) {
+          const entry* e = at(items[end]);
+          if (e == nullptr || e->settled) {
+            ++end;
+            continue;
+          }
+          const bool big = e->payload.size() >= large_payload;
+          if (packed && big && end > start) break;
+          bytes += detail::block_entry_size(e->envelope.size(), e->payload.size());
+          ++end;
+          if (packed && (big || bytes >= max_send_bytes)) break;
+        }
+        frames.clear();
+        frames.emplace_back(fwd::send.data(), fwd::send.size());
+        frames.emplace_back(qs.name.data(), qs.name.size());
+        std::size_t count = 0;
+        const bool one_big = packed && end == start + 1 && at(items[start]) != nullptr &&
+                             at(items[start])->payload.size() >= large_payload;
+        if (packed && !one_big) {
+          for (std::size_t i = start; i < end; ++i)
+            if (const entry* e = at(items[i]); e != nullptr && !e->settled) ++count;
+          if (count > 0) {
+            zmq::message_t block(detail::block_header_size(count) + bytes);
+            char* p = detail::write_block_header(static_cast<char*>(block.data()), count);
+            for (std::size_t i = start; i < end; ++i) {
+              entry* e = at(items[i]);
+              if (e == nullptr || e->settled) continue;
+              p = detail::write_block_entry(p, e->envelope.to_string_view(), e->payload.to_string_view());
+              e->sent_at = now;
+              resend_order.emplace_back(now, items[i]);
+            }
+            frames.push_back(std::move(block));
+          }
+        } else {
+          for (std::size_t i = start; i < end; ++i) {
+            entry* e = at(items[i]);
+            if (e == nullptr || e->settled) continue;
+            zmq::message_t env, payload;
+            env.copy(e->envelope);
+            payload.copy(e->payload);  // shares the buffer; nothing is copied for large payloads
+            frames.push_back(std::move(env));
+            frames.push_back(std::move(payload));
+            e->sent_at = now;
+            resend_order.emplace_back(now, items[i]);
+            ++count;
+          }
+        }
+        if (count > 0) session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
+        start = end;
       }
-      enqueue(u->queue, item.id, u);
+      items.clear();  // keeps the vector's memory
     }
   }
 
   void resend_everything(steady::time_point now) {
     resend_order.clear();
-    waiting.for_each([&](const message_id& id, unconfirmed& u) {
-      enqueue(u.queue, id, &u);
+    for (queue_state& qs : queues) qs.to_send.clear();
+    for (std::size_t i = 0; i < fifo.size(); ++i) {
+      if (fifo[i].settled) continue;
+      queues[fifo[i].queue].to_send.push_back(front_number + i);
       resent.add();
-    });
+    }
     transmit(now);
   }
 
   void check_resends(steady::time_point now) {
     if (!session.up()) return;  // resent all at once when it is back
     while (!resend_order.empty() && resend_order.front().first + options.confirm_timeout <= now) {
-      const auto [at, id] = resend_order.front();
+      const auto [when, number] = resend_order.front();
       resend_order.pop_front();
-      unconfirmed* u = waiting.find(id);
-      if (u == nullptr || u->sent_at != at) continue;
-      enqueue(u->queue, id, u);
+      entry* e = at(number);
+      if (e == nullptr || e->settled || e->sent_at != when) continue;
+      queues[e->queue].to_send.push_back(number);
       resent.add();
     }
   }
@@ -193,8 +290,7 @@ struct producer::impl {
       // held), and a reconnect is seen through the socket monitor; a reconnect since the last PONG already
       // resent everything, to this new instance.
       if (session.instance_changed() && !resent_on_reconnect) {
-        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)",
-                              waiting.size());
+        detail::logger().info("producer: ferryd restarted; resending {} unconfirmed message(s)", unsettled);
         resend_everything(now);
       }
       resent_on_reconnect = false;
@@ -206,24 +302,28 @@ struct producer::impl {
       std::uint64_t n = 0;
       for (std::size_t off = 0; off + fwd::id_size <= frames[1].size(); off += fwd::id_size) {
         const auto id = *message_id::from_bytes({p + off, fwd::id_size});
-        if (!waiting.erase(id)) continue;  // a duplicate confirm for a resent copy
+        const std::uint64_t number = find(id);
+        if (number == 0) continue;  // a second confirm, for a resent copy
+        mark_settled(*at(number), number);
         ++n;
         if (on_confirm) on_confirm(id);
       }
       confirmed.add(n);
-      settle(n);  // one lock and wake-up per CONFIRM, not per message
+      settle_window(n);  // one lock and wake-up per CONFIRM, not per message
     } else if (verb == fwd::refuse && frames.size() >= 4) {
       const auto id = message_id::from_bytes(frames[1].to_string_view());
-      if (!id || !waiting.erase(*id)) {
+      const std::uint64_t number = id ? find(*id) : 0;
+      if (number == 0) {
         detail::logger().warn("producer: ferryd refused a message: {}: {}", frames[2].to_string_view(),
                               frames[3].to_string_view());
         return;
       }
+      mark_settled(*at(number), number);
       refused.add();
       if (on_refuse)
         on_refuse(
             refusal{*id, std::string(frames[2].to_string_view()), std::string(frames[3].to_string_view())});
-      settle(1);
+      settle_window(1);
     } else if (verb == fwd::error && frames.size() >= 3) {
       detail::logger().warn("producer: ferryd says {}: {}", frames[1].to_string_view(),
                             frames[2].to_string_view());
@@ -234,9 +334,9 @@ struct producer::impl {
     std::vector<zmq::message_t> frames;
     for (;;) {
       auto now = steady::now();
-      if (session.check_reconnect() && !waiting.empty()) {
+      if (session.check_reconnect() && unsettled > 0) {
         detail::logger().info("producer: reconnected to ferryd; resending {} unconfirmed message(s)",
-                              waiting.size());
+                              unsettled);
         resend_everything(now);
         resent_on_reconnect = true;
       }

@@ -380,6 +380,8 @@ TEST_CASE("a consumer ferryd has forgotten hears so on its next ping", "[forward
 TEST_CASE("batches over the protocol limit are refused and big deliveries are split", "[forwarder]") {
   running_forwarder fwdr;
   raw_client c(fwdr.endpoint);
+  // A SEND of 4097 messages is refused as a whole (ERROR: nothing in it was carried out), and leaves no
+  // queue behind.
   std::vector<std::string> frames{"SEND", "q"};
   for (std::size_t i = 0; i < fwd::max_batch + 1; ++i) {
     message m("q", "x");
@@ -388,9 +390,17 @@ TEST_CASE("batches over the protocol limit are refused and big deliveries are sp
   }
   c.send(frames);
   auto r = c.receive();
-  REQUIRE(r.size() == 4);
-  CHECK(r[0] == "REFUSE");
-  CHECK(r[2] == "malformed");
+  REQUIRE(r.size() == 3);
+  CHECK(r[0] == "ERROR");
+  CHECK(r[1] == "bad_frames");
+  CHECK(r[2].find("at most 4096 per SEND") != std::string::npos);
+  {
+    context actx;
+    admin a(actx, fwdr.endpoint);
+    const forwarder_stats st = a.stats();
+    CHECK(st.queues.count("q") == 0);
+    CHECK(st.malformed_frames == 1);
+  }
 
   context ctx;
   producer p(ctx, fwdr.endpoint, {.max_batch = 100000});

@@ -56,16 +56,19 @@ struct harness {
     q->dispatch(now);
     std::map<std::string, std::vector<got>> out;
     for (auto& [identity, sub] : q->subs()) {
-      for (std::size_t i = 0; i < sub->out_frames.size() / 2; ++i) {
+      for (std::size_t i = 0; i < sub->out_spans.size(); ++i) {
         std::uint64_t token = 0;
         for (int b = 0; b < 8; ++b)
           token = (token << 8) | static_cast<unsigned char>(sub->out_tokens[8 * i + b]);
+        const auto& span = sub->out_spans[i];
+        const std::string_view entries = sub->out_entries;
         message m;
-        REQUIRE(decode_envelope(sub->out_frames[2 * i].to_string_view(), m) == decode_error::none);
+        REQUIRE(decode_envelope(entries.substr(span.begin, span.envelope), m) == decode_error::none);
         out[identity].push_back(
-            {token, std::string(sub->out_frames[2 * i + 1].to_string_view()), m.attempt()});
+            {token, std::string(entries.substr(span.payload_at, span.payload)), m.attempt()});
       }
-      sub->out_frames.clear();
+      sub->out_spans.clear();
+      sub->out_entries.clear();
       sub->out_tokens.clear();
     }
     return out;

@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "data_dir.hpp"
+#include "detail/wire.hpp"
 #include "exit_codes.hpp"
 #include "ferry/context.hpp"
 #include "ferry/message.hpp"
@@ -86,8 +87,19 @@ class forwarder {
   void on_stats(const std::string& identity, std::vector<zmq::message_t>& frames);    // admin.cpp
   void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);      // admin.cpp
 
+  // One SEND's context while its messages are stored one by one.
+  struct send_context {
+    const std::string& identity;
+    queue_slot* slot;  // the queue, once it exists
+    steady::time_point now;
+    std::int64_t now_us;
+    bool no_space;
+  };
+  void store_one(send_context& ctx, std::string_view name, message& m, decode_error err, const message_id& id,
+                 std::string_view payload);
+  /// REFUSE for one message (and a rate-limited log line naming its queue).
   void refuse(const std::string& identity, const message_id& id, std::string_view code,
-              const std::string& text);
+              const std::string& text, std::string_view queue_name);
   void send_error(const std::string& identity, std::string_view code, const std::string& text);
   void send_frames(const std::string& identity, std::vector<zmq::message_t>& frames);
   void queue_confirm(const std::string& identity, const message_id& id);
@@ -129,6 +141,8 @@ class forwarder {
   std::vector<std::pair<std::string, std::vector<zmq::message_t>>> pending_delivers_;
 
   message scratch_;
+  std::vector<message> send_batch_;  // a v2 SEND's messages, decoded (reused)
+  std::vector<detail::payload_span> send_payloads_;
   std::string envelope_buffer_;
   std::string read_buffer_;
   std::atomic<bool> stop_{false};

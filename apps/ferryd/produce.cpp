@@ -8,6 +8,7 @@
 
 #include "detail/forwarder_protocol.hpp"
 #include "detail/log.hpp"
+#include "detail/wire.hpp"
 #include "ferry/envelope.hpp"
 #include "forwarder.hpp"
 #include "protocol_helpers.hpp"
@@ -22,84 +23,114 @@ bool forwarder::disk_full(steady::time_point now) {
 }
 
 void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
-  if (frames.size() < 5 || (frames.size() - 3) % 2 != 0) {
+  // SEND | queue | block                          protocol v2: every message in one frame
+  // SEND | queue | (envelope | payload) x n       protocol v1
+  const bool packed = frames.size() == 4;
+  if (!packed && (frames.size() < 5 || (frames.size() - 3) % 2 != 0)) {
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames,
-                      "SEND needs: queue, then envelope and payload frames in pairs");
+                      "SEND needs: queue, then one block of messages (protocol v2) or envelope and payload "
+                      "frames in pairs (protocol v1)");
+  }
+  // Whole-request checks first: a request that fails them changes nothing (no queue is created).
+  std::size_t count = (frames.size() - 3) / 2;
+  if (packed) {
+    const decode_error e = detail::decode_block(view(frames[3]), send_batch_, send_payloads_, count, {});
+    if (e != decode_error::none) {
+      ++malformed_frames_;
+      return send_error(identity, fwd::code::bad_frames,
+                        fmt::format("SEND: the block of messages does not decode: {}", to_string(e)));
+    }
+  }
+  if (count > fwd::max_batch) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      fmt::format("SEND: {} messages; at most {} per SEND, nothing was stored: send them in "
+                                  "smaller batches",
+                                  count, fwd::max_batch));
   }
   const std::string_view name = view(frames[2]);
-  const std::size_t count = (frames.size() - 3) / 2;
-  const auto now = steady::now();
-  std::string queue_problem;
+  const char* queue_problem = nullptr;
   if (!fwd::valid_queue_name(name)) {
     queue_problem = "queue names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'";
   } else if (fwd::is_dlq_name(name)) {
     queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
   }
-  std::string batch_problem;
-  if (count > fwd::max_batch)
-    batch_problem = fmt::format("at most {} messages per SEND; send them in smaller batches", fwd::max_batch);
-  queue_slot* slot = queue_problem.empty() ? &open_queue(std::string(name)) : nullptr;
-  const bool no_space = disk_full(now);
-  const std::int64_t now_us = unix_now_us();
+  send_context ctx{identity, find_queue(name), steady::now(), unix_now_us(), disk_full(steady::now())};
   for (std::size_t i = 0; i < count; ++i) {
-    const zmq::message_t& env = frames[3 + 2 * i];
-    const zmq::message_t& payload = frames[4 + 2 * i];
-    const decode_error err = decode_envelope(view(env), scratch_);
-    const message_id id = err == decode_error::none ? scratch_.id() : readable_id(view(env));
-    if (!queue_problem.empty()) {
-      refuse(identity, id, fwd::code::bad_queue, queue_problem);
+    decode_error err = decode_error::none;
+    message* m = nullptr;
+    std::string_view payload;
+    message_id id;
+    if (packed) {
+      m = &send_batch_[i];
+      payload = view(frames[3]).substr(send_payloads_[i].offset, send_payloads_[i].size);
+      id = m->id();
+    } else {
+      const std::string_view env = view(frames[3 + 2 * i]);
+      err = decode_envelope(env, scratch_);
+      m = &scratch_;
+      payload = view(frames[4 + 2 * i]);
+      id = err == decode_error::none ? scratch_.id() : readable_id(env);
+    }
+    if (queue_problem != nullptr) {
+      refuse(identity, id, fwd::code::bad_queue, queue_problem, name);
       continue;
     }
-    if (!batch_problem.empty()) {
-      ++malformed_frames_;
-      refuse(identity, id, fwd::code::malformed, batch_problem);
-      continue;
-    }
-    queue& q = *slot->q;
-    if (err != decode_error::none) {
-      ++malformed_frames_;
-      ++q.counters().refused;
-      refuse(identity, id, fwd::code::malformed, fmt::format("envelope rejected: {}", to_string(err)));
-      continue;
-    }
-    if (payload.size() > options_.max_message_bytes) {
-      ++q.counters().refused;
-      refuse(identity, id, fwd::code::too_large,
-             fmt::format("payload of {} bytes is over the limit of {} bytes", payload.size(),
-                         options_.max_message_bytes));
-      continue;
-    }
-    if (const auto first = q.admit(id, now)) {
-      // A resend. Confirm it now if the first copy is durable, or together with it if still in a batch.
-      ++q.counters().deduplicated;
-      if (q.commit_finished(*first)) {
-        queue_confirm(identity, id);
-      } else {
-        slot->extra_waiters.emplace(id, identity);
-      }
-      continue;
-    }
-    if (no_space) {
-      q.append_failed_admission(id);
-      ++q.counters().refused;
-      refuse(identity, id, fwd::code::disk_full,
-             "the data directory is out of space; the message was not stored (retry later)");
-      continue;
-    }
-    if (q.full()) {
-      q.append_failed_admission(id);
-      ++q.counters().refused;
-      refuse(identity, id, fwd::code::queue_full,
-             fmt::format("queue {} holds its maximum of {} messages", q.name(), q.config().max_messages));
-      continue;
-    }
-    scratch_.set_attempt(0);
-    envelope_buffer_.resize(envelope_size(scratch_, envelope_form::storage));
-    encode_envelope(scratch_, envelope_buffer_.data(), envelope_form::storage);
-    const std::uint64_t seq = q.append(id, key_hash(scratch_.key()), envelope_buffer_, view(payload), now_us);
-    slot->gathering.push_back(pending_append{seq, id, identity});
+    store_one(ctx, name, *m, err, id, payload);
   }
+}
+
+void forwarder::store_one(send_context& ctx, std::string_view name, message& m, decode_error err,
+                          const message_id& id, std::string_view payload) {
+  // Refusals of a message that never reached a queue (malformed, too large) count where the queue exists.
+  auto count_refusal = [&] {
+    if (ctx.slot != nullptr) ++ctx.slot->q->counters().refused;
+  };
+  if (err != decode_error::none) {
+    ++malformed_frames_;
+    count_refusal();
+    return refuse(ctx.identity, id, fwd::code::malformed,
+                  fmt::format("envelope rejected: {}", to_string(err)), name);
+  }
+  if (payload.size() > options_.max_message_bytes) {
+    count_refusal();
+    return refuse(ctx.identity, id, fwd::code::too_large,
+                  fmt::format("payload of {} bytes is over the limit of {} bytes", payload.size(),
+                              options_.max_message_bytes),
+                  name);
+  }
+  if (ctx.slot == nullptr) ctx.slot = &open_queue(std::string(name));  // the first message it will hold
+  queue_slot& slot = *ctx.slot;
+  queue& q = *slot.q;
+  if (const auto first = q.admit(id, ctx.now)) {
+    // A resend. Confirm it now if the first copy is durable, or together with it if still in a batch.
+    ++q.counters().deduplicated;
+    if (q.commit_finished(*first)) {
+      queue_confirm(ctx.identity, id);
+    } else {
+      slot.extra_waiters.emplace(id, ctx.identity);
+    }
+    return;
+  }
+  if (ctx.no_space) {
+    q.append_failed_admission(id);
+    ++q.counters().refused;
+    return refuse(ctx.identity, id, fwd::code::disk_full,
+                  "the data directory is out of space; the message was not stored (retry later)", name);
+  }
+  if (q.full()) {
+    q.append_failed_admission(id);
+    ++q.counters().refused;
+    return refuse(ctx.identity, id, fwd::code::queue_full,
+                  fmt::format("queue {} holds its maximum of {} messages", q.name(), q.config().max_messages),
+                  name);
+  }
+  m.set_attempt(0);
+  envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
+  encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
+  const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us);
+  slot.gathering.push_back(pending_append{seq, id, ctx.identity});
 }
 
 void forwarder::queue_confirm(const std::string& identity, const message_id& id) {
@@ -112,11 +143,11 @@ void forwarder::queue_confirm(const std::string& identity, const message_id& id)
 }
 
 void forwarder::refuse(const std::string& identity, const message_id& id, std::string_view code,
-                       const std::string& text) {
+                       const std::string& text, std::string_view queue_name) {
   std::uint64_t held = 0;
   static detail::log_limiter limiter(10);
   if (limiter.allow(held))
-    logger().warn("refused message {}: {}: {}{}", id.to_hex(), code, text,
+    logger().warn("queue {}: refused message {}: {}: {}{}", printable(queue_name), id.to_hex(), code, text,
                   held ? fmt::format(" ({} more refusals not logged)", held) : std::string());
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::refuse));
@@ -230,9 +261,9 @@ void forwarder::handle_commit(commit_result& result) {
         const std::string text = fmt::format("not stored: {}", std::strerror(outcome.error));
         if (!p.identity.empty()) {
           ++q.counters().refused;
-          refuse(p.identity, p.id, code, text);
+          refuse(p.identity, p.id, code, text, q.name());
         }
-        for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text);
+        for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text, q.name());
         if (p.source_queue != ~0u && !p.replay && p.request)
           queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
       }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "detail/log.hpp"
+#include "detail/wire.hpp"
 #include "ferry/envelope.hpp"
 #include "ferry/error.hpp"
 #include "ferry/message.hpp"
@@ -93,13 +94,14 @@ void queue::record_attempts(std::uint64_t seq, std::uint32_t attempts) {
 
 // ---- consuming ------------------------------------------------------------------------------------------
 
-subscription& queue::subscribe(const std::string& identity, std::uint32_t prefetch) {
+subscription& queue::subscribe(const std::string& identity, std::uint32_t prefetch, std::uint32_t version) {
   auto& slot = subs_[identity];
   if (!slot) {
     slot = std::make_unique<subscription>();
     slot->identity = identity;
   }
   slot->prefetch = std::max<std::uint32_t>(1, prefetch);
+  slot->version = version;
   return *slot;
 }
 
@@ -302,13 +304,20 @@ void queue::deliver(subscription& sub, const waiting& msg, std::string_view enve
   record_attempts(w.seq, w.attempts);
   if (w.attempts > 1) ++counters_.redelivered;
   ++counters_.delivered;
-  zmq::message_t env(envelope.data(), envelope.size());
-  patch_envelope_attempt(static_cast<char*>(env.data()), env.size(), w.attempts);
   char t[8];
   for (int i = 0; i < 8; ++i) t[i] = static_cast<char>(token >> (8 * (7 - i)));
   sub.out_tokens.append(t, 8);
-  sub.out_frames.push_back(std::move(env));
-  sub.out_frames.emplace_back(payload.data(), payload.size());
+  subscription::entry_span span;
+  span.begin = sub.out_entries.size();
+  span.envelope = envelope.size();
+  span.payload = payload.size();
+  sub.out_entries.resize(span.begin + detail::block_entry_size(envelope.size(), payload.size()));
+  char* at = sub.out_entries.data() + span.begin;
+  char* end = detail::write_block_entry(at, envelope, payload);
+  patch_envelope_attempt(at, envelope.size(), w.attempts);
+  span.end = static_cast<std::size_t>(end - sub.out_entries.data());
+  span.payload_at = span.end - payload.size();
+  sub.out_spans.push_back(span);
   const auto deadline = now + config_.lease;
   in_flight_.emplace(token, delivery{w, &sub, deadline});
   leases_.emplace(deadline, token);

@@ -82,11 +82,17 @@ struct queue_counters {
 struct subscription {
   std::string identity;
   std::uint32_t prefetch = 1;
+  std::uint32_t version = 1;                  // protocol version of its DELIVERs (CONSUME's "version")
   std::uint32_t unacked = 0;                  // deliveries not answered yet, expired ones included
   std::unordered_set<std::uint64_t> expired;  // tokens whose lease ran out but may still be answered
-  // DELIVER being assembled during one dispatch
+  // DELIVERs being assembled during one dispatch: tokens, and the messages as block entries (envelope,
+  // payload as bin) one after the other, with where each entry's parts lie (for protocol v1's frames).
+  struct entry_span {
+    std::size_t begin = 0, envelope = 0, payload_at = 0, payload = 0, end = 0;
+  };
   std::string out_tokens;
-  std::vector<zmq::message_t> out_frames;
+  std::string out_entries;
+  std::vector<entry_span> out_spans;
   [[nodiscard]] std::uint32_t credit() const noexcept { return unacked >= prefetch ? 0 : prefetch - unacked; }
 };
 
@@ -154,7 +160,7 @@ class queue {
   void append_failed_admission(const message_id& id) { stream_.forget(id); }
 
   // ---- consuming -------------------------------------------------------------------------------------
-  subscription& subscribe(const std::string& identity, std::uint32_t prefetch);
+  subscription& subscribe(const std::string& identity, std::uint32_t prefetch, std::uint32_t version = 1);
   /// The consumer went away (heartbeat timeout, error) or cancelled: its deliveries go back to the queue.
   /// With `penalty` false (a clean cancel) their attempt count is restored.
   void unsubscribe(const std::string& identity, bool penalty);

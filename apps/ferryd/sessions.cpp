@@ -3,9 +3,11 @@
 // counts are journaled.
 #include <fmt/format.h>
 #include <algorithm>
+#include <cstring>
 
 #include "detail/forwarder_protocol.hpp"
 #include "detail/log.hpp"
+#include "detail/wire.hpp"
 #include "forwarder.hpp"
 #include "protocol_helpers.hpp"
 
@@ -49,17 +51,21 @@ void forwarder::on_hello(const std::string& identity, std::vector<zmq::message_t
         identity, fwd::code::bad_frames,
         "HELLO: the second frame must be a MessagePack map whose \"version\" is an unsigned integer");
   }
-  if (version != fwd::protocol_version) {
-    return send_error(identity, fwd::code::bad_frames,
-                      fmt::format("protocol version {} is not supported; this ferryd speaks version {}",
-                                  version, fwd::protocol_version));
+  // The client names the highest version it speaks; WELCOME answers the highest both speak.
+  if (version < fwd::min_protocol_version) {
+    ++malformed_frames_;
+    return send_error(
+        identity, fwd::code::bad_frames,
+        fmt::format("protocol version {} is not supported; this ferryd speaks versions {} to {}", version,
+                    fwd::min_protocol_version, fwd::protocol_version));
   }
+  const std::uint64_t agreed = std::min<std::uint64_t>(version, fwd::protocol_version);
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::welcome));
   reply.push_back(frame(packed([&](auto& pk) {
     pk.pack_map(7);
     pk.pack("version");
-    pk.pack(fwd::protocol_version);
+    pk.pack(agreed);
     pk.pack("server");
     pk.pack(std::string("ferryd ") + FERRY_VERSION);
     pk.pack("instance");
@@ -90,9 +96,17 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames, "CONSUME options must be a MessagePack map");
   }
+  // A consumer that speaks protocol v2 asks for DELIVERs as one block ("version": 2); others get v1's frames.
+  std::uint64_t version = 1;
+  if (frames.size() >= 4 && !map_uint(view(frames[3]), "version", version, 1)) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      "CONSUME options: \"version\" must be an unsigned integer");
+  }
+  version = std::clamp<std::uint64_t>(version, fwd::min_protocol_version, fwd::protocol_version);
   prefetch = std::clamp<std::uint64_t>(prefetch, 1, 100'000);
   queue_slot& slot = open_queue(std::string(name));
-  slot.q->subscribe(identity, static_cast<std::uint32_t>(prefetch));
+  slot.q->subscribe(identity, static_cast<std::uint32_t>(prefetch), static_cast<std::uint32_t>(version));
   peers_.consuming(identity, slot.q->index(), steady::now());
   logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name, prefetch);
   std::vector<zmq::message_t> reply;
@@ -170,21 +184,34 @@ void forwarder::dispatch_all(steady::time_point now) {
     if (q.subscribers() == 0 || !q.has_work()) continue;
     if (q.dispatch(now) == 0) continue;
     for (auto& [identity, sub] : q.subs()) {
-      const std::size_t messages = sub->out_frames.size() / 2;
+      const std::size_t messages = sub->out_spans.size();
       for (std::size_t first = 0; first < messages; first += fwd::max_deliver) {
         const std::size_t n = std::min(fwd::max_deliver, messages - first);
         std::vector<zmq::message_t> out;
-        out.reserve(2 * n + 3);
         out.push_back(frame(fwd::deliver));
         out.push_back(frame(q.name()));
         out.push_back(
             frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
-        for (std::size_t i = 2 * first; i < 2 * (first + n); ++i)
-          out.push_back(std::move(sub->out_frames[i]));
+        const auto* spans = sub->out_spans.data() + first;
+        const char* entries = sub->out_entries.data();
+        if (sub->version >= 2) {  // DELIVER | queue | tokens | block
+          const std::size_t begin = spans[0].begin, end = spans[n - 1].end;
+          zmq::message_t block(detail::block_header_size(n) + (end - begin));
+          char* p = detail::write_block_header(static_cast<char*>(block.data()), n);
+          std::memcpy(p, entries + begin, end - begin);
+          out.push_back(std::move(block));
+        } else {  // DELIVER | queue | tokens | (envelope | payload) x n
+          out.reserve(3 + 2 * n);
+          for (std::size_t i = 0; i < n; ++i) {
+            out.emplace_back(entries + spans[i].begin, spans[i].envelope);
+            out.emplace_back(entries + spans[i].payload_at, spans[i].payload);
+          }
+        }
         // Sent after the journal is flushed (see run()); kept here until then.
         pending_delivers_.push_back({identity, std::move(out)});
       }
-      sub->out_frames.clear();
+      sub->out_spans.clear();
+      sub->out_entries.clear();
       sub->out_tokens.clear();
     }
   }

@@ -1,5 +1,8 @@
 #pragma once
-// The forwarder protocol v1, shared by the client classes (producer, consumer, admin) and ferryd.
+// The forwarder protocol (versions 1 and 2), shared by the client classes (producer, consumer, admin) and
+// ferryd. Version 2 carries the messages of a SEND or a DELIVER in one block frame (detail/wire.hpp);
+// version 1 in envelope and payload frame pairs. A client says in HELLO the highest version it speaks and
+// WELCOME answers the one both speak; ferryd takes either form of SEND at any time.
 // docs/protocol.md ("The forwarder protocol") is the specification; this file names its constants.
 //
 // Clients use a DEALER socket, ferryd a ROUTER. Every message starts with a verb frame (ASCII).
@@ -11,11 +14,12 @@
 
 namespace ferry::detail::fwd {
 
-inline constexpr std::uint32_t protocol_version = 1;
+inline constexpr std::uint32_t protocol_version = 2;      // the highest this code speaks
+inline constexpr std::uint32_t min_protocol_version = 1;  // the lowest it still speaks
 
 // Client -> ferryd
 inline constexpr std::string_view hello = "HELLO";      // | msgpack map
-inline constexpr std::string_view send = "SEND";        // | queue | (envelope | payload) x n
+inline constexpr std::string_view send = "SEND";        // | queue | block (v2), or (envelope | payload) x n
 inline constexpr std::string_view consume = "CONSUME";  // | queue | msgpack map {prefetch}
 inline constexpr std::string_view cancel = "CANCEL";    // | queue
 inline constexpr std::string_view ack = "ACK";          // | queue | tokens (8 bytes each)
@@ -31,7 +35,7 @@ inline constexpr std::string_view confirm = "CONFIRM";      // | ids (16 bytes e
 inline constexpr std::string_view refuse = "REFUSE";        // | id | code | text
 inline constexpr std::string_view consuming = "CONSUMING";  // | queue | msgpack map
 inline constexpr std::string_view cancelled = "CANCELLED";  // | queue
-inline constexpr std::string_view deliver = "DELIVER";      // | queue | tokens | (envelope | payload) x n
+inline constexpr std::string_view deliver = "DELIVER";  // | queue | tokens | block (v2), or (env | payload) x n
 inline constexpr std::string_view pong = "PONG";            // | instance (8 bytes)
 inline constexpr std::string_view stats_reply = "STATS";    // | msgpack map
 inline constexpr std::string_view dlq_reply = "DLQ";        // | msgpack map
