@@ -384,21 +384,9 @@ bool decode_common(std::string_view bytes, message& out, std::size_t& used) noex
   return true;
 }
 
-}  // namespace
-
-decode_error decode_envelope(std::string_view bytes, message& out, const decode_limits& limits) {
-  if (bytes.size() > limits.max_envelope) return decode_error::envelope_too_large;
-  std::size_t used = 0;
-  const decode_error e = decode_envelope_prefix(bytes, out, limits, used);
-  if (e != decode_error::none) return e;
-  return used == bytes.size() ? decode_error::none : decode_error::trailing_bytes;
-}
-
-decode_error decode_envelope_prefix(std::string_view bytes, message& out, const decode_limits& limits,
-                                    std::size_t& used) {
-  if (decode_common(bytes, out, used)) return decode_error::none;
-  // Nothing is allocated before the whole envelope checks out, and no envelope reads past max_envelope.
-  if (bytes.size() > limits.max_envelope) bytes = bytes.substr(0, limits.max_envelope);
+// The general decoder; nothing is allocated before the whole envelope checks out.
+decode_error decode_fields(std::string_view bytes, message& out, const decode_limits& limits,
+                           std::size_t& used) {
   const std::string_view whole = bytes;
   reader r(bytes);
   std::uint32_t fields = 0;
@@ -454,6 +442,25 @@ decode_error decode_envelope_prefix(std::string_view bytes, message& out, const 
   out.headers() = std::move(decoded_headers);
   out.set_stream(origin, sequence);
   return decode_error::none;
+}
+
+}  // namespace
+
+decode_error decode_envelope(std::string_view bytes, message& out, const decode_limits& limits) {
+  if (bytes.size() > limits.max_envelope) return decode_error::envelope_too_large;
+  std::size_t used = 0;
+  const decode_error e = decode_envelope_prefix(bytes, out, limits, used);
+  if (e != decode_error::none) return e;
+  return used == bytes.size() ? decode_error::none : decode_error::trailing_bytes;
+}
+
+decode_error decode_envelope_prefix(std::string_view bytes, message& out, const decode_limits& limits,
+                                    std::size_t& used) {
+  if (decode_common(bytes, out, used)) return decode_error::none;
+  if (bytes.size() <= limits.max_envelope) return decode_fields(bytes, out, limits, used);
+  // No envelope is read past max_envelope: one that does not end within it is too large, not truncated.
+  const decode_error e = decode_fields(bytes.substr(0, limits.max_envelope), out, limits, used);
+  return e == decode_error::truncated ? decode_error::envelope_too_large : e;
 }
 
 }  // namespace ferry

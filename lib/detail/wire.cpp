@@ -54,7 +54,9 @@ char* put_bin_header(char* p, std::size_t n) noexcept {
   return put_be(p, n, 4);
 }
 
-// Bounds-checked reads of the few MessagePack items a block header and a payload use.
+// Bounds-checked reads of the few MessagePack items a block header and a payload use. Each returns none,
+// truncated when the bytes end inside the item, or bad_header (bad_payload for a bin) when the item has
+// another type or value.
 class cursor {
  public:
   explicit cursor(std::string_view s) noexcept
@@ -63,47 +65,46 @@ class cursor {
   [[nodiscard]] std::size_t left() const noexcept { return static_cast<std::size_t>(end_ - p_); }
   void skip(std::size_t n) noexcept { p_ += n; }
 
-  bool be(std::uint64_t& v, int bytes) noexcept {
-    if (left() < static_cast<std::size_t>(bytes)) return false;
+  decode_error be(std::uint64_t& v, int bytes) noexcept {
+    if (left() < static_cast<std::size_t>(bytes)) return decode_error::truncated;
     v = 0;
     for (int i = 0; i < bytes; ++i) v = (v << 8) | *p_++;
-    return true;
+    return decode_error::none;
   }
-  // An array header; false when truncated or not an array.
-  bool array_header(std::uint64_t& n) noexcept {
-    if (left() == 0) return false;
+  decode_error array_header(std::uint64_t& n) noexcept {
+    if (left() == 0) return decode_error::truncated;
     const unsigned char t = *p_++;
     if ((t & 0xf0) == 0x90) {
       n = t & 0x0f;
-      return true;
+      return decode_error::none;
     }
     if (t == 0xdc) return be(n, 2);
     if (t == 0xdd) return be(n, 4);
-    return false;
+    return decode_error::bad_header;
   }
   // A non-negative integer in any MessagePack integer encoding.
-  bool uint(std::uint64_t& v) noexcept {
-    if (left() == 0) return false;
+  decode_error uint(std::uint64_t& v) noexcept {
+    if (left() == 0) return decode_error::truncated;
     const unsigned char t = *p_++;
     if (t < 0x80) {
       v = t;
-      return true;
+      return decode_error::none;
     }
     if (t >= 0xcc && t <= 0xcf) return be(v, 1 << (t - 0xcc));
     if (t >= 0xd0 && t <= 0xd3) {
       const int bytes = 1 << (t - 0xd0);
-      if (!be(v, bytes)) return false;
+      if (const auto e = be(v, bytes); e != decode_error::none) return e;
       const int shift = 64 - 8 * bytes;
-      return static_cast<std::int64_t>(v << shift) >> shift >= 0;
+      return static_cast<std::int64_t>(v << shift) >> shift >= 0 ? decode_error::none
+                                                                 : decode_error::bad_header;
     }
-    return false;
+    return decode_error::bad_header;
   }
-  // A bin header; `status` says why not (truncated or bad_payload).
   decode_error bin_header(std::uint64_t& n) noexcept {
     if (left() == 0) return decode_error::truncated;
     const unsigned char t = *p_++;
     if (t < 0xc4 || t > 0xc6) return decode_error::bad_payload;
-    return be(n, 1 << (t - 0xc4)) ? decode_error::none : decode_error::truncated;
+    return be(n, 1 << (t - 0xc4));
   }
 
  private:
@@ -115,6 +116,18 @@ class cursor {
 // The smallest a block entry can be: a 6-element envelope of one-byte fields and a 16-byte id (24 bytes),
 // and an empty bin (2 bytes). A header claiming more entries than fit is refused before anything is sized.
 constexpr std::size_t min_entry = 26;
+
+// The header [2, count]: truncated when the block ends inside it, bad_header when it says something else.
+decode_error read_block_header(cursor& c, const decode_limits& limits, bool split, std::uint64_t& count) {
+  std::uint64_t fields = 0, tag = 0;
+  if (const auto e = c.array_header(fields); e != decode_error::none) return e;
+  if (fields != 2) return decode_error::bad_header;
+  if (const auto e = c.uint(tag); e != decode_error::none) return e;
+  if (tag != wire_v2_tag) return decode_error::bad_header;
+  if (const auto e = c.uint(count); e != decode_error::none) return e;
+  if (count == 0 || count > limits.max_batch || (split && count != 1)) return decode_error::bad_header;
+  return decode_error::none;
+}
 
 std::size_t v2_frame_size(const message& msg, std::size_t entries) noexcept {
   return msg.topic().size() + 1 + block_header_size(1) + entries;
@@ -162,10 +175,8 @@ decode_error decode_block(std::string_view block, std::vector<message>& out,
                           const decode_limits& limits, bool split) {
   decoded = 0;
   cursor c(block);
-  std::uint64_t fields = 0, tag = 0, count = 0;
-  if (!c.array_header(fields) || fields != 2 || !c.uint(tag) || tag != wire_v2_tag || !c.uint(count) ||
-      count == 0 || count > limits.max_batch || (split && count != 1))
-    return c.left() == 0 ? decode_error::truncated : decode_error::bad_header;
+  std::uint64_t count = 0;
+  if (const auto e = read_block_header(c, limits, split, count); e != decode_error::none) return e;
   if (count > c.left() / min_entry + 1) return decode_error::truncated;
   if (out.size() < count) out.resize(count);
   if (payloads.size() < count) payloads.resize(count);
@@ -287,6 +298,9 @@ batch_status send_batch(zmq::socket_t& socket, std::span<message> msgs, bool wai
     if (problem != send_status::ok) break;
     msgs[sendable].stamp();
   }
+  // A frame holds at least one message, and no more than a receiver with the default limits accepts.
+  const std::size_t max_messages =
+      std::clamp<std::size_t>(wire.max_batch_messages, 1, decode_limits{}.max_batch);
   while (r.sent < sendable) {
     message& first = msgs[r.sent];
     if (wire.version == wire_version::v1 || first.payload().size() >= wire.split_payload) {
@@ -300,7 +314,7 @@ batch_status send_batch(zmq::socket_t& socket, std::span<message> msgs, bool wai
     // The longest run from here with one topic, within the batch limits and without a split payload.
     std::size_t end = r.sent;
     std::size_t bytes = 0;
-    while (end < sendable && end - r.sent < wire.max_batch_messages) {
+    while (end < sendable && end - r.sent < max_messages) {
       const message& m = msgs[end];
       if (m.topic() != first.topic() || m.payload().size() >= wire.split_payload) break;
       const std::size_t entry = block_entry_size(m);
