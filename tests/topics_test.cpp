@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <mutex>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -11,6 +13,39 @@
 
 using namespace ferry;
 using namespace std::chrono_literals;
+
+namespace {
+
+// One wire v2 frame of `msgs` (all of one topic), written from docs/protocol.md with the public envelope
+// encoder: topic 00 [2, n] (envelope, payload as bin 8) x n.
+void send_v2(zmq::socket_t& socket, std::span<message> msgs) {
+  REQUIRE(msgs.size() < 128);  // the count as a positive fixint
+  std::string frame = msgs.front().topic() + '\0' + "\x92\x02" + static_cast<char>(msgs.size());
+  for (const message& m : msgs) {
+    REQUIRE(m.payload().size() < 256);
+    frame +=
+        std::string(encode_envelope(m).to_string_view()) + "\xc4" + static_cast<char>(m.payload().size());
+    frame += m.payload();
+  }
+  REQUIRE(socket.send(zmq::buffer(frame), zmq::send_flags::none));
+}
+
+struct topic_log {
+  std::mutex mutex;
+  std::vector<std::string> topics;
+  message_handler handler() {
+    return [this](message& m) {
+      std::lock_guard lock(mutex);
+      topics.push_back(m.topic());
+    };
+  }
+  std::size_t size() {
+    std::lock_guard lock(mutex);
+    return topics.size();
+  }
+};
+
+}  // namespace
 
 TEST_CASE("every subscriber gets every message once it is subscribed", "[topics]") {
   context ctx;
@@ -62,7 +97,9 @@ TEST_CASE("prefix subscriptions filter by topic", "[topics]") {
   CHECK(topics == std::vector<std::string>{"orders.eu", "alerts", "alerts.high"});
 }
 
-TEST_CASE("sequence numbers count per topic and gaps are detected", "[topics]") {
+TEST_CASE("sequence numbers count per topic and gaps are detected, in v1, v2 and v2 batches", "[topics]") {
+  const std::string form = GENERATE(as<std::string>{}, "v1", "v2", "v2 batch");
+  INFO(form);
   context ctx;
   // A raw PUB that skips sequence numbers, as a publisher behind a high-water-mark drop would look.
   zmq::socket_t raw(ctx.zmq(), zmq::socket_type::pub);
@@ -73,23 +110,35 @@ TEST_CASE("sequence numbers count per topic and gaps are detected", "[topics]") 
     ++got;
     if (m.topic() == "b" && m.sequence() == 12) last_seen = true;
   });
-  auto publish_seq = [&](const std::string& topic, std::uint64_t seq) {
-    message m(topic, "x");
-    m.set_stream(topic == "probe" ? 98 : 99, seq);
-    raw.send(zmq::buffer(topic), zmq::send_flags::sndmore);
-    raw.send(encode_envelope(m), zmq::send_flags::sndmore);
-    raw.send(m.payload_frame(), zmq::send_flags::none);
+  auto publish_seqs = [&](const std::string& topic, std::initializer_list<std::uint64_t> seqs) {
+    std::vector<message> msgs;
+    for (std::uint64_t seq : seqs) {
+      msgs.emplace_back(topic, "x");
+      msgs.back().set_stream(topic == "probe" ? 98 : 99, seq);
+    }
+    if (form == "v2 batch") return send_v2(raw, msgs);
+    for (auto& m : msgs) {
+      if (form == "v2") {
+        send_v2(raw, {&m, 1});
+        continue;
+      }
+      raw.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+      raw.send(encode_envelope(m), zmq::send_flags::sndmore);
+      raw.send(m.payload_frame(), zmq::send_flags::none);
+    }
   };
   // Wait for the subscription to arrive: send probes until one is received.
   REQUIRE(test::wait_until([&] {
-    publish_seq("probe", 1);
+    publish_seqs("probe", {1});
     return got > 0;
   }));
-  for (std::uint64_t s : {1, 2, 3, 7, 8}) publish_seq("a", s);  // 4,5,6 missing: 3
-  for (std::uint64_t s : {10, 12}) publish_seq("b", s);         // starts at 10; 11 missing: 1
+  publish_seqs("a", {1, 2, 3, 7, 8});  // 4,5,6 missing: 3
+  publish_seqs("b", {10, 12});         // starts at 10; 11 missing: 1
   REQUIRE(test::wait_until([&] { return last_seen.load(); }));
   sub.stop();
   CHECK(sub.stats().gaps == 4);
+  CHECK(sub.stats().malformed == 0);
+  CHECK((form == "v1" ? sub.stats().v1_frames : sub.stats().v2_frames) >= 3);
 }
 
 TEST_CASE("a real publisher's sequences have no gaps and carry its origin", "[topics]") {
@@ -115,6 +164,134 @@ TEST_CASE("a real publisher's sequences have no gaps and carry its origin", "[to
     CHECK(seen[i].first == pub.origin());
     CHECK(seen[i].second == i / 2 + 1);
   }
+}
+
+TEST_CASE("a subscription ending in 00 takes one topic exactly; a prefix takes its extensions", "[topics]") {
+  context ctx;
+  publisher pub(ctx, {.bind = {"inproc://topics-exact"}});
+  topic_log exact, prefix;
+  subscriber exact_sub(ctx, {.connect = {"inproc://topics-exact"}}, {std::string("orders\0", 7)},
+                       exact.handler());
+  subscriber prefix_sub(ctx, {.connect = {"inproc://topics-exact"}}, {"orders"}, prefix.handler());
+  REQUIRE(pub.wait_for_subscriptions(2, 5s));
+  for (const char* t : {"orders.eu", "orders", "orders2", "billing", "orders"}) {
+    message m(t, "x");
+    REQUIRE(pub.publish(m) == send_status::ok);
+  }
+  std::vector<message> batch;
+  for (const char* t : {"orders.eu", "orders", "orders"}) batch.emplace_back(t, "x");
+  REQUIRE(pub.publish_batch(batch).sent == 3);
+  message last("orders", "end");  // once it has arrived, so has everything before it
+  REQUIRE(pub.publish(last) == send_status::ok);
+  REQUIRE(test::wait_until([&] { return exact.size() == 5 && prefix.size() == 8; }));
+  exact_sub.stop();
+  prefix_sub.stop();
+  CHECK(exact.topics == std::vector<std::string>(5, "orders"));
+  CHECK(prefix.topics == std::vector<std::string>{"orders.eu", "orders", "orders2", "orders", "orders.eu",
+                                                  "orders", "orders", "orders"});
+}
+
+TEST_CASE("a subscription ending in 00 matches no v1 frame set: v1 topics have no separator", "[topics]") {
+  context ctx;
+  publisher pub(ctx, {.bind = {"inproc://topics-exact-v1"}}, {.wire = {.version = wire_version::v1}});
+  topic_log got;
+  subscriber sub(ctx, {.connect = {"inproc://topics-exact-v1"}}, {std::string("orders\0", 7), "end"},
+                 got.handler());
+  REQUIRE(pub.wait_for_subscriptions(2, 5s));
+  message orders("orders", "x"), end("end", "x");
+  REQUIRE(pub.publish(orders) == send_status::ok);
+  REQUIRE(pub.publish(end) == send_status::ok);  // after "orders" on the same connection
+  REQUIRE(test::wait_until([&] { return got.size() == 1; }));
+  sub.stop();
+  CHECK(got.topics == std::vector<std::string>{"end"});
+  CHECK(sub.stats().v1_frames == 1);
+}
+
+TEST_CASE("a subscriber takes v1 and v2 publishers at once and counts their frames apart", "[topics]") {
+  context ctx;
+  publisher old_pub(ctx, {.bind = {"inproc://topics-v1"}}, {.wire = {.version = wire_version::v1}});
+  publisher new_pub(ctx, {.bind = {"inproc://topics-v2"}});
+  topic_log got;
+  subscriber sub(ctx, {.connect = {"inproc://topics-v1", "inproc://topics-v2"}}, {""}, got.handler());
+  REQUIRE(old_pub.wait_for_subscriptions(1, 5s));
+  REQUIRE(new_pub.wait_for_subscriptions(1, 5s));
+  for (int i = 0; i < 20; ++i) {
+    message a("old", "x"), b("new", "x");
+    REQUIRE(old_pub.publish(a) == send_status::ok);
+    REQUIRE(new_pub.publish(b) == send_status::ok);
+  }
+  REQUIRE(test::wait_until([&] { return got.size() == 40; }));
+  sub.stop();
+  CHECK(sub.stats().v1_frames == 20);
+  CHECK(sub.stats().v2_frames == 20);
+  CHECK(sub.stats().gaps == 0);
+}
+
+TEST_CASE("publish_batch sends one frame per run, with sequences that continue across batches", "[topics]") {
+  context ctx;
+  publisher pub(ctx, {.bind = {"inproc://topics-batch"}});
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::uint64_t>> seen;
+  subscriber sub(ctx, {.connect = {"inproc://topics-batch"}}, {""}, [&](message& m) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(m.topic(), m.sequence());
+    CHECK(m.origin() == pub.origin());
+  });
+  REQUIRE(pub.wait_for_subscriptions(1, 5s));
+  message first("a", "x");
+  REQUIRE(pub.publish(first) == send_status::ok);  // a:1
+  std::vector<message> batch;
+  for (const char* t : {"a", "a", "a", "b", "b", "a"}) batch.emplace_back(t, "x");
+  const batch_status r = pub.publish_batch(batch);  // a:2-4, b:1-2, a:5 in three frames
+  CHECK(r.status == send_status::ok);
+  CHECK(r.sent == 6);
+  CHECK(r.frames == 3);
+  message last("b", "x");
+  REQUIRE(pub.publish(last) == send_status::ok);  // b:3
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return seen.size() == 8;
+  }));
+  sub.stop();
+  using seq = std::pair<std::string, std::uint64_t>;
+  CHECK(seen ==
+        std::vector<seq>{{"a", 1}, {"a", 2}, {"a", 3}, {"a", 4}, {"b", 1}, {"b", 2}, {"a", 5}, {"b", 3}});
+  CHECK(pub.stats().published == 8);
+  CHECK(pub.stats().frames == 5);
+  CHECK(sub.stats().v2_frames == 5);
+  CHECK(sub.stats().received == 8);
+  CHECK(sub.stats().gaps == 0);
+}
+
+TEST_CASE("publish_batch stopping at a message it cannot frame gives back that message's sequence",
+          "[topics]") {
+  context ctx;
+  publisher pub(ctx, {.bind = {"inproc://topics-batch-stop"}});
+  std::mutex mu;
+  std::vector<std::uint64_t> sequences;
+  subscriber sub(ctx, {.connect = {"inproc://topics-batch-stop"}}, {"t"}, [&](message& m) {
+    std::lock_guard lock(mu);
+    sequences.push_back(m.sequence());
+  });
+  REQUIRE(pub.wait_for_subscriptions(1, 5s));
+  std::vector<message> batch;
+  for (int i = 0; i < 4; ++i) batch.emplace_back("t", "x");
+  batch[2].set_topic(std::string("t\0", 2));
+  const batch_status r = pub.publish_batch(batch);
+  CHECK(r.status == send_status::invalid);
+  CHECK(r.sent == 2);
+  CHECK(batch[2].sequence() == 0);  // unchanged
+  CHECK(batch[3].sequence() == 0);
+  message next("t", "x");
+  REQUIRE(pub.publish(next) == send_status::ok);
+  CHECK(next.sequence() == 3);
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return sequences.size() == 3;
+  }));
+  sub.stop();
+  CHECK(sequences == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(sub.stats().gaps == 0);
 }
 
 TEST_CASE("block mode waits instead of dropping and reports timed_out", "[topics]") {

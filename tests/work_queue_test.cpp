@@ -60,7 +60,9 @@ TEST_CASE("work queue delivers every message once over inproc, ipc and tcp", "[w
   CHECK(p.stats().sent == 1000);
 }
 
-TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_queue]") {
+TEST_CASE("received messages carry id, topic, key, headers and payload, in wire v1 and v2", "[work_queue]") {
+  const wire_version version = GENERATE(wire_version::v1, wire_version::v2);
+  INFO("wire " << to_string(version));
   context ctx;
   std::mutex mu;
   std::vector<message> got;
@@ -68,7 +70,7 @@ TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_
     std::lock_guard lock(mu);
     got.push_back(std::move(m));
   });
-  pusher p(ctx, {.connect = {"inproc://wq-fields"}});
+  pusher p(ctx, {.connect = {"inproc://wq-fields"}}, {.wire = {.version = version}});
   message m("orders.eu", "{\"order\":1}");
   m.set_key("order-1");
   m.set_header("source", "test");
@@ -84,6 +86,8 @@ TEST_CASE("received messages carry id, topic, key, headers and payload", "[work_
   CHECK(got[0].key() == "order-1");
   CHECK(got[0].header("source") == "test");
   CHECK(got[0].payload() == "{\"order\":1}");
+  CHECK(pool.stats().v1_frames == (version == wire_version::v1 ? 1 : 0));
+  CHECK(pool.stats().v2_frames == (version == wire_version::v2 ? 1 : 0));
 }
 
 TEST_CASE("a pool with several threads spreads the load over them", "[work_queue]") {
@@ -136,15 +140,14 @@ TEST_CASE("malformed frame sets are rejected and counted; good ones still flow",
   worker_pool pool(ctx, {.bind = {"inproc://wq-bad"}}, [&](message&) { ++handled; });
   zmq::socket_t raw(ctx.zmq(), zmq::socket_type::push);
   raw.connect("inproc://wq-bad");
-  raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);  // frame count
+  raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);  // v2 without the topic's 00
   raw.send(zmq::str_buffer("t"), zmq::send_flags::sndmore);
   raw.send(zmq::str_buffer("not msgpack"), zmq::send_flags::sndmore);
   raw.send(zmq::str_buffer("payload"), zmq::send_flags::none);  // bad envelope
   for (int i = 0; i < 4; ++i)
     raw.send(zmq::str_buffer("x"), i < 3 ? zmq::send_flags::sndmore : zmq::send_flags::none);
-  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);  // topic too long
   message good("t", "ok");
-  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);
+  raw.send(zmq::buffer(std::string(300, 't')), zmq::send_flags::sndmore);  // topic too long
   raw.send(encode_envelope(good), zmq::send_flags::sndmore);
   raw.send(zmq::str_buffer("p"), zmq::send_flags::none);
   pusher p(ctx, {.connect = {"inproc://wq-bad"}});
@@ -152,6 +155,148 @@ TEST_CASE("malformed frame sets are rejected and counted; good ones still flow",
   REQUIRE(test::wait_until([&] { return handled == 1 && pool.stats().malformed == 4; }));
   pool.stop();
   CHECK(pool.stats().received == 1);
+}
+
+TEST_CASE("malformed v2 frames are rejected and counted; the pool keeps serving", "[work_queue]") {
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-bad-v2"}}, [&](message& m) { got.add(m); });
+  zmq::socket_t raw = ctx.make_socket(zmq::socket_type::push);
+  raw.connect("inproc://wq-bad-v2");
+  message good("jobs", "x");
+  const std::string entry = std::string(encode_envelope(good).to_string_view()) + "\xc4\x01x";
+  const std::string frames[] = {
+      std::string("jobs\0\x93\x02\x01", 8) + entry,           // header of 3 elements: bad_header
+      std::string("jobs\0\x92\x02\x02", 8) + entry,           // count 2, one entry: truncated
+      std::string("jobs\0\x92\x02\x01", 8) + entry + "\xc0",  // a byte after the last entry: batch_count
+      std::string("jobs\0\x92\x02\x01", 8) + entry.substr(0, entry.size() - 3) + "\xa1x",  // bad_payload
+      std::string(300, 't'),                                                               // topic_too_long
+  };
+  for (const auto& f : frames) REQUIRE(raw.send(zmq::buffer(f), zmq::send_flags::none));
+  // split: a header frame that carries its payload as well (bad_payload)
+  REQUIRE(raw.send(zmq::buffer(std::string("jobs\0\x92\x02\x01", 8) + entry), zmq::send_flags::sndmore));
+  REQUIRE(raw.send(zmq::str_buffer("payload"), zmq::send_flags::none));
+  REQUIRE(raw.send(zmq::buffer(std::string("jobs\0\x92\x02\x01", 8) + entry), zmq::send_flags::none));
+  REQUIRE(test::wait_until([&] { return got.count == 1; }));
+  pool.stop();
+  const auto s = pool.stats();
+  CHECK(s.malformed == 6);
+  CHECK(s.received == 1);
+  CHECK(s.v2_frames == 1);
+  CHECK(got.payloads == std::multiset<std::string>{"x"});
+}
+
+TEST_CASE("a pool takes wire v1 and v2 pushers at once and counts their frames apart", "[work_queue]") {
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-mixed"}}, [&](message& m) { got.add(m); });
+  pusher old_pusher(ctx, {.connect = {"inproc://wq-mixed"}}, {.wire = {.version = wire_version::v1}});
+  pusher new_pusher(ctx, {.connect = {"inproc://wq-mixed"}});
+  std::thread v1([&] { send_n(old_pusher, 300, "v1-"); });
+  send_n(new_pusher, 200, "v2-");
+  std::vector<message> batch;
+  for (int i = 0; i < 100; ++i) batch.emplace_back("jobs", "batch-" + std::to_string(i));
+  REQUIRE(new_pusher.send_batch(batch).status == send_status::ok);
+  v1.join();
+  REQUIRE(test::wait_until([&] { return got.count == 600; }));
+  pool.stop();
+  const auto s = pool.stats();
+  CHECK(s.v1_frames == 300);
+  CHECK(s.v2_frames == 201);
+  CHECK(s.malformed == 0);
+  CHECK(std::set<std::string>(got.payloads.begin(), got.payloads.end()).size() == 600);
+  CHECK(old_pusher.stats().frames == 300);
+  CHECK(new_pusher.stats().frames == 201);
+  CHECK(new_pusher.stats().sent == 300);
+}
+
+TEST_CASE("send_batch delivers a batch in order as one frame per run of a topic", "[work_queue]") {
+  context ctx;
+  std::mutex mu;
+  std::vector<std::string> order;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-batch"}}, [&](message& m) {
+    std::lock_guard lock(mu);
+    order.push_back(m.topic() + ":" + std::string(m.payload()));
+  });
+  pusher p(ctx, {.connect = {"inproc://wq-batch"}});
+  std::vector<message> batch;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 250; ++i) {
+    const std::string topic = i < 100 ? "a" : i < 200 ? "b" : "a";  // three runs
+    batch.emplace_back(topic, std::to_string(i));
+    expected.push_back(topic + ":" + std::to_string(i));
+  }
+  const batch_status r = p.send_batch(batch);
+  CHECK(r.status == send_status::ok);
+  CHECK(r.sent == 250);
+  CHECK(r.frames == 3);
+  REQUIRE(test::wait_until([&] {
+    std::lock_guard lock(mu);
+    return order.size() == 250;
+  }));
+  pool.stop();
+  CHECK(order == expected);
+  CHECK(p.stats().sent == 250);
+  CHECK(p.stats().frames == 3);
+  CHECK(pool.stats().v2_frames == 3);
+  CHECK(pool.stats().received == 250);
+}
+
+TEST_CASE("send_batch stops at a message it cannot send, says why and leaves the rest alone",
+          "[work_queue]") {
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-batch-stop"}}, [&](message& m) { got.add(m); });
+  pusher p(ctx, {.connect = {"inproc://wq-batch-stop"}}, {.max_payload = 100});
+  std::vector<message> batch;
+  for (int i = 0; i < 5; ++i) batch.emplace_back("jobs", "m" + std::to_string(i));
+  SECTION("a topic holding 00 cannot be framed in v2: invalid") {
+    batch[2].set_topic(std::string("jo\0bs", 5));
+    const batch_status r = p.send_batch(batch);
+    CHECK(r.status == send_status::invalid);
+    CHECK(r.sent == 2);
+    CHECK(p.stats().invalid == 1);
+  }
+  SECTION("a payload over max_payload: too_large") {
+    batch[2].set_payload(std::string(101, 'x'));
+    const batch_status r = p.send_batch(batch);
+    CHECK(r.status == send_status::too_large);
+    CHECK(r.sent == 2);
+    CHECK(p.stats().too_large == 1);
+  }
+  SECTION("a key over what receivers accept: too_large") {
+    batch[2].set_key(std::string(256, 'k'));
+    const batch_status r = p.send_batch(batch);
+    CHECK(r.status == send_status::too_large);
+    CHECK(r.sent == 2);
+  }
+  CHECK(p.stats().sent == 2);
+  CHECK(batch[3].payload() == "m3");  // still the caller's
+  CHECK(batch[4].payload() == "m4");
+  REQUIRE(test::wait_until([&] { return got.count == 2; }));
+  pool.stop();
+  CHECK(got.payloads == std::multiset<std::string>{"m0", "m1"});
+}
+
+TEST_CASE("dedup lets a resent batch reach the handler once", "[work_queue][dedup]") {
+  context ctx;
+  collected got;
+  worker_pool pool(ctx, {.bind = {"inproc://wq-batch-dedup"}}, [&](message& m) { got.add(m); },
+                   {.threads = 2, .dedup = dedup_options{}});
+  pusher p(ctx, {.connect = {"inproc://wq-batch-dedup"}});
+  std::vector<message> batch, resent;
+  for (int i = 0; i < 20; ++i) {
+    batch.emplace_back("jobs", "m" + std::to_string(i));
+    resent.push_back(batch.back().clone());
+  }
+  REQUIRE(p.send_batch(batch).sent == 20);
+  REQUIRE(p.send_batch(resent).sent == 20);
+  REQUIRE(test::wait_until([&] { return pool.stats().received == 40; }));
+  pool.stop();
+  CHECK(got.count == 20);
+  CHECK(std::set<std::string>(got.payloads.begin(), got.payloads.end()).size() == 20);
+  CHECK(pool.stats().duplicates == 20);
+  CHECK(pool.stats().v2_frames == 2);
 }
 
 TEST_CASE("dedup lets a resent id reach the handler once", "[work_queue][dedup]") {
