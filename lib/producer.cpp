@@ -1,3 +1,7 @@
+// The durable producer. send() encodes each message straight into the block of the next SEND of its queue
+// (in the sending thread: one copy of the payload, no allocation per message); the I/O thread ships those
+// blocks, keeps each until every message in it is confirmed or refused, and resends what is unconfirmed
+// after a reconnect, a ferryd restart or confirm_timeout.
 #include "ferry/producer.hpp"
 
 #include <condition_variable>
@@ -21,18 +25,24 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-struct outgoing {
-  message_id id;
-  std::string queue;
-  zmq::message_t envelope;
-  zmq::message_t payload;
-};
-
-// A payload this large goes in a SEND of its own in v1 form, its frame shared rather than copied into a
-// block (see wire_options::split_payload).
+// A payload this large travels on its own, in v1 form, its frame shared rather than copied into a block (see
+// wire_options::split_payload).
 constexpr std::size_t large_payload = 32 * 1024;
-// A v2 SEND's block stops growing past this many bytes.
-constexpr std::size_t max_send_bytes = 1 << 20;
+// A block stops growing past this many bytes.
+constexpr std::size_t max_block_bytes = 1 << 20;
+
+// Messages of one queue waiting for the I/O thread, in send order: a packed block (entries, each an envelope
+// and a bin payload) or one large message.
+struct pending_block {
+  std::string bytes;  // block entries without the header; empty for a large message
+  struct item {
+    message_id id;
+    std::uint32_t offset = 0;  // of the entry in `bytes`
+    std::uint32_t size = 0;
+  };
+  std::vector<item> items;
+  zmq::message_t envelope, payload;  // a large message
+};
 
 }  // namespace
 
@@ -43,12 +53,15 @@ struct producer::impl {
   detail::forwarder_session session;
   detail::wakeup wake;
 
-  // Shared with senders.
+  // Shared with senders, under `mutex`.
   mutable std::mutex mutex;
-  std::condition_variable room;     // in_flight dropped below the window
-  std::condition_variable settled;  // in_flight reached zero
-  std::vector<outgoing> outbox;
+  std::condition_variable room;                     // in_flight dropped below the window
+  std::condition_variable settled;                  // in_flight reached zero
+  std::vector<std::string> queue_names;             // index = queue number, shared by both sides
+  std::vector<std::vector<pending_block>> pending;  // per queue
+  std::size_t last_queue = 0;
   std::uint64_t in_flight = 0;
+  bool has_pending = false;
   bool closing = false;
 
   // Counters (written by one thread each).
@@ -56,34 +69,44 @@ struct producer::impl {
 
   // I/O thread only.
   //
-  // Unconfirmed messages wait in one FIFO in the order they were sent, each numbered. ferryd confirms the
-  // messages of one queue in the order it stored them, so a confirm is nearly always for the oldest
-  // unconfirmed message of its queue: each queue keeps the number of that message and every entry the
-  // number of the next one of its queue. Only answers out of that order (after resends, refusals) search the
-  // FIFO. No hash map: its lookups missed the cache once the window outgrew it.
+  // Blocks are kept, numbered, until every message in them is settled. Unsettled messages wait in one FIFO
+  // in send order. ferryd confirms the messages of one queue in the order it stored them, so a confirm is
+  // nearly always for the oldest unsettled message of its queue: each queue keeps the number of that entry
+  // and every entry the number of the next one of its queue. Only answers out of that order (after resends,
+  // refusals) search the FIFO. No hash map: its lookups missed the cache once the window outgrew it.
+  struct block {
+    std::uint32_t queue = 0;
+    std::string bytes;
+    zmq::message_t envelope, payload;
+    std::size_t count = 0;  // messages in it
+    std::size_t unsettled = 0;
+  };
   struct entry {
     message_id id;
-    std::uint32_t queue = 0;  // index into queues
-    zmq::message_t envelope;  // compact form
-    zmq::message_t payload;
-    steady::time_point sent_at;
-    std::uint64_t next_of_queue = 0;  // number of the next entry of the same queue (0: none yet)
+    std::uint32_t queue = 0;
+    std::uint64_t block = 0;
+    std::uint32_t offset = 0, size = 0;  // in the block's bytes (0, 0 for a large message)
+    std::uint64_t next_of_queue = 0;     // number of the next entry of the same queue (0: none yet)
+    steady::time_point sent_at{};
     bool settled = false;
   };
   struct queue_state {
-    std::string name;
     std::uint64_t oldest = 0;  // number of the oldest unsettled entry (0: none)
-    std::uint64_t newest = 0;  // number of the newest entry
-    std::vector<std::uint64_t> to_send;
+    std::uint64_t newest = 0;
+    std::vector<std::uint64_t> to_send;  // entries to (re)send; fresh blocks are sent as they are
   };
+  std::deque<block> blocks;
+  std::uint64_t front_block = 1;
   std::deque<entry> fifo;
   std::uint64_t front_number = 1;  // number of fifo.front()
   std::uint64_t next_number = 1;
-  std::vector<queue_state> queues;  // few per producer: a vector beats a map
-  std::uint32_t last_queue = 0;
-  std::deque<std::pair<steady::time_point, std::uint64_t>> resend_order;  // (sent at, number)
+  std::vector<queue_state> queues;
+  std::vector<std::uint64_t> fresh_blocks;                                // taken, not sent yet
+  std::deque<std::pair<steady::time_point, std::uint64_t>> resend_order;  // (sent at, entry number)
   std::uint64_t unsettled = 0;
   bool resent_on_reconnect = false;
+  std::vector<message> decoded;  // v1 form of a block (scratch)
+  std::vector<detail::payload_span> spans;
   std::thread thread;
 
   static detail::forwarder_session::options session_options(const producer_options& o) {
@@ -128,6 +151,43 @@ struct producer::impl {
           in_flight, session.endpoint());
   }
 
+  // ---- sending side (under `mutex`) ----------------------------------------------------------------------
+
+  std::size_t queue_of(const std::string& name) {
+    if (last_queue < queue_names.size() && queue_names[last_queue] == name) return last_queue;
+    for (std::size_t i = 0; i < queue_names.size(); ++i)
+      if (queue_names[i] == name) return last_queue = i;
+    queue_names.push_back(name);
+    pending.emplace_back();
+    return last_queue = queue_names.size() - 1;
+  }
+
+  void enqueue(message& msg) {
+    auto& blocks_of_queue = pending[queue_of(msg.topic())];
+    const std::size_t payload = msg.payload().size();
+    if (payload >= large_payload) {
+      pending_block& b = blocks_of_queue.emplace_back();
+      b.items.push_back({msg.id(), 0, 0});
+      // The compact form fits libzmq's inline frame (no allocation); ferryd re-encodes it for storage.
+      b.envelope = encode_envelope(msg);
+      b.payload = std::move(msg.payload_frame());
+    } else {
+      if (blocks_of_queue.empty() || blocks_of_queue.back().bytes.empty() ||
+          blocks_of_queue.back().items.size() >= options.max_batch ||
+          blocks_of_queue.back().bytes.size() >= max_block_bytes)
+        blocks_of_queue.emplace_back();
+      pending_block& b = blocks_of_queue.back();
+      const std::size_t at = b.bytes.size();
+      b.bytes.resize(at + detail::block_entry_size(msg));
+      char* end = detail::write_block_entry(b.bytes.data() + at, msg);
+      b.items.push_back({msg.id(), static_cast<std::uint32_t>(at),
+                         static_cast<std::uint32_t>(end - (b.bytes.data() + at))});
+    }
+    has_pending = true;
+  }
+
+  // ---- I/O thread ----------------------------------------------------------------------------------------
+
   void settle_window(std::uint64_t n) {
     if (n == 0) return;
     std::lock_guard lock(mutex);
@@ -140,41 +200,55 @@ struct producer::impl {
     if (number < front_number || number - front_number >= fifo.size()) return nullptr;
     return &fifo[number - front_number];
   }
-
-  std::uint32_t queue_index(const std::string& name) {
-    if (last_queue < queues.size() && queues[last_queue].name == name) return last_queue;
-    for (std::uint32_t i = 0; i < queues.size(); ++i)
-      if (queues[i].name == name) return last_queue = i;
-    queues.push_back(queue_state{name, 0, 0, {}});
-    return last_queue = static_cast<std::uint32_t>(queues.size() - 1);
+  block* block_at(std::uint64_t number) {
+    if (number < front_block || number - front_block >= blocks.size()) return nullptr;
+    return &blocks[number - front_block];
   }
 
-  void take_outbox(steady::time_point now) {
-    std::vector<outgoing> items;
+  void take_pending() {
+    std::vector<std::vector<pending_block>> taken;
     {
       std::lock_guard lock(mutex);
-      items.swap(outbox);
+      if (!has_pending) return;
+      has_pending = false;
+      taken.resize(pending.size());
+      for (std::size_t q = 0; q < pending.size(); ++q) taken[q].swap(pending[q]);
     }
-    for (auto& item : items) {
-      const std::uint32_t q = queue_index(item.queue);
-      const std::uint64_t number = next_number++;
-      fifo.push_back(entry{item.id, q, std::move(item.envelope), std::move(item.payload), now, 0, false});
-      queue_state& qs = queues[q];
-      if (entry* prev = at(qs.newest)) prev->next_of_queue = number;
-      qs.newest = number;
-      if (qs.oldest == 0) qs.oldest = number;
-      qs.to_send.push_back(number);
-      ++unsettled;
+    if (queues.size() < taken.size()) queues.resize(taken.size());
+    for (std::uint32_t q = 0; q < taken.size(); ++q) {
+      for (pending_block& p : taken[q]) {
+        const std::uint64_t number_of_block = front_block + blocks.size();
+        block& b = blocks.emplace_back();
+        b.queue = q;
+        b.bytes = std::move(p.bytes);
+        b.envelope = std::move(p.envelope);
+        b.payload = std::move(p.payload);
+        b.count = b.unsettled = p.items.size();
+        for (const auto& item : p.items) {
+          const std::uint64_t number = next_number++;
+          fifo.push_back(entry{item.id, q, number_of_block, item.offset, item.size, 0, {}, false});
+          queue_state& qs = queues[q];
+          if (entry* prev = at(qs.newest)) prev->next_of_queue = number;
+          qs.newest = number;
+          if (qs.oldest == 0) qs.oldest = number;
+          ++unsettled;
+        }
+        fresh_blocks.push_back(number_of_block);
+      }
     }
   }
 
-  // Marks `e` (number `number`) answered, moves its queue's oldest past settled entries and drops settled
-  // entries from the front of the FIFO.
-  void mark_settled(entry& e, std::uint64_t number) {
+  // Marks entry `number` answered; its queue's oldest moves past settled entries, and settled entries and
+  // blocks leave the front of their FIFOs.
+  void mark_settled(std::uint64_t number) {
+    entry& e = *at(number);
     e.settled = true;
-    e.envelope = zmq::message_t();
-    e.payload = zmq::message_t();
     --unsettled;
+    if (block* b = block_at(e.block); b != nullptr && --b->unsettled == 0) {
+      b->bytes = std::string();
+      b->envelope = zmq::message_t();
+      b->payload = zmq::message_t();
+    }
     queue_state& qs = queues[e.queue];
     if (qs.oldest == number) {
       std::uint64_t n = e.next_of_queue;
@@ -184,6 +258,10 @@ struct producer::impl {
     while (!fifo.empty() && fifo.front().settled) {
       fifo.pop_front();
       ++front_number;
+    }
+    while (!blocks.empty() && blocks.front().unsettled == 0) {
+      blocks.pop_front();
+      ++front_block;
     }
   }
 
@@ -196,74 +274,125 @@ struct producer::impl {
     return 0;
   }
 
-  void transmit(steady::time_point now) {
-    const bool packed = session.welcome().version >= 2;
+  std::string_view entry_bytes(const entry& e) {
+    const block& b = *block_at(e.block);
+    return std::string_view(b.bytes).substr(e.offset, e.size);
+  }
+
+  void send_frames(std::vector<zmq::message_t>& frames) {
+    session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
+  }
+
+  std::vector<zmq::message_t> send_head(std::uint32_t queue) {
     std::vector<zmq::message_t> frames;
-    for (queue_state& qs : queues) {
-      auto& items = qs.to_send;
-      std::size_t start = 0;
-      while (start < items.size()) {
-        std::size_t end = start;
-        std::size_t bytes = 0;
-        // A run for one SEND: up to max_batch messages; in v2 also up to max_send_bytes, and a payload of
-        // split size goes on its own in v1 form (its frame is moved, not copied into a block).
-        while (end < items.size() && end - start < options.max_batch) {
-          const entry* e = at(items[end]);
-          if (e == nullptr || e->settled) {
-            ++end;
-            continue;
-          }
-          const bool big = e->payload.size() >= large_payload;
-          if (packed && big && end > start) break;
-          bytes += detail::block_entry_size(e->envelope.size(), e->payload.size());
-          ++end;
-          if (packed && (big || bytes >= max_send_bytes)) break;
-        }
-        frames.clear();
-        frames.emplace_back(fwd::send.data(), fwd::send.size());
-        frames.emplace_back(qs.name.data(), qs.name.size());
-        std::size_t count = 0;
-        const bool one_big = packed && end == start + 1 && at(items[start]) != nullptr &&
-                             at(items[start])->payload.size() >= large_payload;
-        if (packed && !one_big) {
-          for (std::size_t i = start; i < end; ++i)
-            if (const entry* e = at(items[i]); e != nullptr && !e->settled) ++count;
-          if (count > 0) {
-            zmq::message_t block(detail::block_header_size(count) + bytes);
-            char* p = detail::write_block_header(static_cast<char*>(block.data()), count);
-            for (std::size_t i = start; i < end; ++i) {
-              entry* e = at(items[i]);
-              if (e == nullptr || e->settled) continue;
-              p = detail::write_block_entry(p, e->envelope.to_string_view(), e->payload.to_string_view());
-              e->sent_at = now;
-              resend_order.emplace_back(now, items[i]);
-            }
-            frames.push_back(std::move(block));
-          }
-        } else {
-          for (std::size_t i = start; i < end; ++i) {
-            entry* e = at(items[i]);
-            if (e == nullptr || e->settled) continue;
-            zmq::message_t env, payload;
-            env.copy(e->envelope);
-            payload.copy(e->payload);  // shares the buffer; nothing is copied for large payloads
-            frames.push_back(std::move(env));
-            frames.push_back(std::move(payload));
-            e->sent_at = now;
-            resend_order.emplace_back(now, items[i]);
-            ++count;
-          }
-        }
-        if (count > 0) session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
-        start = end;
+    frames.emplace_back(fwd::send.data(), fwd::send.size());
+    const std::string& name = queue_names_copy(queue);
+    frames.emplace_back(name.data(), name.size());
+    return frames;
+  }
+
+  const std::string& queue_names_copy(std::uint32_t queue) {
+    // Names are only appended (under the mutex) and never change: the I/O thread reads a stable copy.
+    while (names.size() <= queue) {
+      std::lock_guard lock(mutex);
+      names.assign(queue_names.begin(), queue_names.end());
+    }
+    return names[queue];
+  }
+  std::vector<std::string> names;
+
+  // Sends a large message on its own: SEND | queue | envelope | payload (its frame shared, not copied).
+  void send_large(const block& b) {
+    auto frames = send_head(b.queue);
+    zmq::message_t env, payload;
+    env.copy(const_cast<zmq::message_t&>(b.envelope));
+    payload.copy(const_cast<zmq::message_t&>(b.payload));
+    frames.push_back(std::move(env));
+    frames.push_back(std::move(payload));
+    send_frames(frames);
+  }
+
+  // Sends `count` entries whose bytes are `entries` (one after the other) to `queue`, in the negotiated form.
+  void send_entries(std::uint32_t queue, std::string_view entries, std::size_t count) {
+    auto frames = send_head(queue);
+    if (session.welcome().version >= 2) {  // SEND | queue | block
+      zmq::message_t packed(detail::block_header_size(count) + entries.size());
+      char* p = detail::write_block_header(static_cast<char*>(packed.data()), count);
+      std::memcpy(p, entries.data(), entries.size());
+      frames.push_back(std::move(packed));
+    } else {  // protocol v1: SEND | queue | (envelope | payload) x n
+      std::string whole(detail::block_header_size(count), '\0');
+      detail::write_block_header(whole.data(), count);
+      whole.append(entries);
+      std::size_t n = 0;
+      if (detail::decode_block(whole, decoded, spans, n, {}) != decode_error::none) return;  // cannot happen
+      for (std::size_t i = 0; i < n; ++i) {
+        frames.push_back(encode_envelope(decoded[i]));
+        frames.emplace_back(whole.data() + spans[i].offset, spans[i].size);
       }
-      items.clear();  // keeps the vector's memory
+    }
+    send_frames(frames);
+  }
+
+  void record_sent(std::uint64_t number, steady::time_point now) {
+    if (entry* e = at(number)) {
+      e->sent_at = now;
+      resend_order.emplace_back(now, number);
     }
   }
+
+  void transmit(steady::time_point now) {
+    if (session.welcome().version == 0) return;  // nothing before WELCOME says which protocol to speak
+    // Fresh blocks go as they were encoded.
+    for (const std::uint64_t number : fresh_blocks) {
+      const block* b = block_at(number);
+      if (b == nullptr || b->unsettled == 0) continue;
+      if (b->bytes.empty()) {
+        send_large(*b);
+      } else {
+        send_entries(b->queue, b->bytes, b->count);
+      }
+    }
+    // Their entries are all the entries after those already sent; note when they left.
+    if (!fresh_blocks.empty()) {
+      for (std::uint64_t n = first_unsent; n < next_number; ++n) record_sent(n, now);
+      first_unsent = next_number;
+      fresh_blocks.clear();
+    }
+    // Resends: the unsettled entries picked, copied into new blocks per queue.
+    for (std::uint32_t q = 0; q < queues.size(); ++q) {
+      auto& items = queues[q].to_send;
+      std::string bytes;
+      std::size_t count = 0;
+      auto flush = [&] {
+        if (count > 0) send_entries(q, bytes, count);
+        bytes.clear();
+        count = 0;
+      };
+      for (const std::uint64_t number : items) {
+        const entry* e = at(number);
+        if (e == nullptr || e->settled) continue;
+        if (e->size == 0) {  // a large message
+          flush();
+          send_large(*block_at(e->block));
+        } else {
+          bytes.append(entry_bytes(*e));
+          ++count;
+          if (count >= options.max_batch || bytes.size() >= max_block_bytes) flush();
+        }
+        record_sent(number, now);
+      }
+      flush();
+      items.clear();
+    }
+  }
+  std::uint64_t first_unsent = 1;
 
   void resend_everything(steady::time_point now) {
     resend_order.clear();
     for (queue_state& qs : queues) qs.to_send.clear();
+    fresh_blocks.clear();
+    first_unsent = next_number;
     for (std::size_t i = 0; i < fifo.size(); ++i) {
       if (fifo[i].settled) continue;
       queues[fifo[i].queue].to_send.push_back(front_number + i);
@@ -304,7 +433,7 @@ struct producer::impl {
         const auto id = *message_id::from_bytes({p + off, fwd::id_size});
         const std::uint64_t number = find(id);
         if (number == 0) continue;  // a second confirm, for a resent copy
-        mark_settled(*at(number), number);
+        mark_settled(number);
         ++n;
         if (on_confirm) on_confirm(id);
       }
@@ -318,7 +447,7 @@ struct producer::impl {
                               frames[3].to_string_view());
         return;
       }
-      mark_settled(*at(number), number);
+      mark_settled(number);
       refused.add();
       if (on_refuse)
         on_refuse(
@@ -340,7 +469,7 @@ struct producer::impl {
         resend_everything(now);
         resent_on_reconnect = true;
       }
-      take_outbox(now);
+      take_pending();
       session.tick(now);
       check_resends(now);
       transmit(now);
@@ -352,7 +481,7 @@ struct producer::impl {
       wake.about_to_sleep();
       {
         std::lock_guard lock(mutex);
-        if (!outbox.empty()) {
+        if (has_pending) {
           wake.awake();
           continue;
         }
@@ -400,8 +529,7 @@ send_status producer::send(message& msg) {
     }
     if (s.closing) return send_status::closed;
     ++s.in_flight;
-    // The compact form fits libzmq's inline frame (no allocation); ferryd re-encodes it for storage.
-    s.outbox.push_back(outgoing{msg.id(), msg.topic(), encode_envelope(msg), std::move(msg.payload_frame())});
+    s.enqueue(msg);
   }
   s.sent.add();  // one writer per producer is typical; relaxed counts are good enough for stats
   s.wake.notify();

@@ -41,6 +41,7 @@ forwarder_session::forwarder_session(context& ctx, const std::string& endpoint, 
     : options_(std::move(o)),
       endpoint_(endpoint),
       heartbeat_(options_.heartbeat_interval),
+      hello_version_(fwd::protocol_version),
       started_(clock::now()) {
   if (endpoint_.empty())
     throw error(options_.name + ": ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
@@ -84,7 +85,7 @@ void forwarder_session::send_hello() {
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_map(1);
   pk.pack("version");
-  pk.pack(fwd::protocol_version);
+  pk.pack(hello_version_);
   std::vector<zmq::message_t> frames;
   frames.push_back(frame(fwd::hello));
   frames.emplace_back(buf.data(), buf.size());
@@ -105,6 +106,7 @@ void forwarder_session::heard(std::uint64_t instance, clock::time_point now) {
 forwarder_session::event forwarder_session::handle(const std::vector<zmq::message_t>& frames,
                                                    clock::time_point now) {
   if (frames.empty()) return event::other;
+  instance_changed_ = false;
   const std::string_view verb = frames[0].to_string_view();
   if (verb == fwd::pong && frames.size() >= 2 && frames[1].size() == 8) {
     heard(fwd::get_u64(static_cast<const char*>(frames[1].data())), now);
@@ -135,6 +137,16 @@ forwarder_session::event forwarder_session::handle(const std::vector<zmq::messag
     logger().debug("{}: connected to {} at {} (protocol {}, heartbeat {} ms)", options_.name, w.server,
                    endpoint_, w.version, heartbeat_.count());
     return event::welcome;
+  }
+  if (verb == fwd::error && frames.size() >= 3 && welcome_.version == 0 &&
+      hello_version_ > fwd::min_protocol_version && frames[1].to_string_view() == fwd::code::bad_frames &&
+      frames[2].to_string_view().find("protocol version") != std::string_view::npos) {
+    // A ferryd that predates this protocol version refuses the HELLO: speak the one it knows.
+    --hello_version_;
+    logger().info("{}: ferryd at {} does not speak protocol version {}; using version {}", options_.name,
+                  endpoint_, hello_version_ + 1, hello_version_);
+    send_hello();
+    return event::fallback;
   }
   return event::other;
 }

@@ -58,9 +58,10 @@ class forwarder_session {
 
   /// What handle() found.
   enum class event {
-    other,    ///< not a session message: the owner's
-    welcome,  ///< WELCOME (taken)
-    pong,     ///< PONG (taken)
+    other,     ///< not a session message: the owner's
+    welcome,   ///< WELCOME (taken)
+    pong,      ///< PONG (taken)
+    fallback,  ///< ERROR: ferryd refused the protocol version of HELLO; HELLO went again with an older one
   };
   /// Takes WELCOME and PONG. After either, instance_changed() says whether ferryd is a new instance.
   event handle(const std::vector<zmq::message_t>& frames, clock::time_point now);
@@ -97,6 +98,7 @@ class forwarder_session {
   zmq::socket_t monitor_;
   std::chrono::milliseconds heartbeat_;
   forwarder_welcome welcome_;
+  std::uint32_t hello_version_;
   std::uint64_t instance_ = 0;
   bool instance_changed_ = false;
   bool disconnected_ = false;
