@@ -12,53 +12,77 @@
 #include "detail/log.hpp"
 #include "ferry/error.hpp"
 #include "file_io.hpp"
+#include "segment_writer.hpp"
 
 namespace ferry::storage {
 namespace fs = std::filesystem;
 
 namespace {
 
-// Finds the next offset after `from` where a valid frame starts, or `size` when there is none.
-std::size_t resync(const char* data, std::size_t size, std::size_t from) {
+// Finds the next offset after `from` where a valid, live frame starts, or `size` when there is none.
+std::size_t resync(const char* data, std::size_t size, std::size_t from, const live_frame& live) {
   for (std::size_t pos = from + 1; pos + record_header_size <= size;) {
     const void* hit = ::memmem(data + pos, size - pos, record_magic, sizeof record_magic);
     if (hit == nullptr) return size;
     pos = static_cast<std::size_t>(static_cast<const char*>(hit) - data);
     std::string_view body;
     std::size_t total = 0;
-    if (check_frame(data + pos, size - pos, body, total) == frame_status::ok) return pos;
+    if (check_frame(data + pos, size - pos, body, total) == frame_status::ok && (!live || live(body)))
+      return pos;
     ++pos;
   }
   return size;
+}
+
+bool zero_header(const char* data, std::size_t available) {
+  const std::size_t n = std::min(available, record_header_size);
+  for (std::size_t i = 0; i < n; ++i)
+    if (data[i] != 0) return false;
+  return true;
 }
 
 }  // namespace
 
 std::size_t scan_frames(const char* data, std::size_t size,
                         const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record,
-                        const std::function<void(std::size_t, std::size_t)>& on_corrupt) {
+                        const std::function<void(std::size_t, std::size_t)>& on_corrupt,
+                        const live_frame& live, scan_tail* tail) {
   std::size_t pos = 0;
   std::size_t valid_end = 0;
+  scan_tail what = scan_tail::none;
   while (pos < size) {
+    if (zero_header(data + pos, size - pos)) {
+      what = scan_tail::unused;
+      break;
+    }
     std::string_view body;
     std::size_t total = 0;
     const frame_status st = check_frame(data + pos, size - pos, body, total);
     if (st == frame_status::ok) {
+      if (live && !live(body)) {
+        what = scan_tail::unused;
+        break;
+      }
       on_record(body, pos, total);
       pos += total;
       valid_end = pos;
       continue;
     }
-    const std::size_t next = resync(data, size, pos);
-    if (next >= size) break;  // nothing valid after: a torn tail
+    const std::size_t next = resync(data, size, pos, live);
+    if (next >= size) {
+      what = scan_tail::damaged;
+      break;
+    }
     on_corrupt(pos, next - pos);
     pos = next;
   }
+  if (tail != nullptr) *tail = what;
   return valid_end;
 }
 
 std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& report,
-                      const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record) {
+                      const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record,
+                      const live_frame& live, bool keep_unused) {
   const int fd = ::open(file.c_str(), repair_tail ? O_RDWR | O_CLOEXEC : O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw error(fmt::format("cannot open {}: {}", file.string(), errno_text(errno)));
   struct stat st {};
@@ -69,6 +93,7 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
   }
   const auto size = static_cast<std::size_t>(st.st_size);
   std::size_t valid_end = 0;
+  scan_tail tail = scan_tail::none;
   if (size > 0) {
     void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
@@ -78,16 +103,28 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
     }
     ::madvise(map, size, MADV_SEQUENTIAL);
     valid_end = scan_frames(
-        static_cast<const char*>(map), size, on_record, [&](std::size_t offset, std::size_t length) {
+        static_cast<const char*>(map), size, on_record,
+        [&](std::size_t offset, std::size_t length) {
           ++report.corrupt_regions;
           report.corrupt_bytes += length;
           report.problems.push_back(
               fmt::format("{}: {} damaged bytes at offset {} skipped (checksum or framing)", file.string(),
                           length, offset));
-        });
+        },
+        live, &tail);
     ::munmap(map, size);
   }
-  if (valid_end < size) {
+  if (tail == scan_tail::unused && !keep_unused && repair_tail && valid_end < size) {
+    if (::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 || sync_data(fd) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw error(fmt::format("cannot truncate the unused tail of {}: {}", file.string(), errno_text(err)));
+    }
+    report.truncated_bytes += size - valid_end;
+    report.problems.push_back(fmt::format("{}: {} zero or stale bytes at offset {} truncated", file.string(),
+                                          size - valid_end, valid_end));
+  }
+  if (tail == scan_tail::damaged) {
     if (repair_tail) {
       int err = ::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 ? errno : 0;
       if (err == 0) err = sync_data(fd);
@@ -141,8 +178,9 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
     info.base = bases[i];
     const bool is_last = i + 1 == bases.size();
     const fs::path path = dir_ / segment_file_name(info.base);
-    info.committed =
-        scan_file(path, is_last, report, [&](std::string_view body, std::size_t offset, std::size_t total) {
+    info.committed = scan_file(
+        path, is_last, report,
+        [&](std::string_view body, std::size_t offset, std::size_t total) {
           const auto rec = parse_message(body);
           if (!rec) {
             ++report.corrupt_regions;
@@ -161,7 +199,13 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
           info.last_stored_at_us = rec->stored_at_us;
           ++report.records;
           visit(*rec, record_location{info.base, offset, static_cast<std::uint32_t>(total)});
-        });
+        },
+        // A recycled segment holds older records after the live ones: they have lower sequence numbers.
+        [&](std::string_view body) {
+          const auto rec = parse_message(body);
+          return rec && rec->seq >= info.base && rec->seq > info.last_seq;
+        },
+        true);
     report.bytes += info.committed;
     ++report.segments;
     auto& s = segments_.emplace(info.base, info).first->second;
@@ -277,12 +321,22 @@ segment_info* segment_log::segment_for(std::uint64_t seq) {
   return &it->second;
 }
 
-std::uint64_t segment_log::remove(std::uint64_t base) {
+std::uint64_t segment_log::remove(std::uint64_t base, spare_segments* spares) {
   const auto it = segments_.find(base);
   if (it == segments_.end()) return 0;
   const std::uint64_t freed = it->second.committed;
   if (it->second.fd >= 0) ::close(it->second.fd);
   const fs::path path = dir_ / segment_file_name(base);
+  if (spares != nullptr && spares->has_room()) {
+    const fs::path spare = dir_ / spare_file_name(base);
+    if (::rename(path.c_str(), spare.c_str()) == 0) {
+      spares->add(spare);
+      segments_.erase(it);
+      return freed;
+    }
+    detail::logger().warn("cannot keep settled segment {} for reuse: {}; deleting it", path.string(),
+                          errno_text(errno));
+  }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
     detail::logger().warn("cannot delete settled segment {}: {}", path.string(), errno_text(errno));
   segments_.erase(it);

@@ -21,6 +21,8 @@
 
 namespace ferry::storage {
 
+class spare_segments;
+
 /// Where a record lives.
 struct record_location {
   std::uint64_t segment = 0;  // base seq of the segment
@@ -39,19 +41,36 @@ struct recovery_report {
   std::vector<std::string> problems;  // one line each, for the log
 };
 
-/// Walks the frames in `data`. Calls `on_record(body, offset, total)` for each valid frame and
-/// `on_corrupt(offset, length)` for each damaged region followed by a valid frame. Returns the offset
-/// just past the last valid frame: bytes after it are a torn tail (or damage with nothing valid after it).
+/// What follows the last valid frame of a scan.
+enum class scan_tail {
+  none,     ///< nothing: the data ends there
+  unused,   ///< zeros, or a valid frame that belongs to the file's earlier life (a recycled segment)
+  damaged,  ///< a frame that is incomplete or fails its checksum, with nothing live after it (a torn write)
+};
+
+/// Says whether a valid frame belongs to the data being scanned. A frame that does not (`false`) ends the
+/// scan: what follows is left over from the file's earlier life (a recycled segment holds older records).
+using live_frame = std::function<bool(std::string_view body)>;
+
+/// Walks the frames in `data`. Calls `on_record(body, offset, total)` for each valid, live frame and
+/// `on_corrupt(offset, length)` for each damaged region followed by a live frame. Returns the offset just
+/// past the last live frame; `tail` (when given) says what follows it. Zeros where a frame header should be
+/// end the scan (unused space). Without `live` every valid frame is live.
 std::size_t scan_frames(
     const char* data, std::size_t size,
     const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
-    const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt);
+    const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt,
+    const live_frame& live = {}, scan_tail* tail = nullptr);
 
-/// Reads a whole file into memory-mapped view, scans it, and truncates a torn tail when `repair_tail`.
+/// Reads a whole file through a memory-mapped view and scans it. A damaged tail is truncated when
+/// `repair_tail` (and reported either way). Unused space after the last live frame is left as it is for a
+/// file written at explicit offsets (a segment, `keep_unused`), and truncated (when `repair_tail`) for one
+/// that is appended to, where it would hide what comes after it.
 /// Throws ferry::error when the file cannot be read.
 std::size_t scan_file(
     const std::filesystem::path& file, bool repair_tail, recovery_report& report,
-    const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record);
+    const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
+    const live_frame& live = {}, bool keep_unused = false);
 
 std::string segment_file_name(std::uint64_t base);
 
@@ -95,9 +114,9 @@ class segment_log {
   segment_info* segment_for(std::uint64_t seq);
   [[nodiscard]] std::map<std::uint64_t, segment_info>& segments() noexcept { return segments_; }
   [[nodiscard]] const std::map<std::uint64_t, segment_info>& segments() const noexcept { return segments_; }
-  /// Deletes segment `base` (closes it, unlinks the file). The directory entry becomes durable with the
-  /// next sync_directory. Returns the bytes freed.
-  std::uint64_t remove(std::uint64_t base);
+  /// Deletes segment `base`: closes it and unlinks the file, or renames it to a spare when `spares` has
+  /// room. The directory entry changes durably with the next sync_directory. Returns the bytes freed.
+  std::uint64_t remove(std::uint64_t base, spare_segments* spares = nullptr);
 
   [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
   [[nodiscard]] std::uint64_t bytes() const noexcept;

@@ -40,8 +40,13 @@ std::int64_t record_stored_at(const char* p) {
 
 }  // namespace
 
-segment_writer::segment_writer(fs::path dir, std::uint64_t segment_bytes)
-    : dir_(std::move(dir)), segment_bytes_(segment_bytes) {}
+std::string spare_file_name(std::uint64_t base) {
+  return fmt::format("{:020}.spare", base);
+}
+
+segment_writer::segment_writer(fs::path dir, std::uint64_t segment_bytes,
+                               std::shared_ptr<spare_segments> spares)
+    : dir_(std::move(dir)), segment_bytes_(segment_bytes), spares_(std::move(spares)) {}
 
 segment_writer::~segment_writer() {
   if (fd_ >= 0) ::close(fd_);
@@ -49,7 +54,7 @@ segment_writer::~segment_writer() {
 
 void segment_writer::resume(std::uint64_t base, std::uint64_t size) {
   int err = 0;
-  fd_ = open_segment(base, err);
+  fd_ = open_segment(base, err, false);
   if (fd_ < 0)
     throw error(fmt::format("cannot reopen segment {} of {}: {}", segment_file_name(base), dir_.string(),
                             errno_text(err)));
@@ -57,8 +62,18 @@ void segment_writer::resume(std::uint64_t base, std::uint64_t size) {
   size_ = size;
 }
 
-int segment_writer::open_segment(std::uint64_t base, int& err) {
+int segment_writer::open_segment(std::uint64_t base, int& err, bool fresh) {
   const fs::path path = dir_ / segment_file_name(base);
+  // A new segment reuses a spare file when there is one: its older records stay behind the live ones until
+  // they are overwritten, and recovery tells them apart by their sequence numbers.
+  if (fresh && spares_) {
+    while (const auto spare = spares_->take()) {
+      if (::rename(spare->c_str(), path.c_str()) == 0) break;
+      detail::logger().warn("cannot reuse spare segment {}: {}; deleting it", spare->string(),
+                            errno_text(errno));
+      ::unlink(spare->c_str());
+    }
+  }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) err = errno;
   return fd;
@@ -85,7 +100,7 @@ segment_writer::outcome segment_writer::append(const std::string& bytes) {
       }
       int err = 0;
       const std::uint64_t base = record_seq(data + pos);
-      fd_ = open_segment(base, err);
+      fd_ = open_segment(base, err, true);
       if (fd_ < 0) {
         out.error = err;
         break;

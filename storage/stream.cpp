@@ -14,7 +14,9 @@ stream::stream(fs::path dir, stream_config config)
     : dir_(std::move(dir)),
       config_(config),
       log_(dir_),
-      writer_(std::make_shared<segment_writer>(dir_, config_.segment_bytes)),
+      spares_(config_.spare_segments > 0 ? std::make_shared<spare_segments>(config_.spare_segments)
+                                         : nullptr),
+      writer_(std::make_shared<segment_writer>(dir_, config_.segment_bytes, spares_)),
       dedup_(config_.dedup) {}
 
 void stream::create_on_disk() {
@@ -27,6 +29,15 @@ void stream::recover(recovery_report& report, std::int64_t now_us, const segment
   std::error_code ec;
   if (!fs::exists(dir_, ec)) return;
   on_disk_ = true;
+  // Spare files left from the last run are reused (as many as configured; the rest are deleted).
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    if (entry.path().extension() != ".spare") continue;
+    if (spares_ && spares_->has_room()) {
+      spares_->add(entry.path());
+    } else {
+      fs::remove(entry.path(), ec);
+    }
+  }
   const auto now = clock::now();
   const std::int64_t window_us =
       std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
@@ -113,7 +124,7 @@ void stream::remove_segments(std::int64_t now_us, const std::function<bool(const
     }
     doomed.push_back(s.base);
   }
-  for (const std::uint64_t base : doomed) log_.remove(base);
+  for (const std::uint64_t base : doomed) log_.remove(base, spares_.get());
 }
 
 }  // namespace ferry::storage

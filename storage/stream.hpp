@@ -32,6 +32,9 @@ struct stream_config {
   /// Settled segments kept (up to this many bytes, if younger than the dedup window) so the window can
   /// be rebuilt after a restart.
   std::uint64_t dedup_retain_bytes = 1ull << 30;
+  /// Settled segment files kept for reuse (renamed, then written over) instead of deleted: writing over
+  /// cached pages costs a fraction of filling new ones. 0 deletes them.
+  std::size_t spare_segments = 2;
 };
 
 class stream {
@@ -90,6 +93,8 @@ class stream {
   [[nodiscard]] const segment_log& log() const noexcept { return log_; }
   [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return writer_; }
   [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return log_.bytes(); }
+  /// Spare segment files held for reuse.
+  [[nodiscard]] std::size_t spares() const { return spares_ ? spares_->size() : 0; }
 
   /// Deletes every segment but the active one for which `unneeded` is true (no reader needs it), except
   /// recent ones kept for the dedup window (see stream_config::dedup_retain_bytes).
@@ -100,6 +105,7 @@ class stream {
   stream_config config_;
   bool on_disk_ = false;
   segment_log log_;
+  std::shared_ptr<spare_segments> spares_;
   std::shared_ptr<segment_writer> writer_;
   dedup_window dedup_;
   std::uint64_t next_seq_ = 1;

@@ -14,6 +14,7 @@
 #include "record.hpp"
 #include "segment_log.hpp"
 #include "segment_writer.hpp"
+#include "stream.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
@@ -359,4 +360,106 @@ TEST_CASE("create_directories_durably creates every missing parent", "[storage]"
   failing_disk disk;
   CHECK_THROWS_WITH(create_directories_durably(dir.path() / "x" / "y"),
                     Catch::Contains("cannot fsync directory"));
+}
+
+// ---- recycled segments ---------------------------------------------------------------------------------
+
+namespace {
+
+// A segment file that lived before as segment 1 (records 1..60) and was renamed to be segment 101, with
+// records 101..101+live-1 written over its start: the older records stay behind the live ones.
+fs::path recycled_segment(const fs::path& dir, std::uint64_t live) {
+  {
+    segment_writer w(dir, 1 << 20);
+    REQUIRE(w.append(records(1, 60)).error == 0);
+  }
+  fs::rename(dir / segment_file_name(1), dir / segment_file_name(101));
+  segment_writer w(dir, 1 << 20);
+  w.resume(101, 0);
+  REQUIRE(w.append(records(101, live)).error == 0);
+  return dir / segment_file_name(101);
+}
+
+}  // namespace
+
+TEST_CASE("a recycled segment recovers its live records and leaves the older ones behind, unreported",
+          "[storage][recycle]") {
+  test::temp_dir dir;
+  const fs::path seg = recycled_segment(dir.path(), 20);
+  const auto size = size_of(seg);
+  recovery_report report;
+  const auto seqs = recovered_seqs(dir.path(), report);
+  REQUIRE(seqs.size() == 20);
+  for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == 101 + i);
+  CHECK(report.problems.empty());
+  CHECK(report.truncated_bytes == 0);
+  CHECK(size_of(seg) == size);  // the space stays allocated for the next writes
+}
+
+TEST_CASE("a torn write in a recycled segment is truncated, and the stale bytes after it are not live",
+          "[storage][recycle]") {
+  test::temp_dir dir;
+  const fs::path seg = recycled_segment(dir.path(), 20);
+  const std::size_t record_size = message_record_size(3, 100);
+  // The 20th live record is torn: its last bytes never reached the disk (they still hold the old file's).
+  flip_byte(seg, 20 * record_size - 5);
+  recovery_report report;
+  const auto seqs = recovered_seqs(dir.path(), report);
+  CHECK(seqs.size() == 19);
+  CHECK(seqs.back() == 119);
+  REQUIRE(report.problems.size() == 1);
+  CHECK_THAT(report.problems[0], Catch::Contains("torn tail"));
+  CHECK(size_of(seg) == 19 * record_size);
+}
+
+TEST_CASE("damage in the middle of a recycled segment is reported and the live records after it survive",
+          "[storage][recycle]") {
+  test::temp_dir dir;
+  const fs::path seg = recycled_segment(dir.path(), 30);
+  const std::size_t record_size = message_record_size(3, 100);
+  flip_byte(seg, 10 * record_size + record_header_size + 40);
+  recovery_report report;
+  const auto seqs = recovered_seqs(dir.path(), report);
+  CHECK(seqs.size() == 29);
+  CHECK(std::find(seqs.begin(), seqs.end(), 111) == seqs.end());
+  CHECK(seqs.back() == 130);
+  CHECK(report.corrupt_regions == 1);
+  REQUIRE(report.problems.size() == 1);  // the stale tail after record 130 is not a problem
+}
+
+TEST_CASE("a stream keeps settled segments as spares and writes new segments over them",
+          "[storage][recycle]") {
+  test::temp_dir dir;
+  const fs::path qdir = dir.path() / "q";
+  const std::size_t record_size = message_record_size(36, 100);
+  stream_config config{.segment_bytes = 10 * record_size, .dedup_retain_bytes = 0, .spare_segments = 2};
+  auto count_files = [&](const std::string& ext) {
+    std::size_t n = 0;
+    for (const auto& e : fs::directory_iterator(qdir)) n += e.path().extension() == ext;
+    return n;
+  };
+  const std::string envelope(36, 'e');
+  {
+    stream s(qdir, config);
+    auto write = [&](std::uint64_t n) {
+      for (std::uint64_t i = 0; i < n; ++i)
+        s.append(message_id::generate(), 0, envelope, std::string(100, 'p'), 1'700'000'000'000'000);
+      s.committed(s.writer()->append(s.take_pending()));
+    };
+    write(40);  // segments 1, 11, 21, 31
+    CHECK(count_files(".seg") == 4);
+    s.remove_segments(1'800'000'000'000'000, [](const segment_info&) { return true; });  // all but the active
+    CHECK(count_files(".seg") == 1);
+    CHECK(count_files(".spare") == 2);  // two kept, the third deleted
+    CHECK(s.spares() == 2);
+    write(20);  // segments 41 and 51 reuse the spares
+    CHECK(count_files(".spare") == 0);
+    CHECK(count_files(".seg") == 3);
+  }
+  // Recovery sees exactly what was written, in order, across reused files.
+  recovery_report report;
+  const auto seqs = recovered_seqs(qdir, report);
+  REQUIRE(seqs.size() == 30);
+  for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == 31 + i);
+  CHECK(report.problems.empty());
 }
