@@ -184,6 +184,38 @@ TEST_CASE("cli: ferry pull over ipc receives every line a push sent before exiti
         std::string::npos);
 }
 
+TEST_CASE("cli: ferry push packs the lines stdin has ready into v2 frames, and holds none back", "[cli]") {
+  SECTION("a burst goes in few frames, in order") {
+    test::child_process pull(
+        ferry_args({"pull", "--bind", "tcp://127.0.0.1:*", "--count", "5000", "--stats"}));
+    const std::string endpoint = bound_endpoint(pull);
+    std::string input;
+    for (int i = 1; i <= 5000; ++i) input += std::to_string(i) + "\n";
+    const auto push = test::run(ferry_args({"push", "--connect", endpoint, "-t", "jobs", "--stats"}), input);
+    CHECK(push.code == 0);
+    CHECK(exit_code(pull, 60s) == 0);
+    CHECK(pull.out() == input);
+    // "sent 5000 in N frames": a batch per read of stdin, at most 1024 lines each.
+    const auto at = push.err.find("sent 5000 in ");
+    REQUIRE(at != std::string::npos);
+    const auto frames = std::stoull(push.err.substr(at + 13));
+    CHECK(frames >= 5);
+    CHECK(frames < 5000);
+    CHECK(pull.err().find("frames " + std::to_string(frames) + " (v1 0)") != std::string::npos);
+  }
+  SECTION("a line that arrives alone is sent at once") {
+    test::child_process pull(ferry_args({"pull", "--bind", "tcp://127.0.0.1:*"}));
+    const std::string endpoint = bound_endpoint(pull);
+    test::child_process push(ferry_args({"push", "--connect", endpoint, "-t", "jobs"}));
+    push.write_stdin("first\n");
+    CHECK(pull.wait_for_output("first\n"));  // nothing waits for a second line
+    push.write_stdin("second\n");
+    CHECK(pull.wait_for_output("second\n"));
+    push.close_stdin();
+    CHECK(exit_code(push) == 0);
+  }
+}
+
 TEST_CASE("cli: ferry pull --timeout-ms exits when idle, after printing what arrived", "[cli]") {
   SECTION("nothing arrives") {
     const auto start = std::chrono::steady_clock::now();

@@ -141,6 +141,10 @@ bool line_reader::fill() {
   }
 }
 
+bool line_reader::has_buffered_record() const noexcept {
+  return begin_ < end_ && std::memchr(buffer_.data() + begin_, '\n', end_ - begin_) != nullptr;
+}
+
 bool line_reader::next(std::string& line) {
   std::size_t scanned = begin_;
   for (;;) {

@@ -91,6 +91,8 @@ class line_reader {
   /// Stores the next record without its '\n' (a last record without one counts) and returns true; returns
   /// false at the end of input. Throws ferry::error on a read error.
   bool next(std::string& line);
+  /// True when a whole record is already read and waiting (next() would return it without reading).
+  [[nodiscard]] bool has_buffered_record() const noexcept;
 
  private:
   bool fill();
