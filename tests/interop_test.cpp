@@ -1,10 +1,12 @@
 // Interop: a Python client written from docs/protocol.md alone (tests/interop/ferry_py.py) against the C++
-// library, in both directions, plus the doc's hex examples checked against both encoders and decoders.
+// library, in both directions and both wire versions, plus the doc's hex examples (envelopes, v1 and v2
+// frames) and its Python snippet checked against both encoders and decoders.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -13,6 +15,7 @@
 #include <vector>
 #include <zmq_addon.hpp>
 
+#include "detail/wire.hpp"
 #include "ferry/ferry.hpp"
 #include "support/interop_support.hpp"
 #include "support/test_support.hpp"
@@ -29,6 +32,36 @@ std::vector<std::string> python(const std::string& script, std::vector<std::stri
   std::vector<std::string> argv{"/usr/bin/python3", "-B", "-u", interop_dir + script};
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
+}
+
+// How a test's sender frames its messages: one at a time in "v2" or "v1", or "v2 batch" (send_batch,
+// publish_batch). The words are also the Python scripts' arguments.
+const char* const sending_modes[] = {"v2", "v1", "v2 batch"};
+
+wire_options wire_of(const std::string& mode) {
+  return {.version = mode == "v1" ? wire_version::v1 : wire_version::v2};
+}
+
+std::vector<std::string> words_of(const std::string& mode) {
+  std::istringstream in(mode);
+  return {std::istream_iterator<std::string>(in), std::istream_iterator<std::string>()};
+}
+
+bool batched(const std::string& mode) {
+  return mode.find("batch") != std::string::npos;
+}
+
+/// The frames a receiver counted for the sender's version, and for the other one.
+std::pair<std::uint64_t, std::uint64_t> frames_of(const receive_stats& s, const std::string& mode) {
+  return mode == "v1" ? std::pair(s.v1_frames, s.v2_frames) : std::pair(s.v2_frames, s.v1_frames);
+}
+
+/// What a Python receiver printed as `frames v1=A v2=B`, for the sender's version and the other one.
+std::pair<std::uint64_t, std::uint64_t> python_frames(const std::string& out, const std::string& mode) {
+  const std::string line = output_value(out, "frames");
+  const auto v1 = std::stoull(line.substr(line.find("v1=") + 3));
+  const auto v2 = std::stoull(line.substr(line.find("v2=") + 3));
+  return mode == "v1" ? std::pair(v1, v2) : std::pair(v2, v1);
 }
 
 bool has_id_layout(const message_id& id) {
@@ -135,13 +168,19 @@ message message_of(const doc_example& ex) {
 }  // namespace
 
 TEST_CASE("interop: a python producer's messages reach a worker_pool with every field intact", "[interop]") {
+  const std::string mode =
+      GENERATE(values<std::string>({sending_modes[0], sending_modes[1], sending_modes[2]}));
+  INFO("python sends " << mode);
   context ctx;
   collector got;
   worker_pool pool(ctx, {.bind = {"tcp://127.0.0.1:*"}}, got.handler());
-  test::child_process py(python("push.py", {pool.bound().at(0)}));
-  require_output(py, "sent ");
+  std::vector<std::string> args{pool.bound().at(0)};
+  for (auto& w : words_of(mode)) args.push_back(w);
+  test::child_process py(python("push.py", args));
+  require_output(py, "frames ");
   const std::vector<fields> sent = described(py.out());
   REQUIRE(sent.size() == std::stoul(output_value(py.out(), "sent")));
+  const std::uint64_t frames = std::stoull(output_value(py.out(), "frames"));
   REQUIRE(test::wait_until([&] { return got.size() == sent.size(); }, 20s));
   py.close_stdin();  // we have everything: the producer may exit now
   require_success(py, 10s);
@@ -156,10 +195,16 @@ TEST_CASE("interop: a python producer's messages reach a worker_pool with every 
     if (previous) CHECK(*previous < *id);  // one Python generator: ids increase
     previous = id;
   }
-  CHECK(pool.stats().malformed == 0);
+  const receive_stats stats = pool.stats();
+  CHECK(stats.malformed == 0);
+  CHECK(frames_of(stats, mode) == std::pair<std::uint64_t, std::uint64_t>(frames, 0));
+  CHECK((batched(mode) ? frames < sent.size() : frames == sent.size()));
 }
 
 TEST_CASE("interop: a ferry pusher's messages decode in a python PULL socket field by field", "[interop]") {
+  const std::string mode =
+      GENERATE(values<std::string>({sending_modes[0], sending_modes[1], sending_modes[2]}));
+  INFO("ferry sends " << mode);
   context ctx;
   std::vector<message> messages;
   messages.emplace_back("jobs", "hello");
@@ -174,41 +219,68 @@ TEST_CASE("interop: a ferry pusher's messages decode in a python PULL socket fie
   messages.back().set_attempt(70'000);             // uint 32
   messages.emplace_back("", "");                   // empty topic and payload
   messages.back().set_header("empty", "");
-  messages.emplace_back("big", std::string(200'000, 'x'));
-  messages.back().set_key(std::string(200, 'k'));                                         // str 8
+  messages.emplace_back("big", std::string(200'000, 'x'));  // v2: the split form
+  messages.back().set_key(std::string(200, 'k'));           // str 8
   for (int i = 0; i < 20; ++i) messages.back().set_header("h" + std::to_string(i), "v");  // map 16
   messages.emplace_back("old", "before 1970");
   messages.back().set_timestamp_us(-1234);  // int 64
   messages.emplace_back("stream", "not from a publisher, but with stream fields");
   messages.back().set_stream(0xFFFFFFFFFFFFFFFFull, 1ull << 40);
+  for (int i = 0; i < 3; ++i) messages.emplace_back("bulk", "bulk-" + std::to_string(i));  // one batch frame
   std::vector<fields> sent;
   for (const auto& m : messages) sent.push_back(fields::of(m));
 
   test::child_process py(python("pull.py", {std::to_string(messages.size())}));
   require_output(py, "ready");
-  pusher push(ctx, {.connect = {output_value(py.out(), "endpoint")}});
-  for (auto& m : messages) REQUIRE(push.send(m) == send_status::ok);
+  pusher push(ctx, {.connect = {output_value(py.out(), "endpoint")}}, {.wire = wire_of(mode)});
+  if (batched(mode)) {
+    REQUIRE(push.send_batch(messages).status == send_status::ok);
+  } else {
+    for (auto& m : messages) REQUIRE(push.send(m) == send_status::ok);
+  }
   // The pusher stays open until Python has everything: no reliance on linger.
   require_success(py, 30s);
   CHECK(described(py.out()) == sent);
   CHECK(output_value(py.out(), "rejected") == "0");
+  CHECK(python_frames(py.out(), mode) == std::pair<std::uint64_t, std::uint64_t>(push.stats().frames, 0));
+  CHECK(push.stats().frames == (batched(mode) ? messages.size() - 2 : messages.size()));
 }
 
 TEST_CASE("interop: a python subscriber gets a ferry publisher's stream with origin and sequences",
           "[interop]") {
+  const std::string mode =
+      GENERATE(values<std::string>({sending_modes[0], sending_modes[1], sending_modes[2]}));
+  INFO("ferry publishes " << mode);
+  const bool v2 = mode != "v1";
   context ctx;
-  publisher pub(ctx, {.bind = {"tcp://127.0.0.1:*"}});
-  test::child_process py(python("subscribe.py", {pub.bound().at(0), "6", "prices."}));
-  REQUIRE(pub.wait_for_subscriptions(1, 20s));  // the SUB's subscription reached us: no slow joiner
+  publisher pub(ctx, {.bind = {"tcp://127.0.0.1:*"}}, {.wire = wire_of(mode)});
+  // A prefix, and the exact topic "other" (which matches v2 frames only: a v1 topic frame has no 00).
+  const std::vector<std::string> topics{"prices.eur", "prices.eur", "other",      "prices.usd",
+                                        "prices.eur", "other.x",    "prices.usd", "prices.eur"};
+  auto wanted = [&](const std::string& t) { return t.rfind("prices.", 0) == 0 || (v2 && t == "other"); };
+  const auto count = std::count_if(topics.begin(), topics.end(), wanted);
+  test::child_process py(
+      python("subscribe.py", {pub.bound().at(0), std::to_string(count), "prices.", "other\\0"}));
+  REQUIRE(pub.wait_for_subscriptions(2, 20s));  // the SUB's subscriptions reached us: no slow joiner
+  std::vector<message> messages;
+  std::vector<fields> all;
+  for (const auto& topic : topics) {
+    messages.emplace_back(topic, "price on " + topic);
+    all.push_back(fields::of(messages.back()));  // before publishing, which may consume the payload
+  }
+  if (batched(mode)) {
+    REQUIRE(pub.publish_batch(messages).status == send_status::ok);
+  } else {
+    for (auto& m : messages) REQUIRE(pub.publish(m) == send_status::ok);
+  }
   std::vector<fields> expected;
-  for (const char* topic : {"prices.eur", "prices.eur", "other", "prices.usd", "prices.eur", "other.x",
-                            "prices.usd", "prices.eur"}) {
-    message m(topic, std::string("price on ") + topic);
-    fields f = fields::of(m);  // before publish(), which consumes the payload
-    REQUIRE(pub.publish(m) == send_status::ok);
-    f.origin = m.origin();
-    f.sequence = m.sequence();
-    if (std::string_view(topic).rfind("prices.", 0) == 0) expected.push_back(f);
+  std::uint64_t frames = 0;  // frames with a wanted topic: a new one wherever the topic changes in a batch
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    all[i].origin = messages[i].origin();
+    all[i].sequence = messages[i].sequence();
+    if (!wanted(topics[i])) continue;
+    expected.push_back(all[i]);
+    if (!batched(mode) || i == 0 || topics[i] != topics[i - 1]) ++frames;
   }
   require_success(py, 30s);
   const auto got = described(py.out());
@@ -220,18 +292,23 @@ TEST_CASE("interop: a python subscriber gets a ferry publisher's stream with ori
   }
   CHECK(sequences["prices.eur"] == std::vector<std::uint64_t>{1, 2, 3, 4});
   CHECK(sequences["prices.usd"] == std::vector<std::uint64_t>{1, 2});
+  CHECK(sequences["other"] == (v2 ? std::vector<std::uint64_t>{1} : std::vector<std::uint64_t>{}));
   CHECK(output_value(py.out(), "gaps") == "0");
+  CHECK(python_frames(py.out(), mode) == std::pair<std::uint64_t, std::uint64_t>(frames, 0));
 }
 
 TEST_CASE("interop: a python publisher's stream reaches a ferry subscriber, which counts its gaps",
           "[interop]") {
+  const std::string mode =
+      GENERATE(values<std::string>({sending_modes[0], sending_modes[1], sending_modes[2]}));
+  INFO("python publishes " << mode);
   context ctx;
-  test::child_process py(python("publish.py"));
+  test::child_process py(python("publish.py", words_of(mode)));
   require_output(py, "origin ");
   const std::uint64_t origin = std::stoull(output_value(py.out(), "origin"));
   collector got;
   subscriber sub(ctx, {.connect = {output_value(py.out(), "endpoint")}}, {"ticks."}, got.handler());
-  require_output(py, "published ");
+  require_output(py, "frames ");
   const std::vector<fields> sent = described(py.out());
   std::vector<fields> expected;
   std::copy_if(sent.begin(), sent.end(), std::back_inserter(expected),
@@ -250,8 +327,13 @@ TEST_CASE("interop: a python publisher's stream reaches a ferry subscriber, whic
   }
   CHECK(sequences["ticks.a"] == std::vector<std::uint64_t>{1, 2, 3, 6, 7});
   CHECK(sequences["ticks.b"] == std::vector<std::uint64_t>{1, 2, 4});
-  CHECK(sub.stats().gaps == 3);  // 4 and 5 of ticks.a, 3 of ticks.b
-  CHECK(sub.stats().malformed == 0);
+  const receive_stats stats = sub.stats();
+  CHECK(stats.gaps == 3);  // 4 and 5 of ticks.a, 3 of ticks.b
+  CHECK(stats.malformed == 0);
+  // Every frame but the one of "other.x", which the subscription filters out at the publisher.
+  const std::uint64_t frames = std::stoull(output_value(py.out(), "frames")) - 1;
+  CHECK(frames_of(stats, mode) == std::pair<std::uint64_t, std::uint64_t>(frames, 0));
+  CHECK((batched(mode) ? frames < expected.size() : frames == expected.size()));
 }
 
 TEST_CASE("interop: malformed frames from python are rejected and counted, and the worker_pool keeps serving",
@@ -264,7 +346,7 @@ TEST_CASE("interop: malformed frames from python are rejected and counted, and t
   std::uint64_t bad = 0, good = 0;
   for (const auto& line : lines_of(py.out()))
     if (line.rfind("case ", 0) == 0) (line.substr(line.rfind(' ') + 1) == "none" ? good : bad) += 1;
-  REQUIRE(bad >= 20);
+  REQUIRE(bad >= 45);
   REQUIRE(good == 2);
   // The valid message sent last arrives after every bad one (one connection keeps order).
   REQUIRE(test::wait_until([&] { return got.size() == good; }, 20s));
@@ -274,6 +356,8 @@ TEST_CASE("interop: malformed frames from python are rejected and counted, and t
   CHECK(stats.malformed == bad);
   CHECK(stats.received == good);
   CHECK(stats.handled == good);
+  CHECK(stats.v1_frames == 1);  // "before"
+  CHECK(stats.v2_frames == 1);  // "after"
   std::lock_guard lock(got.mutex);
   CHECK(got.seen.at(0).payload == "before");
   CHECK(got.seen.at(1).payload == "after");
@@ -295,22 +379,13 @@ TEST_CASE("interop: the C++ decoder names each malformed python frame set as doc
     words >> name >> reason;
     cases.emplace_back(name, reason);
   }
-  REQUIRE(cases.size() >= 20);
-  const decode_limits limits;
+  REQUIRE(cases.size() >= 45);
+  detail::frame_reader reader;  // what worker_pool and subscriber decode with
   for (const auto& [name, reason] : cases) {
-    std::vector<zmq::message_t> frames;
-    REQUIRE(zmq::recv_multipart(pull, std::back_inserter(frames)));
-    // The receiver's order of checks (docs/protocol.md, "Malformed input").
-    decode_error error = decode_error::none;
-    message out;
-    if (frames.size() != 3)
-      error = decode_error::frame_count;
-    else if (frames[0].size() > limits.max_topic)
-      error = decode_error::topic_too_long;
-    else
-      error = decode_envelope(frames[1].to_string_view(), out, limits);
     INFO("case " << name);
-    CHECK(to_string(error) == reason);
+    const detail::receive_status st = reader.receive(pull, true);
+    REQUIRE((st == detail::receive_status::ok || st == detail::receive_status::rejected));
+    CHECK(to_string(st == detail::receive_status::ok ? decode_error::none : reader.error()) == reason);
   }
   py.close_stdin();
   require_success(py, 10s);

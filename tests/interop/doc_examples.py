@@ -88,7 +88,7 @@ def main():
         if not storage:
             if sections.get("topic") != fields["topic"].encode() or sections.get("payload") != fields["payload"].encode():
                 problems.append(f"example {n}: topic or payload frame differs from the fields")
-            if f.to_frames(msg) != [sections["topic"], sections["envelope"], sections["payload"]]:
+            if f.to_frames(msg, wire=f.WIRE_V1) != [sections["topic"], sections["envelope"], sections["payload"]]:
                 problems.append(f"example {n}: to_frames differs")
         ms, version, _, variant, _ = f.id_parts(want["id"])
         if version != 7 or variant != 0b10 or ms * 1000 > want["timestamp_us"]:

@@ -2,7 +2,8 @@
 
 usage: pull.py COUNT
 Binds a PULL socket on tcp://127.0.0.1:*, prints `endpoint EP` and `ready`, then one `msg ...` line per
-message, checks that the ids have the documented layout and increase, and prints `done`. Exit codes:
+message (wire v1 or v2, whatever arrives), checks that the ids have the documented layout and increase, and
+prints `rejected N`, `frames v1=A v2=B` (well-formed frame sets of each version) and `done`. Exit codes:
 0 ok, 3 timed out, 4 an id broke the layout."""
 
 import sys
@@ -30,6 +31,7 @@ def main():
             bad_ids += 1
         last_id = msg.id
     print(f"rejected {sum(puller.rejected.values())}", flush=True)
+    print(f"frames v1={puller.frames[f.WIRE_V1]} v2={puller.frames[f.WIRE_V2]}", flush=True)
     print("done", flush=True)
     return 4 if bad_ids else 0
 
