@@ -83,6 +83,11 @@ struct doc_variant {
   std::string name, before, after;
 };
 
+struct doc_wire_example {
+  std::map<std::string, std::string> spec;  // messages (example numbers), topic, form (packed or split)
+  std::vector<std::string> frames;
+};
+
 std::string hex_bytes(const std::string& text) {
   std::string digits;
   for (char c : text)
@@ -91,13 +96,15 @@ std::string hex_bytes(const std::string& text) {
 }
 
 // Reads the machine-read blocks of docs/protocol.md (see its "Examples" section).
-void parse_doc(std::vector<doc_example>& examples, std::vector<doc_variant>& variants) {
+void parse_doc(std::vector<doc_example>& examples, std::vector<doc_variant>& variants,
+               std::vector<doc_wire_example>& wires) {
   std::ifstream in(protocol_md);
   REQUIRE(in.good());
   std::stringstream buffer;
   buffer << in.rdbuf();
   const auto lines = lines_of(buffer.str());
   bool in_variants = false;
+  bool after_wire = false;  // the last fields-like block was a wire block: a hex block lists its frames
   for (std::size_t i = 0; i < lines.size(); ++i) {
     const std::string& line = lines[i];
     if (line.rfind('#', 0) == 0) in_variants = line.rfind("### Envelopes a decoder must also accept", 0) == 0;
@@ -112,7 +119,26 @@ void parse_doc(std::vector<doc_example>& examples, std::vector<doc_variant>& var
         variants.push_back(
             {trim(line.substr(1, line.find('|', 1) - 1)), hex_bytes(quoted[0]), hex_bytes(quoted[1])});
     }
-    if (trim(line) == "```fields") {
+    if (trim(line) == "```wire") {
+      after_wire = true;
+      doc_wire_example ex;
+      for (++i; trim(lines[i]) != "```"; ++i) {
+        const auto colon = lines[i].find(':');
+        ex.spec[trim(lines[i].substr(0, colon))] = trim(lines[i].substr(colon + 1));
+      }
+      wires.push_back(std::move(ex));
+    } else if (trim(line) == "```hex" && after_wire) {
+      for (++i; trim(lines[i]) != "```"; ++i) {
+        const std::string& l = lines[i];
+        if (l.rfind("# frame ", 0) == 0)
+          wires.back().frames.emplace_back();
+        else if (l.rfind('#', 0) != 0) {
+          REQUIRE_FALSE(wires.back().frames.empty());
+          wires.back().frames.back() += hex_bytes(l.substr(0, l.find('#')));
+        }
+      }
+    } else if (trim(line) == "```fields") {
+      after_wire = false;
       doc_example ex;
       for (++i; trim(lines[i]) != "```"; ++i) {
         const auto colon = lines[i].find(':');
@@ -395,7 +421,8 @@ TEST_CASE("interop: the hex examples in docs/protocol.md are what both encoders 
           "[interop]") {
   std::vector<doc_example> examples;
   std::vector<doc_variant> variants;
-  parse_doc(examples, variants);
+  std::vector<doc_wire_example> wires;
+  parse_doc(examples, variants, wires);
   REQUIRE(examples.size() >= 4);
 
   bool plain_32 = false, keyed = false, stream = false, storage = false;
@@ -445,9 +472,91 @@ TEST_CASE("interop: the hex examples in docs/protocol.md are what both encoders 
     CHECK(fields::of(decoded) == fields::of(first));
   }
 
+  // Wire v2: a real pusher writes exactly the listed frames, and the receivers' decoder reads them back.
+  REQUIRE(wires.size() >= 3);
+  context ctx;
+  zmq::socket_t pull = ctx.make_socket(zmq::socket_type::pull);
+  pull.set(zmq::sockopt::rcvtimeo, 5000);
+  pull.bind("inproc://interop-doc-wire");
+  zmq::socket_t raw = ctx.make_socket(zmq::socket_type::push);
+  raw.connect("inproc://interop-doc-wire");
+  detail::frame_reader reader;
+  bool batch = false, split = false;
+  for (std::size_t n = 0; n < wires.size(); ++n) {
+    const doc_wire_example& ex = wires[n];
+    INFO("wire example " << n + 1);
+    std::vector<message> msgs;
+    std::vector<fields> want;
+    std::istringstream numbers(ex.spec.at("messages"));
+    for (std::size_t k = 0; numbers >> k;) {
+      msgs.push_back(message_of(examples.at(k - 1)));
+      msgs.back().set_topic(ex.spec.at("topic"));
+      want.push_back(fields::of(msgs.back()));
+    }
+    const bool split_form = ex.spec.at("form") == "split";
+    REQUIRE(ex.frames.size() == (split_form ? 2u : 1u));
+    wire_options wire;
+    if (split_form) wire.split_payload = 1;  // as the example says: ferry itself splits from 32 KiB
+    pusher push(ctx, {.connect = {"inproc://interop-doc-wire"}}, {.wire = wire});
+    const batch_status r = push.send_batch(msgs);
+    REQUIRE(r.sent == msgs.size());
+    CHECK(r.frames == 1);
+    std::vector<zmq::message_t> written;
+    REQUIRE(zmq::recv_multipart(pull, std::back_inserter(written)));
+    REQUIRE(written.size() == ex.frames.size());
+    for (std::size_t i = 0; i < written.size(); ++i)
+      CHECK(to_hex(written[i].to_string_view()) == to_hex(ex.frames[i]));
+
+    for (std::size_t i = 0; i < ex.frames.size(); ++i)
+      REQUIRE(raw.send(zmq::buffer(ex.frames[i]),
+                       i + 1 < ex.frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
+    REQUIRE(reader.receive(pull, true) == detail::receive_status::ok);
+    std::vector<fields> read;
+    for (const message& m : reader.messages()) read.push_back(fields::of(m));
+    CHECK(read == want);
+    batch |= msgs.size() >= 2;
+    split |= split_form;
+  }
+  CHECK(batch);
+  CHECK(split);
+
   const auto py = test::run(python("doc_examples.py", {protocol_md}), "", 30s);
   INFO(py.out << py.err);
   CHECK(py.code == 0);
   CHECK(py.out.find("examples " + std::to_string(examples.size()) + " variants " +
-                    std::to_string(variants.size()) + " ok") != std::string::npos);
+                    std::to_string(variants.size()) + " wire " + std::to_string(wires.size()) + " ok") !=
+        std::string::npos);
+}
+
+TEST_CASE("interop: the Python snippet of docs/protocol.md splits what a ferry pusher sends, in every form",
+          "[interop]") {
+  context ctx;
+  std::vector<message> one;
+  one.emplace_back("jobs", "packed alone");
+  one.back().set_key("k");
+  one.back().set_header("content-type", "text/plain");
+  one.emplace_back("blobs", std::string(40'000, 'b'));  // the split form
+  one.emplace_back("", "empty topic");
+  std::vector<message> batch;
+  for (int i = 0; i < 5; ++i) batch.emplace_back("bulk", "bulk-" + std::to_string(i));
+  message old("legacy", "wire v1");
+  std::vector<fields> sent;
+  for (const auto* list : {&one, &batch})
+    for (const auto& m : *list) sent.push_back(fields::of(m));
+  sent.push_back(fields::of(old));
+  const std::size_t frame_sets = one.size() + 1 + 1;  // each of `one`, the batch, the v1 message
+
+  test::child_process py(python("doc_examples.py", {protocol_md, "--pull", std::to_string(frame_sets)}));
+  require_output(py, "ready");
+  const std::string endpoint = output_value(py.out(), "endpoint");
+  pusher v2(ctx, {.connect = {endpoint}});
+  pusher v1(ctx, {.connect = {endpoint}}, {.wire = {.version = wire_version::v1}});
+  for (auto& m : one) REQUIRE(v2.send(m) == send_status::ok);
+  REQUIRE(v2.send_batch(batch).frames == 1);
+  REQUIRE(v1.send(old) == send_status::ok);
+  require_success(py, 30s);
+  auto got = described(py.out());
+  sort_by_id(got);  // two pushers: no order between them
+  sort_by_id(sent);
+  CHECK(got == sent);
 }
