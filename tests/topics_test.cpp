@@ -1,10 +1,12 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "ferry/publisher.hpp"
@@ -30,20 +32,38 @@ void send_v2(zmq::socket_t& socket, std::span<message> msgs) {
   REQUIRE(socket.send(zmq::buffer(frame), zmq::send_flags::none));
 }
 
-struct topic_log {
-  std::mutex mutex;
-  std::vector<std::string> topics;
+// What a subscriber's handler saw of each message (by default its topic), thread-safely.
+template <typename T = std::string>
+class recorded {
+ public:
+  using projection = std::function<T(const message&)>;
+  explicit recorded(projection what = [](const message& m) { return m.topic(); }) : what_(std::move(what)) {}
   message_handler handler() {
     return [this](message& m) {
-      std::lock_guard lock(mutex);
-      topics.push_back(m.topic());
+      std::lock_guard lock(mutex_);
+      values_.push_back(what_(m));
     };
   }
   std::size_t size() {
-    std::lock_guard lock(mutex);
-    return topics.size();
+    std::lock_guard lock(mutex_);
+    return values_.size();
   }
+  std::vector<T> values() {
+    std::lock_guard lock(mutex_);
+    return values_;
+  }
+
+ private:
+  projection what_;
+  std::mutex mutex_;
+  std::vector<T> values_;
 };
+
+using stream_position = std::tuple<std::string, std::uint64_t, std::uint64_t>;  // topic, origin, sequence
+
+stream_position position_of(const message& m) {
+  return {m.topic(), m.origin(), m.sequence()};
+}
 
 }  // namespace
 
@@ -77,24 +97,17 @@ TEST_CASE("every subscriber gets every message once it is subscribed", "[topics]
 TEST_CASE("prefix subscriptions filter by topic", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-filter"}});
-  std::mutex mu;
-  std::vector<std::string> topics;
-  subscriber sub(ctx, {.connect = {"inproc://topics-filter"}}, {"orders.", "alerts"}, [&](message& m) {
-    std::lock_guard lock(mu);
-    topics.push_back(m.topic());
-  });
+  recorded<> got;
+  subscriber sub(ctx, {.connect = {"inproc://topics-filter"}}, {"orders.", "alerts"}, got.handler());
   REQUIRE(pub.wait_for_subscriptions(2, 5s));
-  for (const char* t : {"orders.eu", "billing", "alerts", "orders", "alerts.high"}) {
+  // The last one arrives after everything published before it: what is missing then was filtered out.
+  for (const char* t : {"orders.eu", "billing", "alerts", "orders", "alerts.high", "alerts.last"}) {
     message m(t, "x");
     REQUIRE(pub.publish(m) == send_status::ok);
   }
-  REQUIRE(test::wait_until([&] {
-    std::lock_guard lock(mu);
-    return topics.size() == 3;
-  }));
-  std::this_thread::sleep_for(50ms);
-  std::lock_guard lock(mu);
-  CHECK(topics == std::vector<std::string>{"orders.eu", "alerts", "alerts.high"});
+  REQUIRE(test::wait_until([&] { return got.size() == 4; }));
+  sub.stop();
+  CHECK(got.values() == std::vector<std::string>{"orders.eu", "alerts", "alerts.high", "alerts.last"});
 }
 
 TEST_CASE("sequence numbers count per topic and gaps are detected, in v1, v2 and v2 batches", "[topics]") {
@@ -144,32 +157,25 @@ TEST_CASE("sequence numbers count per topic and gaps are detected, in v1, v2 and
 TEST_CASE("a real publisher's sequences have no gaps and carry its origin", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-origin"}});
-  std::mutex mu;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> seen;
-  subscriber sub(ctx, {.connect = {"inproc://topics-origin"}}, {""}, [&](message& m) {
-    std::lock_guard lock(mu);
-    seen.emplace_back(m.origin(), m.sequence());
-  });
+  recorded<stream_position> got(position_of);
+  subscriber sub(ctx, {.connect = {"inproc://topics-origin"}}, {""}, got.handler());
   REQUIRE(pub.wait_for_subscriptions(1, 5s));
   for (int i = 0; i < 10; ++i) {
     message m(i % 2 ? "odd" : "even", "x");
     REQUIRE(pub.publish(m) == send_status::ok);
   }
-  REQUIRE(test::wait_until([&] {
-    std::lock_guard lock(mu);
-    return seen.size() == 10;
-  }));
-  std::lock_guard lock(mu);
+  REQUIRE(test::wait_until([&] { return got.size() == 10; }));
+  const auto seen = got.values();
   for (std::size_t i = 0; i < seen.size(); ++i) {
-    CHECK(seen[i].first == pub.origin());
-    CHECK(seen[i].second == i / 2 + 1);
+    CHECK(std::get<1>(seen[i]) == pub.origin());
+    CHECK(std::get<2>(seen[i]) == i / 2 + 1);
   }
 }
 
 TEST_CASE("a subscription ending in 00 takes one topic exactly; a prefix takes its extensions", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-exact"}});
-  topic_log exact, prefix;
+  recorded<> exact, prefix;
   subscriber exact_sub(ctx, {.connect = {"inproc://topics-exact"}}, {std::string("orders\0", 7)},
                        exact.handler());
   subscriber prefix_sub(ctx, {.connect = {"inproc://topics-exact"}}, {"orders"}, prefix.handler());
@@ -186,15 +192,15 @@ TEST_CASE("a subscription ending in 00 takes one topic exactly; a prefix takes i
   REQUIRE(test::wait_until([&] { return exact.size() == 5 && prefix.size() == 8; }));
   exact_sub.stop();
   prefix_sub.stop();
-  CHECK(exact.topics == std::vector<std::string>(5, "orders"));
-  CHECK(prefix.topics == std::vector<std::string>{"orders.eu", "orders", "orders2", "orders", "orders.eu",
-                                                  "orders", "orders", "orders"});
+  CHECK(exact.values() == std::vector<std::string>(5, "orders"));
+  CHECK(prefix.values() == std::vector<std::string>{"orders.eu", "orders", "orders2", "orders", "orders.eu",
+                                                    "orders", "orders", "orders"});
 }
 
 TEST_CASE("a subscription ending in 00 matches no v1 frame set: v1 topics have no separator", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-exact-v1"}}, {.wire = {.version = wire_version::v1}});
-  topic_log got;
+  recorded<> got;
   subscriber sub(ctx, {.connect = {"inproc://topics-exact-v1"}}, {std::string("orders\0", 7), "end"},
                  got.handler());
   REQUIRE(pub.wait_for_subscriptions(2, 5s));
@@ -203,7 +209,7 @@ TEST_CASE("a subscription ending in 00 matches no v1 frame set: v1 topics have n
   REQUIRE(pub.publish(end) == send_status::ok);  // after "orders" on the same connection
   REQUIRE(test::wait_until([&] { return got.size() == 1; }));
   sub.stop();
-  CHECK(got.topics == std::vector<std::string>{"end"});
+  CHECK(got.values() == std::vector<std::string>{"end"});
   CHECK(sub.stats().v1_frames == 1);
 }
 
@@ -211,7 +217,7 @@ TEST_CASE("a subscriber takes v1 and v2 publishers at once and counts their fram
   context ctx;
   publisher old_pub(ctx, {.bind = {"inproc://topics-v1"}}, {.wire = {.version = wire_version::v1}});
   publisher new_pub(ctx, {.bind = {"inproc://topics-v2"}});
-  topic_log got;
+  recorded<> got;
   subscriber sub(ctx, {.connect = {"inproc://topics-v1", "inproc://topics-v2"}}, {""}, got.handler());
   REQUIRE(old_pub.wait_for_subscriptions(1, 5s));
   REQUIRE(new_pub.wait_for_subscriptions(1, 5s));
@@ -230,13 +236,8 @@ TEST_CASE("a subscriber takes v1 and v2 publishers at once and counts their fram
 TEST_CASE("publish_batch sends one frame per run, with sequences that continue across batches", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-batch"}});
-  std::mutex mu;
-  std::vector<std::pair<std::string, std::uint64_t>> seen;
-  subscriber sub(ctx, {.connect = {"inproc://topics-batch"}}, {""}, [&](message& m) {
-    std::lock_guard lock(mu);
-    seen.emplace_back(m.topic(), m.sequence());
-    CHECK(m.origin() == pub.origin());
-  });
+  recorded<stream_position> got(position_of);
+  subscriber sub(ctx, {.connect = {"inproc://topics-batch"}}, {""}, got.handler());
   REQUIRE(pub.wait_for_subscriptions(1, 5s));
   message first("a", "x");
   REQUIRE(pub.publish(first) == send_status::ok);  // a:1
@@ -248,14 +249,17 @@ TEST_CASE("publish_batch sends one frame per run, with sequences that continue a
   CHECK(r.frames == 3);
   message last("b", "x");
   REQUIRE(pub.publish(last) == send_status::ok);  // b:3
-  REQUIRE(test::wait_until([&] {
-    std::lock_guard lock(mu);
-    return seen.size() == 8;
-  }));
+  REQUIRE(test::wait_until([&] { return got.size() == 8; }));
   sub.stop();
-  using seq = std::pair<std::string, std::uint64_t>;
-  CHECK(seen ==
-        std::vector<seq>{{"a", 1}, {"a", 2}, {"a", 3}, {"a", 4}, {"b", 1}, {"b", 2}, {"a", 5}, {"b", 3}});
+  const std::uint64_t o = pub.origin();
+  CHECK(got.values() == std::vector<stream_position>{{"a", o, 1},
+                                                     {"a", o, 2},
+                                                     {"a", o, 3},
+                                                     {"a", o, 4},
+                                                     {"b", o, 1},
+                                                     {"b", o, 2},
+                                                     {"a", o, 5},
+                                                     {"b", o, 3}});
   CHECK(pub.stats().published == 8);
   CHECK(pub.stats().frames == 5);
   CHECK(sub.stats().v2_frames == 5);
@@ -267,12 +271,8 @@ TEST_CASE("publish_batch stopping at a message it cannot frame gives back that m
           "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-batch-stop"}});
-  std::mutex mu;
-  std::vector<std::uint64_t> sequences;
-  subscriber sub(ctx, {.connect = {"inproc://topics-batch-stop"}}, {"t"}, [&](message& m) {
-    std::lock_guard lock(mu);
-    sequences.push_back(m.sequence());
-  });
+  recorded<std::uint64_t> sequences([](const message& m) { return m.sequence(); });
+  subscriber sub(ctx, {.connect = {"inproc://topics-batch-stop"}}, {"t"}, sequences.handler());
   REQUIRE(pub.wait_for_subscriptions(1, 5s));
   std::vector<message> batch;
   for (int i = 0; i < 4; ++i) batch.emplace_back("t", "x");
@@ -285,12 +285,9 @@ TEST_CASE("publish_batch stopping at a message it cannot frame gives back that m
   message next("t", "x");
   REQUIRE(pub.publish(next) == send_status::ok);
   CHECK(next.sequence() == 3);
-  REQUIRE(test::wait_until([&] {
-    std::lock_guard lock(mu);
-    return sequences.size() == 3;
-  }));
+  REQUIRE(test::wait_until([&] { return sequences.size() == 3; }));
   sub.stop();
-  CHECK(sequences == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(sequences.values() == std::vector<std::uint64_t>{1, 2, 3});
   CHECK(sub.stats().gaps == 0);
 }
 
