@@ -126,6 +126,17 @@ bool dedup_window::check_and_insert(const message_id& id, clock::time_point now,
   return false;
 }
 
+void dedup_window::prefetch(const message_id* ids, std::size_t n) const noexcept {
+  if (table_.empty()) return;
+  for (std::size_t k = 0; k < n; ++k) __builtin_prefetch(&table_[hash(ids[k]) & mask_]);
+  // A full window evicts its oldest ids, one per new id: their slots are looked up too.
+  if (count_ == ring_.size() && !ring_.empty())
+    for (std::size_t k = 0; k < n && k < count_; ++k) {
+      const entry& old = ring_[(head_ + k) % ring_.size()];
+      if (old.at_ns != erased) __builtin_prefetch(&table_[hash(old.id) & mask_]);
+    }
+}
+
 void dedup_window::clear() noexcept {
   std::fill(table_.begin(), table_.end(), empty);
   head_ = 0;

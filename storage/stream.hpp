@@ -66,6 +66,8 @@ class stream {
   void readmit(const message_id& id, clock::time_point now);
   /// Forgets an id admitted but not stored (refused, or its write failed).
   void forget(const message_id& id) noexcept { dedup_.erase(id); }
+  /// Before admitting `n` ids at once (a SEND's block): see dedup_window::prefetch.
+  void prefetch(const message_id* ids, std::size_t n) const noexcept { dedup_.prefetch(ids, n); }
   /// True when `id` is in the dedup window.
   [[nodiscard]] bool seen(const message_id& id, clock::time_point now) { return dedup_.contains(id, now); }
 

@@ -143,6 +143,7 @@ class forwarder {
   message scratch_;
   std::vector<message> send_batch_;  // a v2 SEND's messages, decoded (reused)
   std::vector<detail::payload_span> send_payloads_;
+  std::vector<message_id> batch_ids_;
   std::string envelope_buffer_;
   std::string read_buffer_;
   std::atomic<bool> stop_{false};

@@ -57,6 +57,12 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
   }
   send_context ctx{identity, find_queue(name), steady::now(), unix_now_us(), disk_full(steady::now())};
+  if (packed && ctx.slot != nullptr && queue_problem == nullptr) {
+    // The dedup window is probed for the whole block at once: its table does not fit the cache.
+    batch_ids_.clear();
+    for (std::size_t i = 0; i < count; ++i) batch_ids_.push_back(send_batch_[i].id());
+    ctx.slot->q->prefetch(batch_ids_.data(), batch_ids_.size());
+  }
   for (std::size_t i = 0; i < count; ++i) {
     decode_error err = decode_error::none;
     message* m = nullptr;

@@ -140,6 +140,8 @@ class queue {
   [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept {
     return stream_.commit_finished(seq);
   }
+  /// Before admitting a batch of ids: starts loading what their dedup checks touch.
+  void prefetch(const message_id* ids, std::size_t n) const noexcept { stream_.prefetch(ids, n); }
   /// True when `id` is in the dedup window.
   [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return stream_.seen(id, now); }
   /// True when accepting `n` more messages would exceed max_messages.

@@ -45,6 +45,9 @@ class dedup_window {
   bool erase(const message_id& id) noexcept;
   /// Forgets every id.
   void clear() noexcept;
+  /// A hint before checking `n` ids at once (a batch): starts loading the table slots their checks and the
+  /// evictions they cause will touch, so the checks that follow wait on memory once instead of once each.
+  void prefetch(const message_id* ids, std::size_t n) const noexcept;
 
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   [[nodiscard]] const dedup_options& options() const noexcept { return options_; }
