@@ -89,3 +89,20 @@ TEST_CASE("dedup_window hands back the value an id was first seen with", "[dedup
   CHECK(w.check_and_insert(id, dedup_window::clock::now(), 99, &previous));
   CHECK(previous == 41);
 }
+
+TEST_CASE("prefetch is only a hint: the answers of an empty, a filling and a full window do not change",
+          "[dedup]") {
+  dedup_window w({.max_ids = 64, .max_age = std::chrono::minutes(1)});
+  std::vector<message_id> ids;
+  for (int i = 0; i < 192; ++i) ids.push_back(message_id::generate());
+  const auto now = dedup_window::clock::now();
+  w.prefetch(ids.data(), ids.size());  // empty: no table yet
+  for (std::size_t start = 0; start < ids.size(); start += 16) {
+    w.prefetch(ids.data() + start, 16);
+    for (std::size_t i = start; i < start + 16; ++i) CHECK_FALSE(w.check_and_insert(ids[i], now));
+  }
+  CHECK(w.size() == 64);  // full: the prefetch of evicted ids ran too
+  w.prefetch(ids.data() + 128, 64);
+  for (std::size_t i = 128; i < 192; ++i) CHECK(w.check_and_insert(ids[i], now));  // the newest 64 are known
+  CHECK_FALSE(w.contains(ids[0], now));
+}
