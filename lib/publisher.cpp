@@ -31,9 +31,8 @@ publisher::publisher(context& ctx, const endpoints& where, publisher_options opt
     socket_.set(zmq::sockopt::xpub_nodrop, 1);
     socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(options_.send_timeout.count()));
   }
-  if (options_.socket.max_message_size > 0)
-    options_.wire.split_payload = std::min<std::size_t>(
-        options_.wire.split_payload, static_cast<std::size_t>(options_.socket.max_message_size) / 2);
+  // Every frame it builds must still fit a receiver with the same limit (which drops the connection).
+  detail::fit_to_frame_limit(options_.wire, options_.socket.max_message_size);
   bound_ = ctx.attach(socket_, where);
 }
 

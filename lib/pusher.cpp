@@ -11,10 +11,8 @@ pusher::pusher(context& ctx, const endpoints& where, pusher_options options)
     : options_(std::move(options)), socket_(ctx.make_socket(zmq::socket_type::push, options_.socket)) {
   if (where.empty()) throw error("pusher: give at least one endpoint to bind or connect");
   if (options_.max_payload < 0) options_.max_payload = options_.socket.max_message_size;
-  // A payload packed into one frame with its topic and envelope must still fit the receiver's limit.
-  if (options_.socket.max_message_size > 0)
-    options_.wire.split_payload = std::min<std::size_t>(
-        options_.wire.split_payload, static_cast<std::size_t>(options_.socket.max_message_size) / 2);
+  // Every frame it builds must still fit a receiver with the same limit (which drops the connection).
+  detail::fit_to_frame_limit(options_.wire, options_.socket.max_message_size);
   socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(options_.send_timeout.count()));
   bound_ = ctx.attach(socket_, where);
 }

@@ -244,6 +244,24 @@ TEST_CASE("send_batch delivers a batch in order as one frame per run of a topic"
   CHECK(pool.stats().received == 250);
 }
 
+TEST_CASE("a batch never builds a frame larger than the socket's max_message_size", "[work_queue]") {
+  // A receiver drops the connection on a larger frame, without a trace: the sender keeps under the limit.
+  context ctx;
+  collected got;
+  socket_options small;
+  small.max_message_size = 100'000;
+  worker_pool pool(ctx, {.bind = {"tcp://127.0.0.1:*"}}, [&](message& m) { got.add(m); }, {.socket = small});
+  pusher p(ctx, {.connect = {pool.bound().at(0)}}, {.socket = small});
+  std::vector<message> batch;
+  for (int i = 0; i < 200; ++i)
+    batch.emplace_back("jobs", std::string(1000, static_cast<char>('a' + i % 26)));
+  const batch_status r = p.send_batch(batch);
+  CHECK(r.status == send_status::ok);
+  CHECK(r.frames >= 2);  // 200 KB of payloads cannot go in one frame of at most 100 KB
+  REQUIRE(test::wait_until([&] { return got.count == 200; }));
+  CHECK(pool.stats().malformed == 0);
+}
+
 TEST_CASE("send_batch stops at a message it cannot send, says why and leaves the rest alone",
           "[work_queue]") {
   context ctx;

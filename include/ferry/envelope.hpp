@@ -20,21 +20,21 @@ inline constexpr std::uint8_t envelope_version = 1;
 /// Why a frame set was rejected. Every value is counted by whoever received the frames.
 enum class decode_error : std::uint8_t {
   none = 0,
-  frame_count,         ///< not exactly three frames (topic, envelope, payload)
+  frame_count,         ///< a frame set of more than three frames (1: v2 packed, 2: v2 split, 3: v1)
   topic_too_long,      ///< topic frame longer than decode_limits::max_topic
-  envelope_too_large,  ///< envelope frame longer than decode_limits::max_envelope
-  truncated,           ///< the envelope ends in the middle of a value
+  envelope_too_large,  ///< an envelope longer than decode_limits::max_envelope
+  truncated,           ///< the envelope, or a v2 frame, ends in the middle of a value
   not_an_array,        ///< the envelope is not a MessagePack array of 6 or 8 elements
   unknown_version,     ///< version is not 1
   bad_id,              ///< id is not a 16-byte bin
   bad_field,           ///< a field has the wrong MessagePack type or is out of range
   key_too_long,        ///< key longer than decode_limits::max_key
   too_many_headers,    ///< more headers than decode_limits::max_headers
-  trailing_bytes,      ///< bytes after the envelope array (v1), or after the last message of a v2 frame
+  trailing_bytes,      ///< v1: bytes after the envelope array in its frame
   no_separator,        ///< v2: no 0x00 after the topic within decode_limits::max_topic + 1 bytes
   bad_header,          ///< v2: the frame header is not [2, count] with 1 <= count <= decode_limits::max_batch
   bad_payload,         ///< v2: a payload is not a MessagePack bin, or a split frame carries one as well
-  batch_count,         ///< v2: the frame holds more messages than its header says
+  batch_count,         ///< v2: bytes after the last message the header counts
 };
 
 /// A short, stable, human-readable name ("frame_count", "truncated", ...).

@@ -60,7 +60,8 @@ class pusher {
   /// Sends `msgs` in order, packing runs of messages with the same topic into one v2 frame each (up to
   /// options.wire's batch limits), so many small messages cost one ZeroMQ frame. A frame goes to one worker
   /// pool as a whole: batching trades balance across pools for rate. Returns how many were sent from the
-  /// front (all, with status ok); the rest stay with the caller, unchanged.
+  /// front (all, with status ok); the rest stay with the caller, unchanged but for the id and timestamp
+  /// that every message without one is given first.
   [[nodiscard]] batch_status send_batch(std::span<message> msgs);
 
   /// Endpoints bound, with `*` ports resolved (for tcp://127.0.0.1:*).

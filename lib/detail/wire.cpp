@@ -204,6 +204,18 @@ decode_error decode_block(std::string_view block, std::vector<message>& out,
 
 // ---- sending ---------------------------------------------------------------------------------------------
 
+void fit_to_frame_limit(wire_options& wire, std::int64_t max_message_size) noexcept {
+  if (max_message_size <= 0) return;
+  // Room for what a frame holds besides payloads: topic, separator, block header, and (for a packed message)
+  // its envelope, up to the default decode_limits.
+  const decode_limits limits;
+  const std::size_t overhead = limits.max_topic + 1 + 16 + limits.max_envelope + 16;
+  const auto max = static_cast<std::size_t>(max_message_size);
+  const std::size_t room = max > overhead ? max - overhead : 1;
+  wire.split_payload = std::clamp<std::size_t>(wire.split_payload, 1, room);
+  wire.max_batch_bytes = std::clamp<std::size_t>(wire.max_batch_bytes, 1, room);
+}
+
 send_status check_sendable(const message& msg, const wire_options& wire) noexcept {
   if (check_limits(msg) != decode_error::none) return send_status::too_large;
   if (wire.version == wire_version::v2 && msg.topic().find(topic_separator) != std::string::npos)

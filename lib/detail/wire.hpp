@@ -56,6 +56,10 @@ struct payload_span {
 
 // ---- brokerless sockets ----------------------------------------------------------------------------------
 
+/// Fits `wire` to receivers that take frames of at most `max_message_size` bytes (-1: no limit): a frame a
+/// sender builds (a packed message or batch, or a split form's first frame) never exceeds it.
+void fit_to_frame_limit(wire_options& wire, std::int64_t max_message_size) noexcept;
+
 /// Checks that `msg` can be framed as `wire` says: limits of the default decode_limits (too_large), and a
 /// topic without 0x00 in v2 (invalid).
 [[nodiscard]] send_status check_sendable(const message& msg, const wire_options& wire) noexcept;
