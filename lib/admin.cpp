@@ -2,12 +2,16 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <exception>
 #include <iterator>
+#include <optional>
 #include <string_view>
 #include <zmq_addon.hpp>
 
+#include "detail/connection_monitor.hpp"
 #include "detail/forwarder_protocol.hpp"
+#include "detail/log.hpp"
 #include "detail/msgpack_read.hpp"
 #include "detail/stats_schema.hpp"
 #include "ferry/error.hpp"
@@ -43,12 +47,43 @@ struct admin::impl {
   context* ctx;
   std::string endpoint;
   zmq::socket_t socket;
+  std::optional<detail::connection_monitor> monitor;  // of `socket`
 
   impl(context& c, const std::string& ep) : ctx(&c), endpoint(ep) { open(); }
 
   void open() {
+    monitor.reset();  // before the socket it watches closes
     socket = ctx->make_socket(zmq::socket_type::dealer, admin_socket_options());
+    monitor.emplace(*ctx, socket, "admin");
     connect(socket, endpoint);
+  }
+
+  // Waits up to `timeout` for a reply; meanwhile says, after a second and then every few, that ferryd is
+  // unreachable or has not answered yet, as the producer and consumer do.
+  bool wait_for_reply(const std::string& what, milliseconds timeout) {
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    const auto deadline = start + timeout;
+    auto next_log = start + detail::unreachable_after;
+    for (;;) {
+      zmq::pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, monitor->poll_item()};
+      const auto now = clock::now();
+      if (now >= deadline) return false;
+      const auto wait = std::chrono::ceil<milliseconds>(std::min(deadline, next_log) - now);
+      zmq::poll(items, 2, wait);
+      if (items[0].revents & ZMQ_POLLIN) return true;
+      monitor->drain();
+      if (clock::now() >= next_log && clock::now() < deadline) {
+        next_log += detail::unreachable_repeat;
+        if (monitor->connections() == 0) {
+          detail::logger().warn("admin: cannot reach ferryd at {} (retrying)", endpoint);
+        } else {
+          detail::logger().warn(
+              "admin: ferryd at {} has not answered {} for {} ms (waiting up to {} ms)", endpoint, what,
+              std::chrono::duration_cast<milliseconds>(clock::now() - start).count(), timeout.count());
+        }
+      }
+    }
   }
 
   // Sends `request` and returns the frames of the reply after its verb, which must be `reply`. `what`
@@ -59,8 +94,7 @@ struct admin::impl {
       open();  // cannot happen with no high-water mark; start afresh rather than wait
       throw error("ferryd at " + endpoint + " did not take the " + what + " request");
     }
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, timeout) == 0) {
+    if (!wait_for_reply(what, timeout)) {
       // A fresh connection, so that this answer, if it still comes, is not read as the next one's.
       open();
       throw error("ferryd at " + endpoint + " did not answer within " + std::to_string(timeout.count()) +

@@ -336,6 +336,31 @@ TEST_CASE("cli durable: ferry consume --timeout-ms exits 1 when ferryd never ans
   CHECK(consume.err == "ferry: ferryd at " + nobody + " did not answer within 300 ms\n");
 }
 
+TEST_CASE("cli durable: send, consume, stats and dlq say within a second that ferryd cannot be reached",
+          "[cli][durable]") {
+  const std::string nobody = test::free_tcp_endpoint();
+  using args = std::vector<std::string>;
+  const std::vector<args> commands{
+      {"send", "--forwarder", nobody, "--queue", "jobs", "--timeout-ms", "8000"},
+      {"consume", "--forwarder", nobody, "--queue", "jobs"},
+      {"stats", "--forwarder", nobody, "--timeout-ms", "8000"},
+      {"dlq", "list", "--forwarder", nobody, "--queue", "jobs", "--timeout-ms", "8000"},
+      {"dlq", "purge", "--forwarder", nobody, "--queue", "jobs", "--timeout-ms", "8000"},
+  };
+  std::vector<std::unique_ptr<test::child_process>> running;
+  const auto start = std::chrono::steady_clock::now();
+  for (const args& a : commands) {
+    running.push_back(std::make_unique<test::child_process>(ferry_args(a)));
+    if (a.front() == "send") running.back()->write_stdin("a\n");
+  }
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    INFO("ferry " << commands[i].front() << " stderr: " << running[i]->err());
+    CHECK(running[i]->wait_for_output("cannot reach ferryd at " + nobody + " (retrying)", 3s));
+  }
+  CHECK(std::chrono::steady_clock::now() - start < 2500ms);  // each said it after about a second
+  for (auto& r : running) r->kill(SIGTERM);
+}
+
 TEST_CASE("cli durable: ferry dlq lists, replays and purges dead letters", "[cli][durable]") {
   ferryd_child ferryd;
   const std::string& ep = ferryd.endpoint();

@@ -16,10 +16,6 @@ zmq::message_t frame(std::string_view s) {
   return zmq::message_t(s.data(), s.size());
 }
 
-// How long ferryd may stay silent before a client says so, and how often it repeats it.
-constexpr std::chrono::milliseconds unreachable_after{1000};
-constexpr std::chrono::milliseconds unreachable_repeat{5000};
-
 // The value of `key` in a MessagePack map, or nullptr.
 const msgpack::object* find(const msgpack::object& map, std::string_view key) {
   if (map.type != msgpack::type::MAP) return nullptr;
@@ -40,29 +36,23 @@ std::uint64_t uint_of(const msgpack::object* o, std::uint64_t fallback = 0) {
 forwarder_session::forwarder_session(context& ctx, const std::string& endpoint, options o)
     : options_(std::move(o)),
       endpoint_(endpoint),
+      socket_(make_socket(ctx, options_)),
+      monitor_(ctx, socket_, options_.name),
       heartbeat_(options_.heartbeat_interval),
       hello_version_(fwd::protocol_version),
       started_(clock::now()) {
   if (endpoint_.empty())
     throw error(options_.name + ": ferryd's endpoint is required (e.g. tcp://127.0.0.1:5570)");
-  if (heartbeat_.count() <= 0) throw error(options_.name + ": heartbeat_interval must be positive");
-  socket_ = ctx.make_socket(zmq::socket_type::dealer, options_.socket);
-  static std::atomic<std::uint64_t> monitors{0};
-  const std::string monitor_ep = "inproc://ferry-session-monitor-" + std::to_string(monitors.fetch_add(1));
-  if (zmq_socket_monitor(socket_.handle(), monitor_ep.c_str(),
-                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
-    throw error(options_.name + ": cannot monitor its socket: " + zmq_strerror(zmq_errno()));
-  socket_options mo;
-  mo.linger = std::chrono::milliseconds(0);
-  monitor_ = ctx.make_socket(zmq::socket_type::pair, mo);
-  ferry::connect(monitor_, monitor_ep);
   ferry::connect(socket_, endpoint_);
   send_hello();
   next_unreachable_log_ = started_ + unreachable_after;
 }
 
-forwarder_session::~forwarder_session() {
-  if (socket_.handle() != nullptr) zmq_socket_monitor(socket_.handle(), nullptr, 0);
+forwarder_session::~forwarder_session() = default;
+
+zmq::socket_t forwarder_session::make_socket(context& ctx, const options& o) {
+  if (o.heartbeat_interval.count() <= 0) throw error(o.name + ": heartbeat_interval must be positive");
+  return ctx.make_socket(zmq::socket_type::dealer, o.socket);
 }
 
 void forwarder_session::send(std::vector<zmq::message_t>& frames) {
@@ -162,18 +152,14 @@ void forwarder_session::adopt_heartbeat(std::chrono::milliseconds announced) noe
 
 bool forwarder_session::check_reconnect() {
   bool reconnected = false;
-  zmq::message_t ev;
-  while (monitor_.recv(ev, zmq::recv_flags::dontwait)) {
-    std::uint16_t id = 0;
-    if (ev.size() >= 2) std::memcpy(&id, ev.data(), 2);
-    zmq::message_t address;
-    if (ev.more()) (void)monitor_.recv(address);
-    if (id == ZMQ_EVENT_DISCONNECTED) {
+  connection_monitor::event ev;
+  while (monitor_.next(ev)) {
+    if (ev.what == connection_monitor::kind::disconnected) {
       if (!disconnected_)
         logger().info("{}: connection to ferryd at {} lost; reconnecting", options_.name, endpoint_);
       up_.store(false, std::memory_order_relaxed);
       disconnected_ = true;
-    } else if (id == ZMQ_EVENT_CONNECTED && disconnected_) {
+    } else if (ev.what == connection_monitor::kind::connected && disconnected_) {
       disconnected_ = false;
       reconnected = true;
       logger().info("{}: reconnected to ferryd at {}", options_.name, endpoint_);
@@ -211,7 +197,7 @@ long forwarder_session::until_next_tick(clock::time_point now) const noexcept {
 
 void forwarder_session::poll_items(zmq_pollitem_t* two) noexcept {
   two[0] = {socket_.handle(), 0, ZMQ_POLLIN, 0};
-  two[1] = {monitor_.handle(), 0, ZMQ_POLLIN, 0};
+  two[1] = monitor_.poll_item();
 }
 
 }  // namespace ferry::detail

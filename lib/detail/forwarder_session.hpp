@@ -16,6 +16,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "detail/connection_monitor.hpp"
 #include "ferry/context.hpp"
 
 namespace ferry::detail {
@@ -82,6 +83,8 @@ class forwarder_session {
 
   /// The socket and the monitor, for zmq_poll (both ZMQ_POLLIN).
   void poll_items(zmq_pollitem_t* two) noexcept;
+  /// True while a connection to ferryd is up (as of the last check_reconnect()), answered or not.
+  [[nodiscard]] bool connected() const noexcept { return monitor_.connections() > 0; }
   /// True while ferryd answers heartbeats. Thread safety: any thread.
   [[nodiscard]] bool up() const noexcept { return up_.load(std::memory_order_relaxed); }
   [[nodiscard]] const forwarder_welcome& welcome() const noexcept { return welcome_; }
@@ -89,13 +92,14 @@ class forwarder_session {
   [[nodiscard]] zmq::socket_t& socket() noexcept { return socket_; }
 
  private:
+  static zmq::socket_t make_socket(context& ctx, const options& o);
   void send_hello();
   void heard(std::uint64_t instance, clock::time_point now);
 
   options options_;
   std::string endpoint_;
   zmq::socket_t socket_;
-  zmq::socket_t monitor_;
+  connection_monitor monitor_;
   std::chrono::milliseconds heartbeat_;
   forwarder_welcome welcome_;
   std::uint32_t hello_version_;
