@@ -389,6 +389,12 @@ struct consumer::impl {
     cancel.push_back(frame(queue_name));
     send(cancel);
     zmq::socket_t& socket = session.socket();
+    if (!session.connected()) {
+      // Nothing reaches ferryd now: neither wait for CANCELLED nor linger on what is queued. ferryd, if it
+      // held deliveries for this connection, gives them back at its heartbeat timeout.
+      socket.set(zmq::sockopt::linger, 0);
+      return;
+    }
     socket.set(zmq::sockopt::rcvtimeo, 1000);
     const auto deadline = steady::now() + std::chrono::seconds(1);
     while (steady::now() < deadline) {  // wait for CANCELLED so our answers were processed before we go

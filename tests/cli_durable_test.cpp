@@ -336,6 +336,26 @@ TEST_CASE("cli durable: ferry consume --timeout-ms exits 1 when ferryd never ans
   CHECK(consume.err == "ferry: ferryd at " + nobody + " did not answer within 300 ms\n");
 }
 
+TEST_CASE("cli durable: ferry consume against an unreachable ferryd ends at once on --timeout-ms or SIGTERM",
+          "[cli][durable]") {
+  // Nothing was handed out, so there is nothing to hand back: no wait for CANCELLED, no linger.
+  const std::string nobody = test::free_tcp_endpoint();
+  const auto start = std::chrono::steady_clock::now();
+  const auto consume =
+      ferry_run({"consume", "--forwarder", nobody, "--queue", "jobs", "--timeout-ms", "500"}, "", 20s);
+  CHECK(consume.code == 1);
+  CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+
+  test::child_process waiting(ferry_args({"consume", "--forwarder", nobody, "--queue", "jobs"}));
+  REQUIRE(waiting.wait_for_output("cannot reach ferryd at " + nobody, 5s));
+  const auto signalled = std::chrono::steady_clock::now();
+  waiting.kill(SIGTERM);
+  const auto code = waiting.wait(20s);
+  CHECK(std::chrono::steady_clock::now() - signalled < 1s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+}
+
 TEST_CASE("cli durable: send, consume, stats and dlq say within a second that ferryd cannot be reached",
           "[cli][durable]") {
   const std::string nobody = test::free_tcp_endpoint();
