@@ -328,6 +328,21 @@ TEST_CASE("cli durable: ferry consume stops gracefully on SIGTERM", "[cli][durab
   CHECK(json_counter(stats, "jobs", "consumers") == 0);
 }
 
+TEST_CASE("cli durable: an idle ferry consume follows ferryd's shorter heartbeat and is never declared dead",
+          "[cli][durable]") {
+  ferryd_child ferryd({"--heartbeat-ms", "100", "--heartbeat-timeout-ms", "500"});
+  // Idle for six heartbeat timeouts; the consumer's own interval (1000 ms) would get it declared dead.
+  const auto consume =
+      ferry_run({"consume", "--forwarder", ferryd.endpoint(), "--queue", "idle", "--timeout-ms", "3000"});
+  CHECK(consume.code == 0);
+  const std::string log = ferryd.log();
+  INFO("ferryd: " << log);
+  CHECK(!contains(log, "silent for over"));
+  // Subscribed once: a consumer declared dead subscribes again and ferryd logs each CONSUME.
+  CHECK(log.find("on queue idle (prefetch") == log.rfind("on queue idle (prefetch"));
+  CHECK(contains(log, "on queue idle (prefetch"));
+}
+
 TEST_CASE("cli durable: ferry consume --timeout-ms exits 1 when ferryd never answered", "[cli][durable]") {
   const std::string nobody = test::free_tcp_endpoint();
   const auto consume =

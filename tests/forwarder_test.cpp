@@ -429,3 +429,18 @@ TEST_CASE("batches over the protocol limit are refused and big deliveries are sp
   }
   CHECK(delivered == 3000);
 }
+
+TEST_CASE("an idle consumer pings at ferryd's shorter heartbeat and is never declared dead", "[forwarder]") {
+  ferryd::forwarder_options o;
+  o.heartbeat_interval = 100ms;
+  o.heartbeat_timeout = 500ms;
+  running_forwarder fwdr(o);
+  context ctx;
+  consumer c(ctx, fwdr.endpoint, "idle", [](message&) {});  // its own heartbeat_interval is 1000 ms
+  REQUIRE(c.wait_ready(10s));
+  // Six heartbeat timeouts with nothing to deliver: pinging every second, it would have been declared
+  // dead and would have subscribed again several times by now.
+  std::this_thread::sleep_for(3s);
+  CHECK(c.stats().resubscribed == 0);
+  CHECK(queue_stats_of(fwdr.endpoint, "idle").consumers == 1);
+}
