@@ -65,6 +65,22 @@ void append_journal_record(std::string& out, const journal_record& r) {
   seal_frame(frame, journal_body_size);
 }
 
+void append_log_end_record(std::string& out, const log_end_record& r) {
+  constexpr std::size_t body_size = 24;
+  char* frame = begin_frame(out, body_size);
+  char* b = frame + record_header_size;
+  std::memset(b, 0, 8);
+  b[0] = static_cast<char>(record_type::log_end);
+  put_le<std::uint64_t>(b + 8, r.segment);
+  put_le<std::uint64_t>(b + 16, r.durable);
+  seal_frame(frame, body_size);
+}
+
+std::optional<log_end_record> parse_log_end(std::string_view body) noexcept {
+  if (body.size() != 24 || body[0] != static_cast<char>(record_type::log_end)) return std::nullopt;
+  return log_end_record{get_le<std::uint64_t>(body.data() + 8), get_le<std::uint64_t>(body.data() + 16)};
+}
+
 frame_status check_frame(const char* data, std::size_t available, std::string_view& body,
                          std::size_t& total) noexcept {
   if (available < record_header_size) return frame_status::incomplete;

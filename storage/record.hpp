@@ -9,6 +9,8 @@
 //   key hash u64 | envelope (storage form) | payload
 // Journal record body (types 2..4), 16 bytes:
 //   type u8 | detail u8 | reserved u16 | value u32 | seq u64
+// Log-end record body (type 5, the only record of a log's `log_end` file), 24 bytes:
+//   type u8 | reserved 7 bytes | segment base u64 | durable bytes u64
 
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +34,7 @@ enum class record_type : std::uint8_t {
   settle = 2,     // detail: settle_reason
   attempts = 3,   // value: deliveries so far
   watermark = 4,  // seq: every message below it is settled
+  log_end = 5,    // a log's durable end: segment base and the bytes of it synced and confirmed
 };
 
 enum class settle_reason : std::uint8_t { acked = 1, dead_lettered = 2, purged = 3, replayed = 4 };
@@ -64,6 +67,14 @@ void append_message_record(std::string& out, std::uint64_t seq, std::int64_t sto
                            std::string_view payload);
 /// Appends a framed journal record to `out`.
 void append_journal_record(std::string& out, const journal_record& r);
+
+/// A log's durable end (see storage/stream.hpp, "checkpoint").
+struct log_end_record {
+  std::uint64_t segment = 0;
+  std::uint64_t durable = 0;
+};
+void append_log_end_record(std::string& out, const log_end_record& r);
+std::optional<log_end_record> parse_log_end(std::string_view body) noexcept;
 
 /// What a scan found at one position.
 enum class frame_status { ok, incomplete, bad };

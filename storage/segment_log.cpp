@@ -70,7 +70,7 @@ std::size_t scan_frames(const char* data, std::size_t size,
     }
     const std::size_t next = resync(data, size, pos, live);
     if (next >= size) {
-      what = scan_tail::damaged;
+      what = st == frame_status::incomplete ? scan_tail::torn : scan_tail::damaged;
       break;
     }
     on_corrupt(pos, next - pos);
@@ -82,7 +82,7 @@ std::size_t scan_frames(const char* data, std::size_t size,
 
 std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& report,
                       const std::function<void(std::string_view, std::size_t, std::size_t)>& on_record,
-                      const live_frame& live, bool keep_unused) {
+                      const live_frame& live, bool keep_unused, std::uint64_t durable) {
   const int fd = ::open(file.c_str(), repair_tail ? O_RDWR | O_CLOEXEC : O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw error(fmt::format("cannot open {}: {}", file.string(), errno_text(errno)));
   struct stat st {};
@@ -124,22 +124,43 @@ std::size_t scan_file(const fs::path& file, bool repair_tail, recovery_report& r
     report.problems.push_back(fmt::format("{}: {} zero or stale bytes at offset {} truncated", file.string(),
                                           size - valid_end, valid_end));
   }
-  if (tail == scan_tail::damaged) {
+  if (tail == scan_tail::torn || tail == scan_tail::damaged) {
+    const std::size_t bad = size - valid_end;
+    std::string what;
+    if (valid_end < durable) {
+      // Synced and confirmed before: no crash can have torn it. The records there are lost.
+      report.lost_durable_bytes += std::min<std::uint64_t>(durable, size) - valid_end;
+      what = fmt::format(
+          "{}: CORRUPTION: the record at offset {} fails its checksum although the log was durable up to "
+          "offset {} (confirmed messages there are lost; check the disk)",
+          file.string(), valid_end, durable);
+      report.corruption.push_back(what);
+    } else if (tail == scan_tail::torn) {
+      what = fmt::format(
+          "{}: torn tail of {} bytes at offset {} (a write cut short by a crash, never "
+          "confirmed)",
+          file.string(), bad, valid_end);
+    } else {
+      what = fmt::format(
+          "{}: damaged tail of {} bytes at offset {}: a complete record that fails its checksum after the "
+          "log's "
+          "last durable point{} (a torn write, or corruption of messages confirmed just before a crash)",
+          file.string(), bad, valid_end, durable > 0 ? fmt::format(" (offset {})", durable) : std::string());
+    }
     if (repair_tail) {
       int err = ::ftruncate(fd, static_cast<off_t>(valid_end)) != 0 ? errno : 0;
       if (err == 0) err = sync_data(fd);
       if (err != 0) {
         ::close(fd);
-        throw error(fmt::format("cannot truncate torn tail of {}: {}", file.string(), errno_text(err)));
+        throw error(
+            fmt::format("cannot truncate the damaged tail of {}: {}", file.string(), errno_text(err)));
       }
-      report.truncated_bytes += size - valid_end;
-      report.problems.push_back(fmt::format("{}: torn tail of {} bytes at offset {} truncated", file.string(),
-                                            size - valid_end, valid_end));
+      report.truncated_bytes += bad;
+      report.problems.push_back(what + "; truncated");
     } else {
       report.corrupt_regions += 1;
-      report.corrupt_bytes += size - valid_end;
-      report.problems.push_back(fmt::format("{}: {} unreadable bytes at the end (offset {}) left in place",
-                                            file.string(), size - valid_end, valid_end));
+      report.corrupt_bytes += bad;
+      report.problems.push_back(what + "; left in place");
     }
   }
   ::close(fd);
@@ -164,7 +185,8 @@ void segment_log::open_for_reading(segment_info& s) {
   if (s.fd < 0) throw error(fmt::format("cannot open {}: {}", path.string(), errno_text(errno)));
 }
 
-void segment_log::recover(recovery_report& report, const visitor& visit) {
+void segment_log::recover(recovery_report& report, const visitor& visit,
+                          const std::optional<log_end_record>& durable_end) {
   std::vector<std::uint64_t> bases;
   for (const auto& entry : fs::directory_iterator(dir_)) {
     const std::string name = entry.path().filename().string();
@@ -178,6 +200,9 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
     info.base = bases[i];
     const bool is_last = i + 1 == bases.size();
     const fs::path path = dir_ / segment_file_name(info.base);
+    std::uint64_t durable = 0;
+    if (durable_end && info.base < durable_end->segment) durable = ~std::uint64_t{0};  // synced before a roll
+    if (durable_end && info.base == durable_end->segment) durable = durable_end->durable;
     info.committed = scan_file(
         path, is_last, report,
         [&](std::string_view body, std::size_t offset, std::size_t total) {
@@ -205,7 +230,7 @@ void segment_log::recover(recovery_report& report, const visitor& visit) {
           const auto rec = parse_message(body);
           return rec && rec->seq >= info.base && rec->seq > info.last_seq;
         },
-        true);
+        true, durable);
     report.bytes += info.committed;
     ++report.segments;
     auto& s = segments_.emplace(info.base, info).first->second;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,14 +39,17 @@ struct recovery_report {
   std::uint64_t truncated_bytes = 0;  // torn tail cut off the last file
   std::uint64_t corrupt_regions = 0;  // damaged regions skipped in the middle
   std::uint64_t corrupt_bytes = 0;
-  std::vector<std::string> problems;  // one line each, for the log
+  std::uint64_t lost_durable_bytes = 0;  // damage in data that was synced and confirmed (not a torn write)
+  std::vector<std::string> problems;     // one line each, for the log
+  std::vector<std::string> corruption;   // the subset about confirmed data: logged as errors
 };
 
 /// What follows the last valid frame of a scan.
 enum class scan_tail {
   none,     ///< nothing: the data ends there
   unused,   ///< zeros, or a valid frame that belongs to the file's earlier life (a recycled segment)
-  damaged,  ///< a frame that is incomplete or fails its checksum, with nothing live after it (a torn write)
+  torn,     ///< a frame whose declared length runs past the data, with nothing live after it: a short write
+  damaged,  ///< a complete frame that fails its checksum or framing, with nothing live after it
 };
 
 /// Says whether a valid frame belongs to the data being scanned. A frame that does not (`false`) ends the
@@ -62,15 +66,19 @@ std::size_t scan_frames(
     const std::function<void(std::size_t offset, std::size_t length)>& on_corrupt,
     const live_frame& live = {}, scan_tail* tail = nullptr);
 
-/// Reads a whole file through a memory-mapped view and scans it. A damaged tail is truncated when
+/// Reads a whole file through a memory-mapped view and scans it. A torn or damaged tail is truncated when
 /// `repair_tail` (and reported either way). Unused space after the last live frame is left as it is for a
 /// file written at explicit offsets (a segment, `keep_unused`), and truncated (when `repair_tail`) for one
 /// that is appended to, where it would hide what comes after it.
+///
+/// `durable` is how many bytes of the file are known to have been synced and confirmed (0: unknown). A tail
+/// that is damaged before that point is not a torn write: it is corruption of confirmed data, reported in
+/// `report.corruption` (and `lost_durable_bytes`).
 /// Throws ferry::error when the file cannot be read.
 std::size_t scan_file(
     const std::filesystem::path& file, bool repair_tail, recovery_report& report,
     const std::function<void(std::string_view body, std::size_t offset, std::size_t total)>& on_record,
-    const live_frame& live = {}, bool keep_unused = false);
+    const live_frame& live = {}, bool keep_unused = false, std::uint64_t durable = 0);
 
 std::string segment_file_name(std::uint64_t base);
 
@@ -92,8 +100,11 @@ class segment_log {
 
   using visitor = std::function<void(const message_record&, const record_location&)>;
   /// Scans every segment in order, repairs a torn tail of the last one, and calls `visit` for every valid
-  /// message record. Damage in the middle is skipped and reported, never silently.
-  void recover(recovery_report& report, const visitor& visit);
+  /// message record. Damage in the middle is skipped and reported, never silently. `durable_end` (when
+  /// known) is the last checkpoint of the log's durable end: every segment before its `segment` is durable
+  /// whole, that one up to `durable` bytes; damage there is reported as corruption of confirmed data.
+  void recover(recovery_report& report, const visitor& visit,
+               const std::optional<log_end_record>& durable_end = {});
 
   /// Records that `base` now holds `committed` durable bytes (a new segment is opened for reading).
   void committed(std::uint64_t base, std::uint64_t committed, std::uint64_t new_records,

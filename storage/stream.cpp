@@ -1,8 +1,12 @@
 #include "stream.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <vector>
 
+#include "detail/log.hpp"
 #include "ferry/error.hpp"
 #include "file_io.hpp"
 #include "record.hpp"
@@ -18,6 +22,10 @@ stream::stream(fs::path dir, stream_config config)
                                          : nullptr),
       writer_(std::make_shared<segment_writer>(dir_, config_.segment_bytes, spares_)),
       dedup_(config_.dedup) {}
+
+stream::~stream() {
+  if (log_end_fd_ >= 0) ::close(log_end_fd_);
+}
 
 void stream::create_on_disk() {
   if (on_disk_) return;
@@ -41,12 +49,32 @@ void stream::recover(recovery_report& report, std::int64_t now_us, const segment
   const auto now = clock::now();
   const std::int64_t window_us =
       std::chrono::duration_cast<std::chrono::microseconds>(config_.dedup.max_age).count();
-  log_.recover(report, [&](const message_record& rec, const record_location& where) {
-    next_seq_ = std::max(next_seq_, rec.seq + 1);
-    if (now_us - rec.stored_at_us < window_us)
-      dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us), rec.seq);
-    visit(rec, where);
-  });
+  // The last checkpoint of the durable end, when it is there and whole.
+  std::optional<log_end_record> durable_end;
+  {
+    const fs::path file = dir_ / "log_end";
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char buf[64];
+      const long n = read_at(fd, buf, sizeof buf, 0);
+      ::close(fd);
+      std::string_view body;
+      std::size_t total = 0;
+      if (n > 0 && check_frame(buf, static_cast<std::size_t>(n), body, total) == frame_status::ok)
+        durable_end = parse_log_end(body);
+    }
+  }
+  if (durable_end) checkpointed_ = *durable_end;
+  log_.recover(
+      report,
+      [&](const message_record& rec, const record_location& where) {
+        next_seq_ = std::max(next_seq_, rec.seq + 1);
+        if (now_us - rec.stored_at_us < window_us)
+          dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us),
+                                  rec.seq);
+        visit(rec, where);
+      },
+      durable_end);
   committed_through_ = next_seq_ - 1;
   auto& segs = log_.segments();
   if (!segs.empty()) {
@@ -103,6 +131,35 @@ void stream::committed(const segment_writer::outcome& out) {
   committed_through_ = committing_through_;
   for (const auto& u : out.segments)
     log_.committed(u.base, u.committed, u.records, u.last_seq, u.last_stored_at_us);
+}
+
+int stream::checkpoint() {
+  const auto& segs = log_.segments();
+  if (!on_disk_ || segs.empty()) return -1;
+  const segment_info& newest = segs.rbegin()->second;
+  if (newest.base == checkpointed_.segment && newest.committed == checkpointed_.durable) return -1;
+  if (log_end_fd_ < 0) {
+    const fs::path file = dir_ / "log_end";
+    const bool fresh = !fs::exists(file);
+    log_end_fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (log_end_fd_ < 0 || (fresh && try_sync_directory(dir_) != 0)) {
+      if (!checkpoint_failed_)
+        detail::logger().warn(
+            "{}: cannot write its log_end checkpoint: {} (recovery will report damage at the "
+            "end less precisely)",
+            dir_.string(), errno_text(errno));
+      checkpoint_failed_ = true;
+      if (log_end_fd_ >= 0) ::close(log_end_fd_);
+      log_end_fd_ = -1;
+      return -1;
+    }
+  }
+  std::string frame;
+  const log_end_record r{newest.base, newest.committed};
+  append_log_end_record(frame, r);
+  if (write_all(log_end_fd_, frame.data(), frame.size(), 0) != 0) return -1;
+  checkpointed_ = r;
+  return log_end_fd_;
 }
 
 void stream::remove_segments(std::int64_t now_us, const std::function<bool(const segment_info&)>& unneeded) {

@@ -42,6 +42,7 @@ class stream {
   using clock = dedup_window::clock;
 
   stream(std::filesystem::path dir, stream_config config);
+  ~stream();
   stream(const stream&) = delete;
   stream& operator=(const stream&) = delete;
 
@@ -98,6 +99,15 @@ class stream {
   /// Spare segment files held for reuse.
   [[nodiscard]] std::size_t spares() const { return spares_ ? spares_->size() : 0; }
 
+  // ---- the durable end ---------------------------------------------------------------------------------
+  /// Records in the file `log_end` how far the log is durable (the newest segment and its committed bytes)
+  /// when that moved since the last call, and returns the file's descriptor for the caller to sync with its
+  /// next batch (-1: nothing to sync). Call only when every commit reported so far was synced (`--fsync
+  /// always`, or right after a final sync at shutdown). Recovery uses it to tell a torn write (after it)
+  /// from corruption of confirmed data (before it). Returns -1 (and logs once) when the file cannot be
+  /// written: the checkpoint only sharpens reports, nothing depends on it.
+  int checkpoint();
+
   /// Deletes every segment but the active one for which `unneeded` is true (no reader needs it), except
   /// recent ones kept for the dedup window (see stream_config::dedup_retain_bytes).
   void remove_segments(std::int64_t now_us, const std::function<bool(const segment_info&)>& unneeded);
@@ -117,6 +127,9 @@ class stream {
   std::size_t committing_count_ = 0;
   std::uint64_t committing_through_ = 0;  // last seq in the batch being written
   std::uint64_t committed_through_ = 0;   // last seq of the last finished commit
+  int log_end_fd_ = -1;
+  log_end_record checkpointed_;
+  bool checkpoint_failed_ = false;
 };
 
 }  // namespace ferry::storage

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/ferryd_fault_support.hpp"
@@ -175,4 +176,46 @@ TEST_CASE(
   REQUIRE(wait_for([&] { return !events_of(*first, "handled").empty() && consumes() >= 3; }, 10s,
                    {ferryd.get(), first.get(), second.get()}));
   check_second_delivery_counts(admin, "stalled", id, *ferryd, *first, *second);
+}
+
+TEST_CASE("a ferryd paused past the heartbeat timeout reads what live consumers sent before judging them",
+          "[ferryd][fault]") {
+  // The consumer takes 10 messages and acks them while ferryd is stopped (SIGSTOP), pinging all along.
+  // When ferryd runs again, the time it was stopped counts for nobody's silence and no lease: the acks
+  // settle the messages; nothing is redelivered or dead-lettered (with --max-attempts 1 a redelivery would
+  // be a dead letter of a message that was handled).
+  ferry::test::temp_dir dir("ferryd-fault");
+  const int port = ferry::test::free_port();
+  auto ferryd = start_ferryd(dir.path(), port,
+                             {"--heartbeat-ms", "200", "--heartbeat-timeout-ms", "1000", "--lease-ms", "2000",
+                              "--max-attempts", "1"});
+  const produced sent = produce_all(port, "jobs", 10, {}, {ferryd.get()});
+  auto worker =
+      start_worker(port, "jobs", {"--prefetch", "10", "--sleep-ms", "200", "--heartbeat-ms", "200"});
+  REQUIRE(wait_for([&] { return !events_of(*worker, "begin").empty(); }, 10s, {ferryd.get(), worker.get()}));
+
+  ferryd->kill(SIGSTOP);
+  // 10 x 200 ms of work: every answer is sent while ferryd is stopped; 4 s is past the heartbeat timeout
+  // and the lease.
+  const bool all_handled =
+      wait_for([&] { return events_of(*worker, "handled").size() == 10; }, 10s, {worker.get()});
+  std::this_thread::sleep_for(4s - 2s);  // bounded: the stop lasts about 4 s in all
+  ferryd->kill(SIGCONT);
+  REQUIRE(all_handled);
+
+  ferry::context ctx;
+  ferry::admin admin(ctx, endpoint(port));
+  const bool settled =
+      wait_for([&] { return depth_of(admin, "jobs") == 0; }, 10s, {ferryd.get(), worker.get()});
+  INFO("ferryd stderr:\n" << ferryd->err() << "\nworker:\n" << worker->out());
+  CHECK(settled);
+  const ferry::queue_stats c = queue_stats_of(admin, "jobs");
+  CHECK(c.acked == 10);
+  CHECK(c.redelivered == 0);
+  CHECK(c.expired == 0);
+  CHECK(c.dead_lettered == 0);
+  CHECK(depth_of(admin, "jobs.dlq") <= 0);  // -1: no dead-letter queue at all
+  CHECK_FALSE(contains(ferryd->err(), "silent for over"));
+  CHECK(contains(ferryd->err(), "ferryd was not running for"));
+  check_each_handled_once(sent.confirmed, events_of(*worker, "handled"));
 }

@@ -322,6 +322,7 @@ TEST_CASE("a failed sync of a full segment before it is closed fails the batch t
     CHECK(r.outcomes[0].second.sync_error == EIO);
     CHECK(r.outcomes[0].second.durable_through == 0);  // nothing of this batch is called written
   }
+  CHECK(gc.finish() == 0);  // before the writer closes its files
   ::close(fd);
 }
 
@@ -408,7 +409,10 @@ TEST_CASE("a torn write in a recycled segment is truncated, and the stale bytes 
   CHECK(seqs.size() == 19);
   CHECK(seqs.back() == 119);
   REQUIRE(report.problems.size() == 1);
-  CHECK_THAT(report.problems[0], Catch::Contains("torn tail"));
+  // A complete record that fails its checksum; with no checkpoint of the durable end it may be either.
+  CHECK_THAT(report.problems[0],
+             Catch::Contains("damaged tail") && Catch::Contains("a torn write, or corruption"));
+  CHECK(report.corruption.empty());
   CHECK(size_of(seg) == 19 * record_size);
 }
 
@@ -462,4 +466,68 @@ TEST_CASE("a stream keeps settled segments as spares and writes new segments ove
   REQUIRE(seqs.size() == 30);
   for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == 31 + i);
   CHECK(report.problems.empty());
+}
+
+// ---- torn writes and corruption at the end -----------------------------------------------------------
+
+TEST_CASE(
+    "damage at the end of a log is corruption before its checkpointed durable end, a torn write after it",
+    "[storage][checkpoint]") {
+  test::temp_dir dir;
+  const fs::path qdir = dir.path() / "q";
+  const std::size_t record_size = message_record_size(36, 100);
+  const std::string envelope(36, 'e');
+  auto write = [&](stream& s, std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i)
+      s.append(message_id::generate(), 0, envelope, std::string(100, 'p'), 1'700'000'000'000'000);
+    s.committed(s.writer()->append(s.take_pending()));
+  };
+  {
+    stream s(qdir, {});
+    write(s, 20);
+    CHECK(s.checkpoint() >= 0);  // the end moved: written, to be synced by the caller
+    CHECK(s.checkpoint() < 0);   // nothing new
+    write(s, 5);                 // 5 more, after the checkpoint
+  }
+  const fs::path seg = qdir / segment_file_name(1);
+  auto recover = [&](recovery_report& report) {
+    stream s(qdir, {});
+    std::size_t n = 0;
+    s.recover(report, 1'700'000'000'000'000, [&](const message_record&, const record_location&) { ++n; });
+    return n;
+  };
+  SECTION("a flipped byte in a record before the checkpoint: corruption of confirmed data") {
+    flip_byte(seg, 19 * record_size + record_header_size + 50);  // the 20th record, and nothing live after?
+    // Records 21..25 follow it: damage in the middle, reported and skipped as before.
+    recovery_report report;
+    CHECK(recover(report) == 24);
+    CHECK(report.corrupt_regions == 1);
+  }
+  SECTION("the last five records lost after the checkpoint's 20: damaged tail, not corruption") {
+    flip_byte(seg, 20 * record_size + record_header_size + 50);  // record 21; 22..25 come after it
+    fs::resize_file(seg, 21 * record_size);                      // and they are gone
+    recovery_report report;
+    CHECK(recover(report) == 20);
+    CHECK(report.corruption.empty());
+    REQUIRE(report.problems.size() == 1);
+    CHECK_THAT(report.problems[0], Catch::Contains("after the log's last durable point"));
+  }
+  SECTION("the last record cut short: a torn tail") {
+    fs::resize_file(seg, 25 * record_size - 3);
+    recovery_report report;
+    CHECK(recover(report) == 24);
+    CHECK(report.corruption.empty());
+    REQUIRE(report.problems.size() == 1);
+    CHECK_THAT(report.problems[0], Catch::Contains("torn tail"));
+  }
+  SECTION("a record the checkpoint covers fails its checksum at the end: corruption, never called torn") {
+    fs::resize_file(seg, 20 * record_size);                      // as after a clean stop at 20
+    flip_byte(seg, 19 * record_size + record_header_size + 50);  // bit rot in the last one
+    recovery_report report;
+    CHECK(recover(report) == 19);
+    REQUIRE(report.corruption.size() == 1);
+    CHECK_THAT(report.corruption[0],
+               Catch::Contains("CORRUPTION") && Catch::Contains("durable up to offset"));
+    CHECK(report.lost_durable_bytes == record_size);
+  }
 }

@@ -14,6 +14,7 @@
 
 #include "detail/forwarder_protocol.hpp"
 #include "detail/log.hpp"
+#include "file_io.hpp"
 #include "protocol_helpers.hpp"
 
 namespace ferry::ferryd {
@@ -45,11 +46,12 @@ forwarder::forwarder(forwarder_options options)
   router_.set(zmq::sockopt::router_mandatory, 1);
   commit_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (commit_fd_ < 0) throw startup_error(exit_runtime, "eventfd failed");
-  std::error_code ec;
-  fs::create_directories(options_.data_dir / "queues", ec);
-  if (ec)
-    throw startup_error(exit_data_dir, fmt::format("cannot create {}: {}",
-                                                   (options_.data_dir / "queues").string(), ec.message()));
+  try {
+    // Made durable with its parent: a power loss after the first confirm must not lose the entry.
+    storage::create_directories_durably(options_.data_dir / "queues");
+  } catch (const ferry::error& e) {
+    throw startup_error(exit_data_dir, e.what());
+  }
   recover_all();
   commit_ = std::make_unique<group_commit>(options_.fsync, options_.fsync_interval, commit_fd_,
                                            options_.sync_delay);
@@ -109,7 +111,11 @@ forwarder::queue_slot& forwarder::open_queue(const std::string& name) {
         name, log_report.records, log_report.segments, log_report.bytes, seconds, q->depth(),
         log_report.truncated_bytes + journal_report.truncated_bytes,
         log_report.corrupt_regions + journal_report.corrupt_regions);
-    for (const auto& p : log_report.problems) logger().warn("queue {}: {}", name, p);
+    for (const auto& p : log_report.corruption) logger().error("queue {}: {}", name, p);
+    for (const auto& p : log_report.problems)
+      if (std::find(log_report.corruption.begin(), log_report.corruption.end(), p) ==
+          log_report.corruption.end())
+        logger().warn("queue {}: {}", name, p);
     for (const auto& p : journal_report.problems) logger().warn("queue {}: journal: {}", name, p);
   }
   queue_slot slot;
@@ -139,6 +145,7 @@ int forwarder::run(bool handle_signals) {
   std::vector<zmq::message_t> frames;
   frames.reserve(64);
   next_timer_ = steady::now();
+  last_wake_ = steady::now();
   while (!stop_.load(std::memory_order_relaxed)) {
     zmq_pollitem_t items[3] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, commit_fd_, ZMQ_POLLIN, 0},
@@ -152,6 +159,7 @@ int forwarder::run(bool handle_signals) {
       if (e.num() == EINTR) continue;
       throw;
     }
+    credit_stall(steady::now(), std::chrono::milliseconds(timeout_ms));
     if (sig_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
       signalfd_siginfo info{};
       (void)!::read(sig_fd, &info, sizeof info);
@@ -241,6 +249,23 @@ void forwarder::send_frames(const std::string& identity, std::vector<zmq::messag
 
 // ---- timers -----------------------------------------------------------------------------------------------
 
+void forwarder::credit_stall(steady::time_point woke, std::chrono::milliseconds waited) {
+  // The loop comes back at least every 100 ms. Much longer means ferryd itself was not running (SIGSTOP, a
+  // VM pause, a stall of its own): consumers could not be heard meanwhile and leases could not be answered,
+  // so that time counts for nobody's silence and no lease. Their pings and acks are still in the socket.
+  const auto since = woke - last_wake_;
+  last_wake_ = woke;
+  const auto stall = since - waited;
+  if (stall > stall_threshold) {
+    logger().warn(
+        "ferryd was not running for {} ms (stopped or stalled): consumers' heartbeats and leases "
+        "are extended by that much",
+        std::chrono::duration_cast<std::chrono::milliseconds>(stall).count());
+    peers_.forgive(std::chrono::duration_cast<steady::duration>(stall));
+    for (auto& slot : queues_) slot.q->extend_leases(std::chrono::duration_cast<steady::duration>(stall));
+  }
+}
+
 void forwarder::on_timer(steady::time_point now) {
   next_timer_ = now + std::chrono::milliseconds(100);
   for (auto& slot : queues_) slot.q->expire_leases(now);
@@ -266,6 +291,7 @@ int forwarder::shutdown() {
   int status = exit_ok;
   for (auto& slot : queues_) {
     journal& j = slot.q->state_journal();
+    if (!j.is_open()) continue;  // a queue that never stored anything has no journal to sync
     int err = j.flush();
     if (err == 0) err = j.sync();
     if (err != 0) {
@@ -282,6 +308,15 @@ int forwarder::shutdown() {
     logger().error("fdatasync failed at shutdown: {}; messages confirmed in the last interval may be lost",
                    std::strerror(err));
     status = exit_runtime;
+  }
+  if (status == exit_ok) {
+    // Everything is synced: each log's checkpoint of its durable end now covers all of it, so damage found
+    // at the next start is corruption, never mistaken for a torn write.
+    for (auto& slot : queues_) {
+      const int fd = slot.q->checkpoint();
+      if (fd >= 0 && storage::sync_data(fd) != 0)
+        logger().warn("queue {}: cannot sync its log_end checkpoint at shutdown", slot.q->name());
+    }
   }
   router_.close();  // lingers up to 2 s so the last confirms leave
   logger().info(status == exit_ok ? "ferryd stopped" : "ferryd stopped with errors");

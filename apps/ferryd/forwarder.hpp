@@ -116,6 +116,9 @@ class forwarder {
   void handle_commit(commit_result& result);
   [[noreturn]] void fail_sync(int err);
   void on_timer(steady::time_point now);
+  /// After the loop wakes: time ferryd was not running counts for no consumer's silence and no lease.
+  void credit_stall(steady::time_point woke, std::chrono::milliseconds waited);
+  static constexpr std::chrono::milliseconds stall_threshold{1000};
   bool disk_full(steady::time_point now);
   void check_free_space(steady::time_point now);
   /// Commits what was accepted, syncs the journals, closes the socket. Returns the exit status.
@@ -148,6 +151,7 @@ class forwarder {
   std::string read_buffer_;
   std::atomic<bool> stop_{false};
   steady::time_point next_timer_;
+  steady::time_point last_wake_;
   steady::time_point disk_full_until_;
   steady::time_point next_disk_check_;
   steady::time_point last_journal_sync_;

@@ -47,6 +47,10 @@ class peer_table {
       }
     }
   }
+  /// Counts `stall` (time the owner was not running) as heard from everyone: nobody's silence grows by it.
+  void forgive(std::chrono::steady_clock::duration stall) {
+    for (auto& [identity, p] : peers_) p.last_seen += stall;
+  }
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
 
  private:

@@ -192,20 +192,21 @@ void forwarder::maybe_submit() {
   // on its interval): a machine crash can bring back what was acknowledged meanwhile, to be delivered
   // again, and never loses a confirmed message. Syncing them with every batch would put a second
   // fdatasync on the path of every confirm; this way one batch in 200 ms carries it.
+  // The same batch carries each log's checkpoint of its durable end (with `--fsync always`, where everything
+  // reported committed is synced), so recovery can tell a torn write from corruption of confirmed data.
   const auto now = steady::now();
-  const bool sync_journals =
-      now - last_journal_sync_ >= std::chrono::milliseconds(200) &&
-      std::any_of(queues_.begin(), queues_.end(), [](const queue_slot& q) { return q.journal_dirty; });
-  if (batch.appends.empty() && !sync_journals) return;
-  if (sync_journals) {
-    last_journal_sync_ = now;
+  if (now - last_journal_sync_ >= std::chrono::milliseconds(200)) {
     for (auto& slot : queues_) {
       if (slot.journal_dirty) {
         batch.sync_fds.push_back(slot.q->state_journal().fd());
         slot.journal_dirty = false;
       }
+      if (options_.fsync == fsync_policy::always)
+        if (const int fd = slot.q->checkpoint(); fd >= 0) batch.sync_fds.push_back(fd);
     }
+    if (!batch.sync_fds.empty()) last_journal_sync_ = now;
   }
+  if (batch.appends.empty() && batch.sync_fds.empty()) return;
   batch.number = ++batch_number_;
   commit_->submit(std::move(batch));
 }

@@ -249,6 +249,17 @@ void queue::expire_leases(steady::time_point now) {
   }
 }
 
+void queue::extend_leases(steady::duration by) {
+  decltype(leases_) moved;
+  while (!leases_.empty()) {
+    auto [deadline, token] = leases_.top();
+    leases_.pop();
+    moved.emplace(deadline + by, token);
+  }
+  leases_ = std::move(moved);
+  for (auto& [token, d] : in_flight_) d.deadline += by;
+}
+
 subscription* queue::best_subscription() {
   subscription* best = nullptr;
   std::uint32_t best_credit = 0;

@@ -140,6 +140,8 @@ class queue {
   [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept {
     return stream_.commit_finished(seq);
   }
+  /// See storage::stream::checkpoint.
+  int checkpoint() { return stream_.checkpoint(); }
   /// Before admitting a batch of ids: starts loading what their dedup checks touch.
   void prefetch(const message_id* ids, std::size_t n) const noexcept { stream_.prefetch(ids, n); }
   /// True when `id` is in the dedup window.
@@ -187,6 +189,8 @@ class queue {
 
   /// Returns expired leases to the queue.
   void expire_leases(steady::time_point now);
+  /// Moves every lease's deadline `by` later (time ferryd was not running does not count against them).
+  void extend_leases(steady::duration by);
 
   // ---- dead letters ------------------------------------------------------------------------------------
   std::vector<dead_letter_request> take_dead_letters() { return std::exchange(dead_letters_, {}); }
