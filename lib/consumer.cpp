@@ -59,6 +59,7 @@ struct consumer::impl {
 
   detail::counter received, duplicates, malformed, resubscribed;
   detail::counter handled, failed, rejected;  // written by the I/O thread from results
+  detail::log_limiter failure_log;            // handler threads
 
   // I/O thread only.
   std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
@@ -146,10 +147,27 @@ struct consumer::impl {
         r.v = verdict::nack;
         r.reason = "handler threw a non-standard exception";
       }
+      if (r.v != verdict::ack) log_failure(w.msg, r);
       lock.lock();
       results.push_back(std::move(r));
       lock.unlock();
       wake.notify();
+    }
+  }
+
+  // Handler threads: what became of a message whose handler did not return, as worker_pool logs it.
+  void log_failure(const message& m, const result& r) {
+    std::uint64_t held = 0;
+    if (!failure_log.allow(held)) return;
+    if (r.v == verdict::reject) {
+      detail::logger().info(
+          "consumer: handler rejected message {} of queue {} (attempt {}): {}; it goes to {}{}{}",
+          m.id().to_hex(), queue_name, m.attempt(), r.reason, queue_name, fwd::dlq_suffix,
+          detail::suppressed_note(held));
+    } else {
+      detail::logger().warn(
+          "consumer: handler threw on message {} of queue {} (attempt {}): {}; it is nacked{}",
+          m.id().to_hex(), queue_name, m.attempt(), r.reason, detail::suppressed_note(held));
     }
   }
 

@@ -62,6 +62,10 @@ bool log_limiter::allow(std::uint64_t& suppressed) noexcept {
   return false;
 }
 
+std::string suppressed_note(std::uint64_t held) {
+  return held == 0 ? std::string() : fmt::format(" ({} similar messages suppressed)", held);
+}
+
 }  // namespace detail
 
 void set_log_level(log_level level) {

@@ -13,6 +13,7 @@
 #include "ferry/producer.hpp"
 #include "forwarder.hpp"
 #include "support/ferryd_client.hpp"
+#include "support/log_capture.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
@@ -444,3 +445,34 @@ TEST_CASE("an idle consumer pings at ferryd's shorter heartbeat and is never dec
   CHECK(c.stats().resubscribed == 0);
   CHECK(queue_stats_of(fwdr.endpoint, "idle").consumers == 1);
 }
+
+TEST_CASE("a consumer logs what its handler threw, a few lines a second however many fail", "[forwarder]") {
+  test::log_capture log;
+  running_forwarder fwdr;
+  context ctx;
+  producer p(ctx, fwdr.endpoint);
+  message first("failing", "x");
+  const message_id first_id = first.id();
+  REQUIRE(p.send(first) == send_status::ok);
+  REQUIRE(p.flush(10s));
+  consumer c(ctx, fwdr.endpoint, "failing", [](message&) { throw std::runtime_error("boom"); });
+  REQUIRE(test::wait_until([&] { return c.stats().failed >= 1; }));
+  REQUIRE(test::wait_until([&] { return log.count("handler threw") >= 1; }));
+  CHECK(log.count("consumer: handler threw on message " + first_id.to_hex() +
+                  " of queue failing (attempt 1): boom; it is nacked") == 1);
+
+  for (int i = 0; i < 200; ++i) {
+    message m("failing", "x");
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  REQUIRE(p.flush(10s));
+  REQUIRE(test::wait_until([&] { return c.stats().failed >= 500; }));
+  CHECK(log.count("handler threw") < c.stats().failed / 4);  // 10 a second, the rest held back
+  // The next line let through, in a later second, says how many were held back.
+  std::this_thread::sleep_for(1100ms);
+  message later("failing", "x");
+  REQUIRE(p.send(later) == send_status::ok);
+  CHECK(test::wait_until([&] { return log.count("similar messages suppressed)") >= 1; }));
+  c.stop();
+}
+

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace ferry::detail {
 
@@ -28,5 +29,9 @@ class log_limiter {
   std::atomic<std::uint32_t> in_window_{0};
   std::atomic<std::uint64_t> suppressed_{0};
 };
+
+/// " (N similar messages suppressed)" after a log line a log_limiter let through having held back N; "" for
+/// 0.
+std::string suppressed_note(std::uint64_t held);
 
 }  // namespace ferry::detail

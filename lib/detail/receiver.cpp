@@ -59,7 +59,7 @@ void receiver::run_handler(message& msg, counter& handled, counter& failed) {
     std::uint64_t held = 0;
     if (failure_log_.allow(held))
       logger().warn("{}: handler threw on message {}: {}{}", config_.name, msg.id().to_hex(), e.what(),
-                    held ? fmt::format(" ({} similar messages suppressed)", held) : std::string());
+                    suppressed_note(held));
   } catch (...) {
     failed.add();
     std::uint64_t held = 0;
@@ -80,7 +80,7 @@ void receiver::receive_loop() {
       std::uint64_t held = 0;
       if (reject_log_.allow(held))
         logger().warn("{}: dropped a malformed message ({}){}", config_.name, to_string(reader.error()),
-                      held ? fmt::format(" ({} more suppressed)", held) : std::string());
+                      suppressed_note(held));
       continue;
     }
     (reader.version() == wire_version::v1 ? v1_frames_ : v2_frames_).add();
