@@ -513,6 +513,8 @@ producer::~producer() = default;
 
 send_status producer::send(message& msg) {
   impl& s = *impl_;
+  // ferryd would refuse it (bad_queue) only once it arrived; a consumer throws at construction for the name.
+  if (!fwd::valid_queue_name(msg.topic()) || fwd::is_dlq_name(msg.topic())) return send_status::invalid;
   if (msg.payload().size() > s.options.max_payload || check_limits(msg) != decode_error::none)
     return send_status::too_large;
   msg.stamp();

@@ -476,3 +476,22 @@ TEST_CASE("a consumer logs what its handler threw, a few lines a second however 
   c.stop();
 }
 
+TEST_CASE("producer::send refuses a queue name ferryd would refuse, at once, with invalid", "[forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  producer p(ctx, fwdr.endpoint);
+  for (const std::string& name :
+       std::vector<std::string>{"bad/name", "", ".hidden", "jobs.dlq", std::string(201, 'q')}) {
+    INFO("queue '" << name << "'");
+    message m(name, "payload");
+    CHECK(p.send(m) == send_status::invalid);
+    CHECK(m.payload() == "payload");  // still the caller's
+    if (name != "jobs.dlq")  // dead letters may be consumed, never sent
+      CHECK_THROWS_AS(consumer(ctx, fwdr.endpoint, name, [](message&) {}), ferry::error);
+  }
+  CHECK(p.stats().sent == 0);
+  message ok("good.name-1_x", "payload");
+  CHECK(p.send(ok) == send_status::ok);
+  CHECK(p.flush(10s));
+}
+

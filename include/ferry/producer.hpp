@@ -71,7 +71,9 @@ class producer {
 
   /// Queues `msg` for its queue (the message's topic). Gives it an id if it has none.
   /// Returns ok (the payload is consumed), timed_out (the window stayed full for send_timeout),
-  /// would_block (full and send_timeout is 0), too_large, or closed; on those `msg` is untouched.
+  /// would_block (full and send_timeout is 0), too_large, invalid (the topic is not a queue ferryd takes:
+  /// 1-200 characters of A-Z a-z 0-9 . _ -, not starting with '.', not a dead-letter queue `*.dlq`), or
+  /// closed; on those `msg` is untouched.
   [[nodiscard]] send_status send(message& msg);
 
   /// Waits until every message sent so far is confirmed or refused. Returns false on timeout.

@@ -14,7 +14,8 @@ enum class send_status : std::uint8_t {
   timed_out,    ///< no room appeared within the send timeout
   too_large,    ///< the message is larger than the configured maximum size
   closed,       ///< the sender or its context is shutting down
-  invalid,      ///< the message cannot be framed: a topic holding a 0x00 byte in wire v2
+  invalid,      ///< the message cannot be framed (a topic holding 0x00 in wire v2) or, for a producer, its
+                ///< topic is not a queue name ferryd accepts
 };
 
 [[nodiscard]] constexpr std::string_view to_string(send_status s) noexcept {
