@@ -495,3 +495,45 @@ TEST_CASE("producer::send refuses a queue name ferryd would refuse, at once, wit
   CHECK(p.flush(10s));
 }
 
+TEST_CASE("CONSUME with options ferryd cannot take says what is wrong with them", "[forwarder]") {
+  running_forwarder fwdr;
+  raw_client c(fwdr.endpoint);
+  auto packed = [](auto fill) {
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    fill(pk);
+    return std::string(buf.data(), buf.size());
+  };
+  using row = std::pair<std::string, std::string>;
+  for (const auto& [options, expected] : {
+           row{packed([](auto& pk) {
+                 pk.pack_map(1);
+                 pk.pack("prefetch");
+                 pk.pack(-1);
+               }),
+               "CONSUME options: \"prefetch\" is -1, not an unsigned integer (\"prefetch\" takes 1 to "
+               "100000)"},
+           row{packed([](auto& pk) {
+                 pk.pack_map(1);
+                 pk.pack("prefetch");
+                 pk.pack("64");
+               }),
+               "CONSUME options: \"prefetch\" is \"64\", not an unsigned integer"},
+           row{packed([](auto& pk) {
+                 pk.pack_map(2);
+                 pk.pack("prefetch");
+                 pk.pack(8);
+                 pk.pack("version");
+                 pk.pack(1.5);
+               }),
+               "CONSUME options: \"version\" is 1.5, not an unsigned integer"},
+           row{packed([](auto& pk) { pk.pack(64); }), "CONSUME options: the frame is not a MessagePack map"},
+       }) {
+    const auto r = c.exchange({"CONSUME", "jobs", options});
+    INFO(test::show_frames(r));
+    REQUIRE(r.size() == 3);
+    CHECK(r[0] == "ERROR");
+    CHECK(r[1] == "bad_frames");
+    CHECK(r[2].find(expected) == 0);
+  }
+}

@@ -2,8 +2,10 @@
 
 #include <sys/random.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <chrono>
+#include <sstream>
 
 namespace ferry::ferryd {
 
@@ -22,23 +24,33 @@ std::string packed(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>
   return {buf.data(), buf.size()};
 }
 
-bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out, std::uint64_t fallback) {
+bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out, std::uint64_t fallback,
+              std::string* problem) {
   out = fallback;
   if (bytes.empty()) return true;
+  const auto fail = [&](std::string why) {
+    if (problem != nullptr) *problem = std::move(why);
+    return false;
+  };
   try {
     msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
     const msgpack::object& o = oh.get();
-    if (o.type != msgpack::type::MAP) return false;
+    if (o.type != msgpack::type::MAP) return fail("the frame is not a MessagePack map");
     for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
       const auto& kv = o.via.map.ptr[i];
       if (kv.key.type != msgpack::type::STR) continue;
       if (std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) != field) continue;
-      if (kv.val.type != msgpack::type::POSITIVE_INTEGER) return false;
+      if (kv.val.type != msgpack::type::POSITIVE_INTEGER) {
+        std::ostringstream value;
+        value << kv.val;  // msgpack's own text form: -1, "64", 1.5, nil
+        return fail(
+            fmt::format("\"{}\" is {}, not an unsigned integer", printable(field), printable(value.str())));
+      }
       out = kv.val.via.u64;
     }
     return true;
   } catch (const std::exception&) {
-    return false;
+    return fail("the frame does not decode as MessagePack");
   }
 }
 

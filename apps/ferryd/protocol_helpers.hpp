@@ -28,8 +28,10 @@ inline zmq::message_t frame(std::string_view s) {
 std::string packed(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& fill);
 
 /// Reads an unsigned field from a small msgpack map frame; `fallback` when absent. False when the frame is
-/// not a map or the field has the wrong type.
-bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out, std::uint64_t fallback);
+/// not a map or the field has the wrong type; `problem`, when given, then says which, for an error reply
+/// (e.g. "\"prefetch\" is -1, not an unsigned integer").
+bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out, std::uint64_t fallback,
+              std::string* problem = nullptr);
 
 /// ENOSPC, EDQUOT or EFBIG: the disk (or a quota) is full.
 bool is_space_error(int err);

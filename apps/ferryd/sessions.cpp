@@ -92,16 +92,17 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
     return send_error(identity, fwd::code::bad_queue,
                       fmt::format("'{}' is not a valid queue name", printable(name)));
   std::uint64_t prefetch = 64;
-  if (frames.size() >= 4 && !map_uint(view(frames[3]), "prefetch", prefetch, 64)) {
+  std::string problem;
+  if (frames.size() >= 4 && !map_uint(view(frames[3]), "prefetch", prefetch, 64, &problem)) {
     ++malformed_frames_;
-    return send_error(identity, fwd::code::bad_frames, "CONSUME options must be a MessagePack map");
+    return send_error(identity, fwd::code::bad_frames,
+                      "CONSUME options: " + problem + " (\"prefetch\" takes 1 to 100000)");
   }
   // A consumer that speaks protocol v2 asks for DELIVERs as one block ("version": 2); others get v1's frames.
   std::uint64_t version = 1;
-  if (frames.size() >= 4 && !map_uint(view(frames[3]), "version", version, 1)) {
+  if (frames.size() >= 4 && !map_uint(view(frames[3]), "version", version, 1, &problem)) {
     ++malformed_frames_;
-    return send_error(identity, fwd::code::bad_frames,
-                      "CONSUME options: \"version\" must be an unsigned integer");
+    return send_error(identity, fwd::code::bad_frames, "CONSUME options: " + problem);
   }
   version = std::clamp<std::uint64_t>(version, fwd::min_protocol_version, fwd::protocol_version);
   prefetch = std::clamp<std::uint64_t>(prefetch, 1, 100'000);
