@@ -113,6 +113,7 @@ std::uint64_t stream::append(const message_id& id, std::uint64_t key_hash, std::
 std::string stream::take_pending() {
   committing_through_ = next_seq_ - 1;
   committing_count_ = pending_count_;
+  committing_bytes_ = pending_.size();
   pending_count_ = 0;
   std::string batch = std::move(pending_);
   pending_ = std::move(spare_);
@@ -128,6 +129,7 @@ void stream::recycle(std::string&& buffer) {
 
 void stream::committed(const segment_writer::outcome& out) {
   committing_count_ = 0;
+  committing_bytes_ = 0;
   committed_through_ = committing_through_;
   for (const auto& u : out.segments)
     log_.committed(u.base, u.committed, u.records, u.last_seq, u.last_stored_at_us);

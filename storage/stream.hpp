@@ -78,6 +78,8 @@ class stream {
   [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
   /// Messages appended and not yet written: gathering plus the batch being committed.
   [[nodiscard]] std::size_t unwritten() const noexcept { return pending_count_ + committing_count_; }
+  /// Bytes appended and not yet written: the gathering batch and the one being committed.
+  [[nodiscard]] std::size_t unwritten_bytes() const noexcept { return pending_.size() + committing_bytes_; }
   /// Takes the gathered records for the commit thread.
   std::string take_pending();
   /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
@@ -125,6 +127,7 @@ class stream {
   std::string spare_;
   std::size_t pending_count_ = 0;
   std::size_t committing_count_ = 0;
+  std::size_t committing_bytes_ = 0;
   std::uint64_t committing_through_ = 0;  // last seq in the batch being written
   std::uint64_t committed_through_ = 0;   // last seq of the last finished commit
   int log_end_fd_ = -1;

@@ -120,7 +120,11 @@ class forwarder {
   void credit_stall(steady::time_point woke, std::chrono::milliseconds waited);
   static constexpr std::chrono::milliseconds stall_threshold{1000};
   bool disk_full(steady::time_point now);
-  void check_free_space(steady::time_point now);
+  /// Measures free space (once a second, or `at_once`) and sets low_disk_.
+  void check_free_space(steady::time_point now, bool at_once = false);
+  /// Counts `bytes` about to be written against the free space; false (and low_disk_) when that would take
+  /// it under --min-free-mb.
+  bool reserve_space(std::uint64_t bytes);
   /// Commits what was accepted, syncs the journals, closes the socket. Returns the exit status.
   int shutdown();
 
@@ -156,6 +160,9 @@ class forwarder {
   steady::time_point next_disk_check_;
   steady::time_point last_journal_sync_;
   bool low_disk_ = false;
+  bool free_known_ = false;
+  std::uint64_t free_at_check_ = 0;        // free bytes at the last measurement
+  std::uint64_t written_since_check_ = 0;  // bytes accepted for writing since
   std::uint64_t malformed_frames_ = 0;
   std::uint64_t commits_ = 0;
   std::uint64_t committed_records_ = 0;

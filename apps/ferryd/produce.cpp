@@ -119,7 +119,9 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
     }
     return;
   }
-  if (ctx.no_space) {
+  const std::uint64_t record_bytes = storage::message_record_size(envelope_size(m, envelope_form::storage),
+                                                                   payload.size());
+  if (ctx.no_space || !reserve_space(record_bytes)) {
     q.append_failed_admission(id);
     ++q.counters().refused;
     return refuse(ctx.identity, id, fwd::code::disk_full,
@@ -280,12 +282,34 @@ void forwarder::handle_commit(commit_result& result) {
   }
 }
 
-void forwarder::check_free_space(steady::time_point now) {
-  if (now < next_disk_check_) return;
+bool forwarder::reserve_space(std::uint64_t bytes) {
+  // --min-free-mb holds per message, not once a second: what is about to be written counts against the free
+  // space last measured, which is measured again whenever the writes since come near it.
+  if (options_.min_free_bytes == 0 || !free_known_) return true;
+  if (written_since_check_ + bytes + options_.min_free_bytes > free_at_check_ ||
+      written_since_check_ > (free_at_check_ - std::min(free_at_check_, options_.min_free_bytes)) / 4)
+    check_free_space(steady::now(), true);
+  if (written_since_check_ + bytes + options_.min_free_bytes > free_at_check_) {
+    if (!low_disk_)
+      logger().warn("free space in {} would drop under --min-free-mb: producers are refused (disk_full)",
+                    options_.data_dir.string());
+    low_disk_ = true;
+    return false;
+  }
+  written_since_check_ += bytes;
+  return true;
+}
+
+void forwarder::check_free_space(steady::time_point now, bool at_once) {
+  if (!at_once && now < next_disk_check_) return;
   next_disk_check_ = now + std::chrono::seconds(1);
   struct statvfs st {};
   if (::statvfs(options_.data_dir.c_str(), &st) != 0) return;
   const std::uint64_t free_bytes = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  free_known_ = true;
+  free_at_check_ = free_bytes;
+  written_since_check_ = 0;  // what is accepted but not written yet still counts against it
+  for (const auto& slot : queues_) written_since_check_ += slot.q->unwritten_bytes();
   const bool low = free_bytes < options_.min_free_bytes;
   if (low && !low_disk_)
     logger().warn("free space in {} is {} bytes, under --min-free-mb: producers are refused (disk_full)",

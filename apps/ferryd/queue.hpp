@@ -152,6 +152,7 @@ class queue {
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
                        std::string_view payload, std::int64_t stored_at_us);
   [[nodiscard]] bool has_pending() const noexcept { return stream_.has_pending(); }
+  [[nodiscard]] std::size_t unwritten_bytes() const noexcept { return stream_.unwritten_bytes(); }
   /// Takes the gathered records for the commit thread.
   std::string take_pending() { return stream_.take_pending(); }
   /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
