@@ -486,7 +486,7 @@ TEST_CASE("producer::send refuses a queue name ferryd would refuse, at once, wit
     message m(name, "payload");
     CHECK(p.send(m) == send_status::invalid);
     CHECK(m.payload() == "payload");  // still the caller's
-    if (name != "jobs.dlq")  // dead letters may be consumed, never sent
+    if (name != "jobs.dlq")           // dead letters may be consumed, never sent
       CHECK_THROWS_AS(consumer(ctx, fwdr.endpoint, name, [](message&) {}), ferry::error);
   }
   CHECK(p.stats().sent == 0);
@@ -536,4 +536,36 @@ TEST_CASE("CONSUME with options ferryd cannot take says what is wrong with them"
     CHECK(r[1] == "bad_frames");
     CHECK(r[2].find(expected) == 0);
   }
+}
+
+TEST_CASE("a producer destroyed with unconfirmed messages logs how many it abandons", "[forwarder]") {
+  test::log_capture log;
+  const std::string nobody = test::free_tcp_endpoint();
+  {
+    context ctx;
+    producer p(ctx, nobody);
+    for (int i = 0; i < 3; ++i) {
+      message m("jobs", "x");
+      REQUIRE(p.send(m) == send_status::ok);
+    }
+    CHECK(p.stats().in_flight == 3);
+  }
+  CHECK(log.count("producer: destroyed with 3 message(s) not confirmed by ferryd at " + nobody +
+                  "; they are abandoned") == 1);
+}
+
+TEST_CASE("ferryd's log line for a refused message names its queue", "[forwarder]") {
+  test::log_capture log;
+  ferryd::forwarder_options o;
+  o.max_message_bytes = 100;
+  running_forwarder fwdr(o);
+  context ctx;
+  std::atomic<int> refused{0};
+  producer p(ctx, fwdr.endpoint, {}, {}, [&](const refusal&) { ++refused; });
+  message big("big", std::string(101, 'x'));
+  const message_id id = big.id();
+  REQUIRE(p.send(big) == send_status::ok);
+  REQUIRE(p.flush(10s));
+  CHECK(refused == 1);
+  CHECK(log.count("queue big: refused message " + id.to_hex() + ": too_large: ") == 1);
 }
