@@ -6,10 +6,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -170,4 +172,102 @@ TEST_CASE("ferryd start-up errors exit with their documented codes and say what 
   expect("heartbeat timeout not above the interval",
          ferryd_args(data, {"--heartbeat-ms", "1000", "--heartbeat-timeout-ms", "500"}), 2, "must be larger");
   expect("no data dir", {ferryd_program, "--bind", endpoint(port)}, 2, "--data-dir");
+}
+
+namespace {
+
+// Every file and directory under `dir`, with the size of each file (the lock file's pid aside).
+std::vector<std::string> listing(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    std::string line = fs::relative(e.path(), dir).string();
+    if (e.is_regular_file() && e.path().filename() != "ferryd.lock")
+      line += " " + std::to_string(e.file_size());
+    out.push_back(line);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string msgpack_map(const std::string& key, std::int64_t value) {
+  // fixmap of 1, fixstr key, then the value as the smallest int (negative values as int 8).
+  std::string out{static_cast<char>(0x81), static_cast<char>(0xa0 | key.size())};
+  out += key;
+  if (value >= 0 && value < 128) {
+    out += static_cast<char>(value);
+  } else {
+    out += static_cast<char>(0xd0);
+    out += static_cast<char>(static_cast<std::int8_t>(value));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "every verb with every malformed frame changes nothing: a clean stop exits 0, the data dir as it was",
+    "[ferryd][fault]") {
+  ferry::test::temp_dir dir("ferryd-fault");
+  const int port = ferry::test::free_port();
+  auto ferryd = start_ferryd(dir.path(), port);
+  const std::vector<std::string> before = listing(dir.path());
+  raw_client c(endpoint(port));
+  ferry::message m("q", "x");
+  const std::string env = envelope_of(m);
+  std::string v2_block = std::string("\x92\x02\x01", 3) + env + std::string("\xc4\x01x", 3);
+  std::vector<std::vector<std::string>> requests{
+      {"HELLO", "\xc1"},
+      {"HELLO", msgpack_map("version", 0)},
+      {"HELLO", msgpack_map("version", -1)},
+      {"SEND"},
+      {"SEND", "bad6n", env},
+      {"SEND", "bad6trail", env + "x", "x"},
+      {"SEND", "bad6tok", "\x96garbage", "x"},
+      {"SEND", "bad6empty", "", "x"},
+      {"SEND", "bad/name", env, "x"},
+      {"SEND", "bad.dlq", env, "x"},
+      {"SEND", "bad6big", env, std::string(17u << 20, 'x')},
+      {"SEND", "bad6block", v2_block.substr(0, v2_block.size() - 1)},
+      {"SEND", "bad6count", std::string("\x92\x02\x05", 3) + v2_block.substr(3)},
+      {"SEND", "bad6header", std::string("\x93\x02\x01", 3) + v2_block.substr(3)},
+      {"CONSUME"},
+      {"CONSUME", "bad/name"},
+      {"CONSUME", "bad6opts", "not msgpack"},
+      {"CANCEL"},
+      {"CANCEL", "bad/name"},
+      {"CANCEL", "never6seen"},
+      {"ACK"},
+      {"ACK", "bad6ack", std::string(7, '\1')},
+      {"ACK", "bad6ack", std::string(8, '\1')},
+      {"NACK", "bad6nack"},
+      {"NACK", "bad6nack", std::string(3, '\1'), "why"},
+      {"REJECT", "bad6rej", std::string(8, '\1'), "why"},
+      {"PING", "never6seen"},
+      {"STATS", "extra", "frames"},
+      {"DLQ"},
+      {"DLQ", "bad6dlq"},
+      {"DLQ", "bad6dlq", "explode"},
+      {"DLQ", "bad6dlq", "list", "not msgpack"},
+      {"DLQ", "bad/name", "list"},
+      {"DLQ", "bad6dlq.dlq", "purge"},
+      {"DLQ", "never6seen", "purge"},
+      {"DLQ", "never6seen", "replay"},
+      {"EXPLODE", "q"},
+      {""},
+  };
+  for (const auto& r : requests) {
+    const auto reply = c.exchange(r, 2s);
+    INFO("request " << show_frames(r) << " -> " << show_frames(reply));
+    REQUIRE(ferryd->running());
+  }
+  // A consumer that subscribes and leaves adds no queue on disk either.
+  (void)c.exchange({"CONSUME", "only6consumed"});
+  (void)c.exchange({"CANCEL", "only6consumed"});
+
+  ferryd->kill(SIGTERM);
+  const auto code = wait_exit(*ferryd, 20s, {});
+  INFO("ferryd stderr:\n" << ferryd->err());
+  CHECK(code.value_or(-1) == 0);
+  CHECK_FALSE(contains(ferryd->err(), "cannot write and sync its journal"));
+  CHECK(listing(dir.path()) == before);
 }
