@@ -63,6 +63,7 @@ class ferryd_child {
   [[nodiscard]] const std::filesystem::path& data_dir() const noexcept { return dir_.path(); }
   // ferryd's log so far (reading it also keeps its pipe from filling).
   const std::string& log() { return process_->err(); }
+  test::child_process& process() { return *process_; }
 
  private:
   void start(const std::vector<std::string>& argv) {
@@ -542,6 +543,16 @@ TEST_CASE("cli durable: ferry stats and dlq exit 1 when nothing answers", "[cli]
     CHECK(dlq.code == 1);
     CHECK(dlq.err == "ferry: ferryd at " + nobody + " did not answer within 300 ms\n");
   }
+}
+
+TEST_CASE("cli durable: ferryd logs SIGHUP, ignores it and keeps serving", "[cli][durable]") {
+  ferryd_child ferryd;
+  ferryd.process().kill(SIGHUP);
+  REQUIRE(ferryd.process().wait_for_output("received SIGHUP: nothing to reload", 10s));
+  CHECK(ferryd.process().running());
+  CHECK(ferry_run({"send", "--forwarder", ferryd.endpoint(), "--queue", "jobs"}, "after\n").code == 0);
+  ferryd.process().kill(SIGTERM);
+  CHECK(ferryd.process().wait(10s) == 0);
 }
 
 TEST_CASE("cli durable: ferryd takes its options from a TOML --config file", "[cli][durable]") {

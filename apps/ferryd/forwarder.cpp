@@ -138,6 +138,7 @@ int forwarder::run(bool handle_signals) {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);  // would end the process by default; ferryd has nothing to reload
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     sig_fd = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   }
@@ -163,8 +164,14 @@ int forwarder::run(bool handle_signals) {
     if (sig_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
       signalfd_siginfo info{};
       (void)!::read(sig_fd, &info, sizeof info);
-      logger().info("received {}, shutting down", info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-      break;
+      if (info.ssi_signo == SIGHUP) {
+        logger().info(
+            "received SIGHUP: nothing to reload (ferryd takes no configuration changes while it "
+            "runs); ignored");
+      } else {
+        logger().info("received {}, shutting down", info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+      }
     }
     if (items[1].revents & ZMQ_POLLIN) {
       std::uint64_t n = 0;

@@ -120,12 +120,13 @@ int main(int argc, char** argv) {
       return exit_usage;
     }
   }
-  // Block SIGTERM and SIGINT before any thread starts: threads inherit the mask, so the signals wait for
-  // the loop's signalfd instead of killing the process from whichever thread the kernel picks.
+  // Block SIGTERM, SIGINT and SIGHUP before any thread starts: threads inherit the mask, so the signals
+  // wait for the loop's signalfd instead of killing the process from whichever thread the kernel picks.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {
