@@ -582,16 +582,31 @@ TEST_CASE("cli durable: ferryd takes its options from a TOML --config file", "[c
   CHECK(std::filesystem::exists(dir.path() / "queues" / "jobs"));
 }
 
-TEST_CASE("cli durable: ferryd refuses a config file with an unknown key", "[cli][durable]") {
+TEST_CASE("cli durable: ferryd's config file errors name the key, the line and what is accepted",
+          "[cli][durable]") {
   test::temp_dir dir;
+  const std::string path = dir / "ferryd.toml";
+  const auto [body, expected] = GENERATE(table<std::string, std::string>({
+      {"lease-msec = 100\n",
+       "line 3: unknown key 'lease-msec' (did you mean 'lease-ms'?); the keys are the flag names without "
+       "'--': data-dir, bind, fsync, "},
+      {"lease_ms = 100\n", "line 3: unknown key 'lease_ms' (did you mean 'lease-ms'?)"},
+      {"[extra]\nlease-ms = 100\n",
+       "line 3: section [extra] is not accepted: ferryd's config file has no sections; write every key at "
+       "the top level as key = value"},
+      {"lease-ms = 5\n", "line 3: lease-ms = 5: Value 5 not in range 100 to 86400000"},
+      {"fsync = \"sometimes\"\n", "line 3: fsync = \"sometimes\": sometimes not in {always,interval}"},
+  }));
   {
-    std::ofstream config(dir / "ferryd.toml");
-    config << "data-dir = \"" << dir.path().string() << "\"\n"
-           << "lease-msec = 100\n";  // misspelt
+    std::ofstream config(path);
+    config << "# ferryd.toml\n"
+           << "data-dir = \"" << dir.path().string() << "\"\n"
+           << body;
   }
-  const auto r = test::run({test::built_program("apps/ferryd/ferryd"), "--config", dir / "ferryd.toml"});
+  const auto r = test::run({test::built_program("apps/ferryd/ferryd"), "--config", path});
+  INFO("stderr: " << r.err);
   CHECK(r.code == 2);
-  CHECK(contains(r.err, "lease-msec"));
+  CHECK(contains(r.err, "ferryd: --config " + path + " " + expected));
 }
 
 TEST_CASE("cli durable: usage errors exit with status 2 and one line on stderr", "[cli][durable]") {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "config_errors.hpp"
 #include "detail/log.hpp"
 #include "ferry/log.hpp"
 #include "forwarder.hpp"
@@ -84,7 +85,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "ferryd: " << e.what() << "\n(run ferryd --help for the options)\n";
+    std::string message = e.what();
+    if (const CLI::Option* config = app.get_config_ptr(); config != nullptr && config->count() > 0) {
+      const std::string explained = explain_config_error(
+          config->as<std::string>(), app, std::vector<std::string>(argv + 1, argv + argc), message);
+      if (!explained.empty()) message = explained;
+    }
+    std::cerr << "ferryd: " << message << "\n(run ferryd --help for the options)\n";
     return exit_usage;
   }
   if (!log_level.empty()) {
