@@ -569,3 +569,41 @@ TEST_CASE("ferryd's log line for a refused message names its queue", "[forwarder
   CHECK(refused == 1);
   CHECK(log.count("queue big: refused message " + id.to_hex() + ": too_large: ") == 1);
 }
+
+TEST_CASE("a queue only ever consumed from lives until ferryd restarts, one that held messages is kept",
+          "[forwarder]") {
+  // docs/operations.md (Data directory) and docs/protocol.md (Queue names) say exactly this.
+  running_forwarder fwdr;
+  context ctx;
+  {
+    producer p(ctx, fwdr.endpoint);
+    message m("kept", "x");
+    REQUIRE(p.send(m) == send_status::ok);
+    REQUIRE(p.flush(10s));
+  }
+  for (const std::string queue : {"watched", "kept"}) {
+    std::atomic<int> handled{0};
+    consumer c(ctx, fwdr.endpoint, queue, [&](message&) { ++handled; });
+    REQUIRE(c.wait_ready(10s));
+    CHECK(queue_stats_of(fwdr.endpoint, queue).consumers == 1);
+    if (queue == "kept")
+      REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, queue).depth == 0; }));
+  }
+  {
+    context actx;
+    admin a(actx, fwdr.endpoint);
+    const forwarder_stats st = a.stats();
+    CHECK(st.queues.count("watched") == 1);  // no consumer left, still listed while ferryd runs
+    CHECK(st.queues.count("kept") == 1);
+  }
+  CHECK_FALSE(std::filesystem::exists(fwdr.dir.path() / "queues" / "watched"));
+
+  fwdr.stop();
+  fwdr.start();
+  context actx;
+  admin a(actx, fwdr.endpoint);
+  const forwarder_stats st = a.stats();
+  CHECK(st.queues.count("watched") == 0);
+  REQUIRE(st.queues.count("kept") == 1);
+  CHECK(st.queues.at("kept").depth == 0);
+}
