@@ -1,6 +1,6 @@
 #pragma once
-// Helpers shared by the benchmark programs: one-line JSON output, endpoints, clocks, and the frames a raw
-// ZeroMQ program needs to send exactly what ferry sends.
+// Helpers shared by the benchmark programs: one-line JSON output, endpoints, clocks, and the frames of the
+// raw 3-frame baseline (wire v1's shape).
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -136,9 +136,9 @@ inline std::string transport_of(const std::string& endpoint) {
   return sep == std::string::npos ? std::string() : endpoint.substr(0, sep);
 }
 
-/// The three frames ferry puts on the wire for one message: topic, envelope, payload. Raw ZeroMQ's
-/// "same frames" baseline copies these bytes into new frames for every message, so it moves exactly what
-/// ferry moves without doing ferry's work (id, clock reads, encoding, decoding).
+/// The three frames of one message in wire v1 (what ferry sent before v2): topic, envelope, payload. The raw
+/// 3-frame baseline copies these bytes into new frames for every message, as it did when it moved exactly
+/// what ferry moved; it is kept unchanged so ratios against it stay comparable across runs.
 struct ferry_frames {
   std::string topic;
   std::string envelope;

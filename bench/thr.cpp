@@ -1,16 +1,21 @@
 // bench_thr: throughput from one sender to one receiver, in the spirit of libzmq's local_thr/remote_thr.
 //
 // The same run measures ferry and the raw cppzmq programs it is compared with:
-//   --impl ferry  pusher -> worker_pool, or publisher -> subscriber (3 frames: topic, envelope, payload)
-//   --impl raw1   raw PUSH -> PULL / XPUB -> SUB, one payload frame (what a raw ZeroMQ user would send)
-//   --impl raw3   raw sockets moving the same three frames ferry moves (ferry's own cost over libzmq)
+//   --impl ferry  pusher -> worker_pool, or publisher -> subscriber, in wire v2: one frame per message
+//                 (topic 00 block), two from 32 KiB payloads (the split form: the payload frame moved, not
+//                 copied); with --batch N, send_batch / publish_batch pack N messages into one frame
+//   --impl raw1   raw PUSH -> PULL / XPUB -> SUB, one payload frame per message (what a raw ZeroMQ user
+//                 sends): the headline baseline, never batched
+//   --impl raw3   raw sockets moving three frames per message (topic, envelope, payload: wire v1's shape,
+//                 what ferry sent before v2), kept so the ratios stay comparable with earlier runs
 //
 // The receiver binds the data endpoint and a control endpoint (REP) and prints a "ready" line with both; the
 // sender connects, sends --count messages, then asks the receiver over the control socket whether it is done
 // and waits for the answer, so it never exits while messages are still in flight (linger alone loses the
 // tail of an ipc stream, see DESIGN.md). The receiver times its first to its last message and prints one
-// JSON line. Pub/sub never drops here: the publisher waits for the subscription before sending and blocks
-// at the high-water mark (ferry when_full::block, raw XPUB_NODROP), so the rate counts delivered messages.
+// JSON line; `frames_per_msg` there is what crossed the socket (ferry: counted by the receiver). Pub/sub
+// never drops here: the publisher waits for the subscription before sending and blocks at the high-water
+// mark (ferry when_full::block, raw XPUB_NODROP), so the rate counts delivered messages.
 
 #include <CLI/CLI.hpp>
 #include <condition_variable>
@@ -20,7 +25,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "common.hpp"
 #include "ferry/ferry.hpp"
@@ -36,6 +43,7 @@ struct options {
   std::string transport = "tcp";
   std::size_t size = 256;
   std::uint64_t count = 1'000'000;
+  std::size_t batch = 1;  // ferry: messages per send_batch / publish_batch call (1: send / publish)
   std::string endpoint;
   std::string control;
   int timeout_s = 120;
@@ -74,8 +82,17 @@ bench::json_line describe(const options& o, const char* role) {
       .add("transport", o.transport)
       .add("size", static_cast<std::uint64_t>(o.size))
       .add("count", o.count)
-      .add("frames_per_msg", o.impl == "raw1" ? 1 : 3);
+      .add("batch", static_cast<std::uint64_t>(o.batch));
   return j;
+}
+
+// ZeroMQ frames per message. Raw: fixed by the program. ferry: from what it counted, `v2` frames (a split
+// message's two frames count once there) and `v1` frame sets of three, over `messages`.
+double frames_per_msg(const options& o, std::uint64_t v2, std::uint64_t v1, std::uint64_t messages) {
+  if (o.impl != "ferry") return o.impl == "raw1" ? 1.0 : 3.0;
+  if (messages == 0) return 0.0;
+  const bool split = o.size >= ferry::wire_options{}.split_payload;
+  return static_cast<double>(v2 * (split ? 2 : 1) + v1 * 3) / static_cast<double>(messages);
 }
 
 // --- receiving side ---------------------------------------------------------------------------------
@@ -169,14 +186,17 @@ bench::json_line run_receiver(ferry::context& ctx, const options& o, const ready
   if (!ok) {
     j.add("error", t.received < t.expected ? "timed out before every message arrived"
                    : !sender_done          ? "the sender never reported the end of its stream"
-                                           : "payloads of the wrong size, rejected or missing messages");
+                                           : "payloads of the wrong size, malformed or missing messages");
   }
   j.add("seconds", seconds)
       .add("msgs_per_s", seconds > 0 ? static_cast<double>(t.received) / seconds : 0.0)
       .add("mb_per_s", seconds > 0 ? static_cast<double>(t.received * o.size) / seconds / 1e6 : 0.0)
-      .add("cpu_ns_per_msg", (cpu_end - cpu_start) / static_cast<double>(o.count));
-  if (o.impl == "ferry")
-    j.add("rejected", stats.malformed).add("gaps", stats.gaps).add("dropped", stats.dropped);
+      .add("cpu_ns_per_msg", (cpu_end - cpu_start) / static_cast<double>(o.count))
+      .add("frames_per_msg", frames_per_msg(o, stats.v2_frames, stats.v1_frames, t.received));
+  if (o.impl == "ferry") {
+    j.add("malformed", stats.malformed).add("gaps", stats.gaps).add("dropped", stats.dropped);
+    j.add("v2_frames", stats.v2_frames).add("v1_frames", stats.v1_frames);
+  }
   if (o.pubsub())
     j.add("delivery", o.impl == "ferry" ? "no drops: when_full::block, subscribed before the first send"
                                         : "no drops: XPUB_NODROP, subscribed before the first send");
@@ -201,9 +221,37 @@ void wait_for_raw_subscription(zmq::socket_t& xpub, std::chrono::milliseconds ti
 // DESIGN.md).
 using finished_fn = std::function<void()>;
 
-void send_ferry(ferry::context& ctx, const options& o, clock::time_point& start,
-                const finished_fn& finished) {
+// ferry's sender: every message is built per send, as a program would (the payload copied into it); with
+// --batch N a program's vector of N messages goes to send_batch / publish_batch per call. Returns the
+// frames the sender counted (pusher_stats / publisher_stats `frames`).
+template <typename Sender, typename One, typename Many>
+std::uint64_t send_ferry_messages(Sender& sender, const options& o, clock::time_point& start, One send_one,
+                                  Many send_many, const finished_fn& finished) {
   const std::string payload(o.size, 'x');
+  start = clock::now();
+  if (o.batch <= 1) {
+    for (std::uint64_t i = 0; i < o.count; ++i) {
+      ferry::message msg{std::string(bench::topic), std::string_view(payload)};
+      if (send_one(msg) != ferry::send_status::ok) throw std::runtime_error("send failed");
+    }
+  } else {
+    std::vector<ferry::message> batch;
+    batch.reserve(o.batch);
+    for (std::uint64_t i = 0; i < o.count;) {
+      batch.clear();
+      for (; batch.size() < o.batch && i < o.count; ++i)
+        batch.emplace_back(std::string(bench::topic), std::string_view(payload));
+      const ferry::batch_status r = send_many(std::span<ferry::message>(batch));
+      if (r.status != ferry::send_status::ok || r.sent != batch.size())
+        throw std::runtime_error("batch send failed: " + std::string(ferry::to_string(r.status)));
+    }
+  }
+  finished();
+  return sender.stats().frames;
+}
+
+std::uint64_t send_ferry(ferry::context& ctx, const options& o, clock::time_point& start,
+                         const finished_fn& finished) {
   const ferry::endpoints where{{}, {o.endpoint}};
   if (o.pubsub()) {
     ferry::publisher_options po;
@@ -211,21 +259,14 @@ void send_ferry(ferry::context& ctx, const options& o, clock::time_point& start,
     ferry::publisher pub(ctx, where, po);
     if (!pub.wait_for_subscriptions(1, o.timeout()))
       throw std::runtime_error("publisher: no subscriber within the timeout");
-    start = clock::now();
-    for (std::uint64_t i = 0; i < o.count; ++i) {
-      ferry::message msg{std::string(bench::topic), std::string_view(payload)};
-      if (pub.publish(msg) != ferry::send_status::ok) throw std::runtime_error("publish failed");
-    }
-    finished();
-  } else {
-    ferry::pusher push(ctx, where);
-    start = clock::now();
-    for (std::uint64_t i = 0; i < o.count; ++i) {
-      ferry::message msg{std::string(bench::topic), std::string_view(payload)};
-      if (push.send(msg) != ferry::send_status::ok) throw std::runtime_error("send failed");
-    }
-    finished();
+    return send_ferry_messages(
+        pub, o, start, [&](ferry::message& m) { return pub.publish(m); },
+        [&](std::span<ferry::message> ms) { return pub.publish_batch(ms); }, finished);
   }
+  ferry::pusher push(ctx, where);
+  return send_ferry_messages(
+      push, o, start, [&](ferry::message& m) { return push.send(m); },
+      [&](std::span<ferry::message> ms) { return push.send_batch(ms); }, finished);
 }
 
 void send_raw(ferry::context& ctx, const options& o, clock::time_point& start, const finished_fn& finished) {
@@ -272,8 +313,9 @@ bench::json_line run_sender(ferry::context& ctx, const options& o) {
     acknowledged = control.recv(reply).has_value();
   };
   clock::time_point start;
+  std::uint64_t ferry_frames = 0;
   if (o.impl == "ferry") {
-    send_ferry(ctx, o, start, finished);
+    ferry_frames = send_ferry(ctx, o, start, finished);
   } else {
     send_raw(ctx, o, start, finished);
   }
@@ -285,6 +327,7 @@ bench::json_line run_sender(ferry::context& ctx, const options& o) {
   j.add("send_seconds", seconds)
       .add("send_msgs_per_s", seconds > 0 ? static_cast<double>(o.count) / seconds : 0.0)
       .add("cpu_ns_per_msg", (cpu_end - cpu_start) / static_cast<double>(o.count))
+      .add("frames_per_msg", frames_per_msg(o, ferry_frames, 0, o.count))
       .add("zmq_version", bench::zmq_version_string());
   return j;
 }
@@ -347,12 +390,17 @@ int main(int argc, char** argv) {
   app.add_option("--role", o.role, "send, recv, or both (threads of one process; required for inproc)")
       ->check(CLI::IsMember({"send", "recv", "both"}));
   app.add_option("--pattern", o.pattern, "pushpull or pubsub")->check(CLI::IsMember({"pushpull", "pubsub"}));
-  app.add_option("--impl", o.impl, "ferry, raw1 (raw, payload frame only) or raw3 (raw, ferry's 3 frames)")
+  app.add_option("--impl", o.impl,
+                 "ferry, raw1 (raw, one payload frame per message) or raw3 (raw, 3 frames: wire v1's shape)")
       ->check(CLI::IsMember({"ferry", "raw1", "raw3"}));
   app.add_option("--transport", o.transport, "tcp, ipc or inproc (sets the default endpoints)")
       ->check(CLI::IsMember({"tcp", "ipc", "inproc"}));
   app.add_option("--size", o.size, "payload bytes per message");
   app.add_option("--count", o.count, "messages to send")->check(CLI::PositiveNumber);
+  app.add_option("--batch", o.batch,
+                 "ferry: messages per send_batch / publish_batch call (1: one send per message); "
+                 "the raw baselines always send one message per frame")
+      ->check(CLI::PositiveNumber);
   app.add_option("--endpoint", o.endpoint, "data endpoint the receiver binds and the sender connects to");
   app.add_option("--control", o.control, "control endpoint (default: next to --endpoint)");
   app.add_option("--timeout", o.timeout_s, "seconds to wait for peers and messages");
@@ -372,6 +420,8 @@ int main(int argc, char** argv) {
           "--role send needs the endpoints the receiver printed (--endpoint, --control)");
     if (o.transport == "inproc" && o.role != "both")
       throw std::invalid_argument("inproc works only inside one process: use --role both");
+    if (o.batch > 1 && o.impl != "ferry")
+      throw std::invalid_argument("--batch is ferry's: the raw baselines send one message per frame");
     return run(o);
   } catch (const std::exception& e) {
     bench::json_line().add("bench", "thr").add("ok", false).add("error", e.what()).print();
