@@ -1,12 +1,16 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "ferry/producer.hpp"
+#include "ferry/publisher.hpp"
 #include "ferry/pusher.hpp"
 #include "ferry/worker_pool.hpp"
+#include "support/log_capture.hpp"
 #include "support/test_support.hpp"
 
 using namespace ferry;
@@ -365,6 +369,57 @@ TEST_CASE("send reports would_block or timed_out instead of dropping", "[work_qu
     message m("jobs", std::string(11, 'x'));
     CHECK(p.send(m) == send_status::too_large);
     CHECK(p.stats().too_large == 1);
+  }
+}
+
+TEST_CASE("every wait of a sender is finite by default and says how long", "[work_queue]") {
+  CHECK(pusher_options{}.send_timeout == 10s);
+  CHECK(publisher_options{}.send_timeout == 10s);
+  CHECK(producer_options{}.send_timeout == 30s);
+}
+
+TEST_CASE("a pusher to nobody queues one high-water mark, then times out, logging that it cannot reach it",
+          "[work_queue]") {
+  test::log_capture log;
+  const std::string nobody = test::free_tcp_endpoint();
+  {
+    context ctx;
+    socket_options o;
+    o.linger = 0ms;
+    o.send_hwm = 10;
+    pusher p(ctx, {.connect = {nobody}}, {.socket = o, .send_timeout = 1500ms});
+    std::size_t sent = 0;
+    send_status st = send_status::ok;
+    const auto start = std::chrono::steady_clock::now();
+    while (st == send_status::ok && sent < 100) {
+      message m("jobs", "x");
+      st = p.send(m);
+      if (st == send_status::ok) ++sent;
+    }
+    CHECK(st == send_status::timed_out);
+    CHECK(std::chrono::steady_clock::now() - start >= 1500ms);
+    CHECK(sent >= 10);  // queued for the connection being attempted
+    CHECK(sent < 100);
+    CHECK(p.stats().connects == 0);
+    CHECK(p.stats().connected == 0);
+  }
+  CHECK(log.count("pusher: cannot reach " + nobody + " (retrying)") == 1);
+}
+
+TEST_CASE("a pusher counts and logs the connections it makes and loses", "[work_queue]") {
+  test::log_capture log;
+  {
+    context ctx;
+    std::string endpoint;
+    auto pool = std::make_unique<worker_pool>(ctx, endpoints{.bind = {"tcp://127.0.0.1:*"}}, [](message&) {});
+    endpoint = pool->bound().at(0);
+    pusher p(ctx, {.connect = {endpoint}});
+    REQUIRE(test::wait_until([&] { return p.stats().connected == 1; }));
+    CHECK(p.stats().connects == 1);
+    pool.reset();
+    REQUIRE(test::wait_until([&] { return p.stats().connected == 0; }));
+    CHECK(log.count("pusher: connected to " + endpoint) == 1);
+    CHECK(log.count("pusher: connection to " + endpoint + " lost; reconnecting") == 1);
   }
 }
 

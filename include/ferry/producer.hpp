@@ -24,8 +24,10 @@ struct refusal {
 struct producer_options {
   /// Messages sent but not yet confirmed or refused. send() waits for room beyond this.
   std::size_t max_in_flight = 10'000;
-  /// How long send() waits for room in the window; -1 waits as long as it takes, 0 never waits.
-  std::chrono::milliseconds send_timeout{-1};
+  /// How long send() waits for room in the window before it returns timed_out: 30 s by default (as long
+  /// as confirm_timeout, so a window that stays full means ferryd confirmed nothing in that time). 0 never
+  /// waits (would_block); -1 waits as long as it takes.
+  std::chrono::milliseconds send_timeout{30'000};
   /// Unconfirmed messages are sent again (same id; ferryd drops the copy) at once when the connection to
   /// ferryd is re-established or ferryd restarted, and after this long in any case.
   std::chrono::milliseconds confirm_timeout{30'000};

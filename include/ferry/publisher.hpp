@@ -24,8 +24,9 @@ enum class when_full : std::uint8_t {
 struct publisher_options {
   socket_options socket;
   ferry::when_full when_full = ferry::when_full::drop;
-  /// With when_full::block: how long publish() waits for room. -1 waits as long as it takes.
-  std::chrono::milliseconds send_timeout{-1};
+  /// With when_full::block: how long publish() waits for room before it returns timed_out, 10 s by default.
+  /// 0 never waits (would_block); -1 waits as long as it takes.
+  std::chrono::milliseconds send_timeout{10'000};
   /// How messages are framed: wire v2 by default; v1 for subscribers that predate it.
   wire_options wire;
 };

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -14,12 +15,16 @@
 #include "ferry/wire.hpp"
 
 namespace ferry {
+namespace detail {
+class connection_monitor;
+}
 
 struct pusher_options {
   socket_options socket;
   /// How long send() waits for room when every worker's queue is at the high-water mark (or no worker is
-  /// connected yet). -1 waits as long as it takes; 0 never waits (send returns would_block).
-  std::chrono::milliseconds send_timeout{-1};
+  /// connected yet), then returns timed_out: 10 s by default. 0 never waits (send returns would_block);
+  /// -1 waits as long as it takes.
+  std::chrono::milliseconds send_timeout{10'000};
   /// Largest payload send() accepts, in bytes; larger ones return too_large. Defaults to the socket's
   /// max_message_size, so a receiver with the same settings never disconnects us for a frame it refuses.
   std::int64_t max_payload = -1;
@@ -34,8 +39,10 @@ struct pusher_stats {
   std::uint64_t would_block = 0;
   std::uint64_t timed_out = 0;
   std::uint64_t too_large = 0;
-  std::uint64_t invalid = 0;  ///< messages that cannot be framed (a topic with 0x00 in wire v2)
-  std::uint64_t frames = 0;   ///< frames (v2) or frame sets (v1) sent: fewer than `sent` with batches
+  std::uint64_t invalid = 0;    ///< messages that cannot be framed (a topic with 0x00 in wire v2)
+  std::uint64_t frames = 0;     ///< frames (v2) or frame sets (v1) sent: fewer than `sent` with batches
+  std::uint64_t connects = 0;   ///< connections made or accepted so far (a reconnect counts again)
+  std::uint64_t connected = 0;  ///< connections up now (a current value, not a counter)
 };
 
 /// Sends work to one or many worker pools; each message reaches one worker (round-robin over connected
@@ -46,11 +53,19 @@ struct pusher_stats {
 /// no room it waits (up to send_timeout) or returns a status saying so. Use ferryd for confirmed, durable
 /// delivery.
 ///
+/// Connection state is logged: a connection made or lost, at info; while a send waits with no worker
+/// connected, "pusher: cannot reach ENDPOINT (retrying)" (or, bound, "no worker has connected to ENDPOINT
+/// yet") after a second and every 5 s. The pusher reads its connection events while a send waits, every
+/// 1024 sends and in stats(); an idle pusher logs nothing.
+///
 /// Thread safety: not thread-safe; use one pusher per thread (they may share a context and endpoints).
 class pusher {
  public:
   /// Binds and connects as `where` says. Throws ferry::error for a bad or busy endpoint.
   pusher(context& ctx, const endpoints& where, pusher_options options = {});
+  ~pusher();
+  pusher(pusher&&) noexcept;
+  pusher& operator=(pusher&&) = delete;
 
   /// Sends `msg` to one worker. Gives the message an id and timestamp if it has none.
   /// Returns ok (the payload is consumed), or would_block / timed_out / too_large / closed with `msg`
@@ -66,16 +81,30 @@ class pusher {
 
   /// Endpoints bound, with `*` ports resolved (for tcp://127.0.0.1:*).
   [[nodiscard]] const std::vector<std::string>& bound() const noexcept { return bound_; }
-  [[nodiscard]] pusher_stats stats() const noexcept;
+  /// The counters, and the connections as of now.
+  [[nodiscard]] pusher_stats stats() const;
 
  private:
+  using clock = std::chrono::steady_clock;
   void count(send_status s, std::uint64_t n) noexcept;
   [[nodiscard]] bool payload_too_large(const message& msg) const noexcept;
+  /// Waits until the socket may take a message or `deadline` passes (false then), logging connection
+  /// events meanwhile.
+  bool wait_for_room(clock::time_point deadline);
+  [[nodiscard]] clock::time_point deadline() const noexcept;
+  /// Takes the connection events queued so far and logs them; says when no worker is connected.
+  void read_connections() const;
 
   pusher_options options_;
   zmq::socket_t socket_;
+  // Reading connection events changes nothing a caller sees but the connection counts: stats() stays const.
+  mutable std::unique_ptr<detail::connection_monitor> monitor_;
+  std::vector<std::string> connect_to_;
   std::vector<std::string> bound_;
   pusher_stats stats_;
+  std::uint32_t sends_since_events_ = 0;
+  clock::time_point started_;
+  mutable clock::time_point next_unreachable_log_;
 };
 
 }  // namespace ferry

@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   o.confirm_timeout = std::chrono::milliseconds(a.number("--confirm-timeout-ms", 2000));
   o.heartbeat_interval = std::chrono::milliseconds(a.number("--heartbeat-ms", 200));
   o.max_in_flight = a.number("--max-in-flight", 10'000);
+  // As long as it takes (the library's default is 30 s): the fault tests' own deadlines bound a run, and a
+  // full window while ferryd restarts must not end it.
+  o.send_timeout = std::chrono::milliseconds(-1);
   const std::string queue = a.required("--queue");
   const std::uint64_t count = a.number("--count", 0);
   const std::uint64_t start = a.number("--start", 0);
