@@ -332,6 +332,51 @@ TEST_CASE("cli: runtime errors exit with status 1 and say what went wrong", "[cl
   }
 }
 
+TEST_CASE("cli: ferry push to nobody exits 1 saying no worker connected, and never hangs", "[cli]") {
+  const std::string nobody = test::free_tcp_endpoint();
+  const auto start = std::chrono::steady_clock::now();
+  SECTION("one line") {
+    const auto push = test::run(
+        ferry_args({"push", "--connect", nobody, "-t", "t", "--timeout-ms", "1500", "--stats"}), "hi\n", 20s);
+    INFO("stderr: " << push.err);
+    CHECK(push.code == 1);
+    CHECK(push.err.find("pusher: cannot reach " + nobody + " (retrying)") != std::string::npos);
+    CHECK(push.err.find("ferry: message 1 not sent: no worker connected to " + nobody + " within 1500 ms") !=
+          std::string::npos);
+    CHECK(push.err.find("sent 1") == std::string::npos);
+  }
+  SECTION("more lines than a queue holds, with the default timeout") {
+    std::string input;
+    for (int i = 1; i <= 5000; ++i) input += std::to_string(i) + "\n";
+    const auto push = test::run(ferry_args({"push", "--connect", nobody, "-t", "t"}), input, 30s);
+    INFO("stderr: " << push.err);
+    CHECK(push.code == 1);
+    CHECK(push.err.find("ferry: message 1 not sent: no worker connected to " + nobody + " within 10000 ms") !=
+          std::string::npos);
+  }
+  SECTION("bound, and no worker connects") {
+    const auto push = test::run(
+        ferry_args({"push", "--bind", "tcp://127.0.0.1:*", "-t", "t", "--timeout-ms", "300"}), "hi\n", 20s);
+    CHECK(push.code == 1);
+    CHECK(push.err.find("ferry: message 1 not sent: no worker connected to ") != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < 15s);  // nothing lingers on messages nobody takes
+}
+
+TEST_CASE("cli: ferry push logs the connection it makes and waits for a worker that comes late", "[cli]") {
+  const std::string endpoint = test::free_tcp_endpoint();
+  test::child_process push(
+      ferry_args({"push", "--connect", endpoint, "-t", "jobs", "--timeout-ms", "20000"}));
+  push.write_stdin("early\n");
+  REQUIRE(push.wait_for_output("cannot reach " + endpoint + " (retrying)", 5s));
+  test::child_process pull(ferry_args({"pull", "--bind", endpoint, "--count", "1"}));
+  CHECK(pull.wait_for_output("early\n", 20s));
+  CHECK(push.wait_for_output("pusher: connected to " + endpoint, 5s));
+  push.close_stdin();
+  CHECK(exit_code(push) == 0);
+  CHECK(exit_code(pull) == 0);
+}
+
 TEST_CASE("cli: --help works on every command and --version prints the version", "[cli]") {
   for (const std::string command : {"", "push", "pull", "pub", "sub"}) {
     INFO("command: " << command);

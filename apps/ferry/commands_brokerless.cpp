@@ -131,11 +131,12 @@ void print_receive_stats(const ferry::receive_stats& s, const receive_session& s
 
 // Sends every input line through `send` (which sends a batch and returns a batch_status). Lines already read
 // and waiting go together in one batch (one v2 frame per run of lines), up to max_cli_batch; a line is never
-// held back waiting for more. Returns how many were sent.
+// held back waiting for more. Returns how many were sent; throws ferry::error naming the first message not
+// sent, with `why(status)` appended.
 constexpr std::size_t max_cli_batch = 1024;
 
-template <typename Send>
-std::uint64_t send_lines(const send_flags& f, line_reader& input, Send&& send) {
+template <typename Send, typename Why>
+std::uint64_t send_lines(const send_flags& f, line_reader& input, Send&& send, Why&& why) {
   std::uint64_t sent = 0;
   std::vector<ferry::message> batch;
   std::string line;
@@ -148,13 +149,16 @@ std::uint64_t send_lines(const send_flags& f, line_reader& input, Send&& send) {
     const ferry::batch_status r = send(std::span<ferry::message>(batch));
     sent += r.sent;
     if (r.status != ferry::send_status::ok)
-      throw ferry::error("message " + std::to_string(sent + 1) +
-                         " not sent: " + std::string(to_string(r.status)) +
-                         (r.status == ferry::send_status::timed_out
-                              ? " (no room within --timeout-ms " + std::to_string(f.timeout_ms) + ")"
-                              : ""));
+      throw ferry::error("message " + std::to_string(sent + 1) + " not sent: " + why(r.status));
   }
   return sent;
+}
+
+std::string endpoint_list(const ferry::endpoints& where) {
+  std::string out;
+  for (const auto* list : {&where.connect, &where.bind})
+    for (const auto& ep : *list) out += (out.empty() ? "" : ", ") + ep;
+  return out;
 }
 
 int run_push(const send_flags& f) {
@@ -165,13 +169,24 @@ int run_push(const send_flags& f) {
   ferry::context ctx;
   ferry::pusher_options options;
   options.socket.linger = milliseconds(f.linger_ms);
+  // Nothing is queued for a worker that has not connected: a send waits for one (up to the timeout)
+  // instead of filling a queue nobody may ever read, so "sent" means a worker was there to take it.
+  options.socket.immediate = true;
   if (f.timeout_ms > 0) options.send_timeout = milliseconds(f.timeout_ms);
   std::uint64_t sent = 0;
   std::uint64_t frames = 0;
   {
     ferry::pusher push(ctx, where, options);
     announce_bound(push.bound());
-    sent = send_lines(f, input, [&](std::span<ferry::message> m) { return push.send_batch(m); });
+    const std::string waited = std::to_string(options.send_timeout.count()) + " ms (--timeout-ms)";
+    sent = send_lines(
+        f, input, [&](std::span<ferry::message> m) { return push.send_batch(m); },
+        [&](ferry::send_status st) -> std::string {
+          if (st != ferry::send_status::timed_out) return std::string(to_string(st));
+          if (push.stats().connects == 0)
+            return "no worker connected to " + endpoint_list(where) + " within " + waited;
+          return "timed_out (no worker took it within " + waited + ")";
+        });
     frames = push.stats().frames;
   }  // the socket closes first (lingering), then the context ends
   if (f.stats)
@@ -203,7 +218,15 @@ int run_pub(const send_flags& f) {
                            std::to_string(f.wait_subscribers) + " subscriptions arrived within " +
                            std::to_string(wait.count()) + " ms (--wait-subscribers)");
     }
-    (void)send_lines(f, input, [&](std::span<ferry::message> m) { return pub.publish_batch(m); });
+    (void)send_lines(
+        f, input, [&](std::span<ferry::message> m) { return pub.publish_batch(m); },
+        [&](ferry::send_status st) {
+          return std::string(to_string(st)) +
+                 (st == ferry::send_status::timed_out
+                      ? " (no room within " + std::to_string(options.send_timeout.count()) +
+                            " ms, --timeout-ms)"
+                      : "");
+        });
     stats = pub.stats();
   }
   if (f.stats)
@@ -248,12 +271,15 @@ int run_sub(const receive_flags& f) {
 }
 
 constexpr const char* push_footer =
-    "Guarantee: at most once. Each message is queued for one worker pool (round-robin). push waits for\n"
-    "room when workers are slow; after the last line it closes its socket, waiting up to --linger-ms for\n"
-    "queued messages to leave, then exits. A message is lost if its worker dies, or if nothing takes it\n"
-    "within --linger-ms. Over ipc, libzmq 4.3.4 also drops what a worker had not read yet when push exits\n"
-    "while that worker is behind, unless the worker's queue has no limit (ferry pull's default on ipc).\n"
-    "Use tcp or ferry pull on ipc for scripts; use ferryd for confirmed, durable delivery.\n"
+    "Guarantee: at most once. Each message is queued for one connected worker pool (round-robin), never\n"
+    "for one that has not connected. push waits up to --timeout-ms (default 10000) for a worker to connect\n"
+    "or for room when workers are slow, then exits with status 1 ('no worker connected to ENDPOINT within\n"
+    "N ms' when none ever did). It logs connections made and lost, and says 'cannot reach ENDPOINT\n"
+    "(retrying)' while it waits for one. After the last line it closes its socket, waiting up to\n"
+    "--linger-ms for queued messages to leave, then exits. A message is lost if its worker dies, or if\n"
+    "nothing takes it within --linger-ms. Over ipc, libzmq 4.3.4 also drops what a worker had not read yet\n"
+    "when push exits while that worker is behind, unless the worker's queue has no limit (ferry pull's\n"
+    "default on ipc). Use tcp or ferry pull on ipc for scripts; use ferryd for confirmed, durable delivery.\n"
     "\n"
     "Example:  seq 3 | ferry push --connect tcp://127.0.0.1:5555 --topic jobs -H source=cli\n";
 
@@ -284,7 +310,7 @@ void add_brokerless_commands(CLI::App& app, std::vector<command>& commands) {
     CLI::App* cmd = app.add_subcommand("push", "Send one message per input line to worker pools (PUSH)");
     add_send_flags(*cmd, *f, "Queue (topic) of every message");
     cmd->add_option("--timeout-ms", f->timeout_ms,
-                    "Fail when no worker takes a message within MS milliseconds")
+                    "Fail when no worker takes a message within MS milliseconds (default 10000)")
         ->type_name("MS")
         ->check(whole_number(1, max_int));
     cmd->footer(push_footer);
@@ -307,7 +333,8 @@ void add_brokerless_commands(CLI::App& app, std::vector<command>& commands) {
         ->type_name("N")
         ->check(whole_number(1, max_count));
     cmd->add_option("--timeout-ms", f->timeout_ms,
-                    "Bound of --wait-subscribers, and of each wait for room with --block")
+                    "Bound of --wait-subscribers (default 5000) and of each wait for room with --block "
+                    "(default 10000)")
         ->type_name("MS")
         ->check(whole_number(1, max_int));
     cmd->add_flag("--block", f->block, "Wait for room when a subscriber is full instead of dropping");
