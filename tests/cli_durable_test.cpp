@@ -555,6 +555,33 @@ TEST_CASE("cli durable: ferryd logs SIGHUP, ignores it and keeps serving", "[cli
   CHECK(ferryd.process().wait(10s) == 0);
 }
 
+TEST_CASE("cli durable: ferryd --help shows the defaults docs/operations.md lists for its flags",
+          "[cli][durable]") {
+  const auto help = test::run({test::built_program("apps/ferryd/ferryd"), "--help"});
+  REQUIRE(help.code == 0);
+  std::ifstream doc(std::string(FERRY_SOURCE_DIR) + "/docs/operations.md");
+  REQUIRE(doc);
+  int rows = 0;
+  for (std::string line; std::getline(doc, line);) {
+    // | `--lease-ms MS` | `30000` | ...      (a default that is not a plain value is skipped)
+    if (line.rfind("| `--", 0) != 0) continue;
+    const auto name_end = line.find_first_of(" `", 3);
+    const std::string flag = line.substr(3, name_end - 3);
+    const auto flag_cell_end = line.find("` |", 3);  // the flag's cell may hold "\|"
+    if (flag_cell_end == std::string::npos || line.compare(flag_cell_end, 5, "` | `") != 0) continue;
+    const auto cell = flag_cell_end + 5;
+    const std::string value = line.substr(cell, line.find('`', cell) - cell);
+    if (value.empty() || value[0] == '$') continue;
+    INFO(flag << " defaults to " << value << " in docs/operations.md; ferryd --help:\n" << help.out);
+    const auto at = help.out.find("  " + flag + " ");
+    REQUIRE(at != std::string::npos);
+    const std::string shown = help.out.substr(at, help.out.find('\n', at) - at);
+    CHECK(contains(shown, "=" + value));
+    ++rows;
+  }
+  CHECK(rows >= 15);
+}
+
 TEST_CASE("cli durable: ferryd takes its options from a TOML --config file", "[cli][durable]") {
   // The example of docs/operations.md, with a port and a directory of this test's own.
   test::temp_dir dir;

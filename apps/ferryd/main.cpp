@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
                  "Read options from a TOML or INI file (key = value, same names as the flags); "
                  "flags on the command line win");
 
+  // --help shows each default, the list docs/operations.md gives (a test compares the two).
+  app.option_defaults()->always_capture_default();
+
   forwarder_options o;
   std::string data_dir;
   std::vector<std::string> bind;
@@ -44,7 +47,7 @@ int main(int argc, char** argv) {
 
   app.add_option("--data-dir", data_dir, "Directory holding the queues (must exist and be writable)")
       ->required();
-  app.add_option("--bind", bind, "Endpoint to listen on, repeatable (default tcp://127.0.0.1:5570)");
+  app.add_option("--bind", bind, "Endpoint to listen on, repeatable")->default_str(o.bind.front());
   app.add_option("--fsync", fsync,
                  "always: confirm after fdatasync (default); interval: confirm after write, "
                  "sync every --fsync-interval-ms (a machine crash can lose that much)")
