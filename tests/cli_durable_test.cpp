@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -580,6 +581,31 @@ TEST_CASE("cli durable: ferryd --help shows the defaults docs/operations.md list
     ++rows;
   }
   CHECK(rows >= 15);
+}
+
+TEST_CASE("cli durable: the README and operations.md start ferryd on one directory that they create",
+          "[cli][durable]") {
+  // ferryd exits 3 on a missing --data-dir: every shell line that starts it must follow a mkdir -p of it.
+  std::set<std::string> dirs;
+  for (const std::string doc : {"README.md", "docs/operations.md"}) {
+    std::ifstream in(std::string(FERRY_SOURCE_DIR) + "/" + doc);
+    REQUIRE(in);
+    std::set<std::string> made;
+    int started = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("mkdir -p ", 0) == 0) made.insert(line.substr(9, line.find(' ', 9) - 9));
+      if (line.rfind("ferryd --data-dir ", 0) != 0) continue;
+      const std::string dir = line.substr(18, line.find(' ', 18) - 18);
+      INFO(doc << ": " << line);
+      CHECK(made.count(dir) == 1);
+      dirs.insert(dir);
+      ++started;
+    }
+    CHECK(started >= 1);
+  }
+  CHECK(dirs.size() == 1);  // the same path in both
+  // The durable example the README points to exists.
+  CHECK(std::filesystem::exists(std::string(FERRY_SOURCE_DIR) + "/examples/jobs.cpp"));
 }
 
 TEST_CASE("cli durable: ferryd takes its options from a TOML --config file", "[cli][durable]") {

@@ -1,0 +1,83 @@
+// Durable jobs through ferryd: a producer whose every job is confirmed once it is on ferryd's disk, and a
+// consumer of 2 threads that acknowledges each job it handled. Job 7 fails on its first attempt and is
+// delivered again; job 13 is rejected and goes to the dead-letter queue. Exit code 0 only when every other
+// job was handled exactly once and job 13 is the one dead letter.
+//
+// Needs a running ferryd; the queue is this run's own (jobs-<pid>), so runs do not mix:
+//   mkdir -p /tmp/ferryd && ferryd --data-dir /tmp/ferryd &
+//   ./jobs [ENDPOINT]          (default tcp://127.0.0.1:5570)
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "ferry/ferry.hpp"
+
+int main(int argc, char** argv) {
+  using namespace std::chrono_literals;
+  const std::string forwarder = argc > 1 ? argv[1] : "tcp://127.0.0.1:5570";
+  const std::string queue = "jobs-" + std::to_string(::getpid());
+  constexpr int jobs = 1000;
+  ferry::context ctx;
+
+  // Producing: send() queues a job; flush() waits until ferryd confirmed (or refused) every one.
+  ferry::producer producer(ctx, forwarder, {}, {}, [](const ferry::refusal& r) {
+    std::fprintf(stderr, "refused: %s: %s\n", r.code.c_str(), r.text.c_str());
+  });
+  for (int i = 0; i < jobs; ++i) {
+    ferry::message job(queue, "job " + std::to_string(i));
+    job.set_header("n", std::to_string(i));
+    if (producer.send(job) != ferry::send_status::ok) return 1;
+  }
+  if (!producer.flush(30s) || producer.stats().confirmed != jobs) {
+    std::fprintf(stderr, "ferryd at %s did not confirm every job\n", forwarder.c_str());
+    return 1;
+  }
+
+  // Consuming: a handler that returns acknowledges its job; one that throws has it delivered again.
+  std::mutex mutex;
+  std::condition_variable progress;
+  std::map<int, int> handled;  // job -> times handled
+  ferry::consumer consumer(ctx, forwarder, queue,
+                           [&](ferry::message& job) {
+                             const int n = std::stoi(std::string(job.header("n")));
+                             if (n == 7 && job.attempt() == 1)
+                               throw std::runtime_error("flaky on its first attempt");
+                             if (n == 13) throw ferry::reject_message("job 13 can never succeed");
+                             std::lock_guard lock(mutex);
+                             ++handled[n];
+                             progress.notify_all();
+                           },
+                           {.threads = 2});
+  {
+    std::unique_lock lock(mutex);
+    progress.wait_for(lock, 30s, [&] { return handled.size() == jobs - 1; });
+  }
+  consumer.stop();
+
+  bool ok = handled.size() == jobs - 1 && handled.count(13) == 0;
+  for (const auto& [n, times] : handled) ok = ok && times == 1;
+  // The dead-letter queue keeps the rejected job with why it got there (once ferryd has it on disk).
+  ferry::admin admin(ctx, forwarder);
+  ferry::dlq_listing dead = admin.dlq_list(queue);
+  for (int tries = 0; dead.messages.empty() && tries < 100; ++tries) {
+    std::this_thread::sleep_for(50ms);
+    dead = admin.dlq_list(queue);
+  }
+  ok = ok && dead.messages.size() == 1 && dead.messages[0].payload == "job 13";
+  const ferry::consumer_stats st = consumer.stats();
+  std::printf("%d jobs confirmed; %zu handled once, %llu failed and redelivered, %zu in %s", jobs,
+              handled.size(), static_cast<unsigned long long>(st.failed), dead.messages.size(),
+              dead.queue.c_str());
+  if (!dead.messages.empty())
+    std::printf(" (%s)", dead.messages[0].headers.at("ferry-dead-letter-reason").c_str());
+  std::printf("\n%s\n", ok ? "OK" : "FAILED");
+  (void)admin.dlq_purge(queue);
+  return ok ? 0 : 1;
+}
