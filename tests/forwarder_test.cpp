@@ -50,6 +50,15 @@ struct running_forwarder {
   }
 };
 
+// Sends one message with `payload` to `queue` through a producer of its own; requires ferryd's confirmation.
+void store(context& ctx, const running_forwarder& fwdr, const std::string& queue,
+           const std::string& payload) {
+  producer p(ctx, fwdr.endpoint);
+  message m(queue, payload);
+  REQUIRE(p.send(m) == send_status::ok);
+  REQUIRE(p.flush(5s));
+}
+
 }  // namespace
 
 TEST_CASE("messages sent through ferryd reach a consumer with every field", "[forwarder]") {
@@ -290,10 +299,7 @@ TEST_CASE("a handler that throws gets its message again, then it is dead-lettere
 TEST_CASE("reject_message dead-letters at once", "[forwarder]") {
   running_forwarder fwdr;
   context ctx;
-  producer p(ctx, fwdr.endpoint);
-  message m("jobs", "unsupported");
-  REQUIRE(p.send(m) == send_status::ok);
-  REQUIRE(p.flush(5s));
+  store(ctx, fwdr, "jobs", "unsupported");
   std::atomic<int> calls{0};
   consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
     ++calls;
@@ -342,10 +348,7 @@ TEST_CASE("a consumer that stops hands unstarted messages back without an attemp
 TEST_CASE("a message dead-lettered, replayed and dead-lettered again is in the DLQ again", "[forwarder]") {
   running_forwarder fwdr;
   context ctx;
-  producer p(ctx, fwdr.endpoint);
-  message m("jobs", "twice");
-  REQUIRE(p.send(m) == send_status::ok);
-  REQUIRE(p.flush(5s));
+  store(ctx, fwdr, "jobs", "twice");
   std::atomic<int> calls{0};
   consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
     ++calls;
@@ -575,12 +578,7 @@ TEST_CASE("a queue only ever consumed from lives until ferryd restarts, one that
   // docs/operations.md (Data directory) and docs/protocol.md (Queue names) say exactly this.
   running_forwarder fwdr;
   context ctx;
-  {
-    producer p(ctx, fwdr.endpoint);
-    message m("kept", "x");
-    REQUIRE(p.send(m) == send_status::ok);
-    REQUIRE(p.flush(10s));
-  }
+  store(ctx, fwdr, "kept", "x");
   for (const std::string queue : {"watched", "kept"}) {
     std::atomic<int> handled{0};
     consumer c(ctx, fwdr.endpoint, queue, [&](message&) { ++handled; });
