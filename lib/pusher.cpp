@@ -126,6 +126,7 @@ send_status pusher::send(message& msg) {
       }
       s = detail::send_message(socket_, msg, false, options_.wire);
     }
+    read_connections();  // the connection that made room is logged now, not at the 1024th send
   }
   if (s == send_status::ok) ++stats_.frames;
   count(s, 1);
@@ -157,6 +158,7 @@ batch_status pusher::send_batch(std::span<message> msgs) {
       break;
     }
   }
+  if (until) read_connections();  // the connection that made room is logged now
   if (r.status != send_status::ok) {
     count(r.status, 0);
     return r;

@@ -78,7 +78,7 @@ TEST_CASE("message_id hex round trip and rejects bad input", "[message_id]") {
   CHECK_FALSE(id.is_nil());
 }
 
-TEST_CASE("message constructor stamps id and time; clone copies everything", "[message]") {
+TEST_CASE("message constructor stamps id and time, and clone copies everything", "[message]") {
   message m("orders", "payload-bytes");
   m.set_key("order-7");
   m.set_header("trace", "abc");

@@ -172,7 +172,7 @@ TEST_CASE("a real publisher's sequences have no gaps and carry its origin", "[to
   }
 }
 
-TEST_CASE("a subscription ending in 00 takes one topic exactly; a prefix takes its extensions", "[topics]") {
+TEST_CASE("a subscription ending in 00 takes one topic exactly, a prefix takes its extensions", "[topics]") {
   context ctx;
   publisher pub(ctx, {.bind = {"inproc://topics-exact"}});
   recorded<> exact, prefix;

@@ -140,7 +140,7 @@ TEST_CASE("handler exceptions are counted and the pool keeps going", "[work_queu
   CHECK(pool.stats().handled == 50);
 }
 
-TEST_CASE("malformed frame sets are rejected and counted; good ones still flow", "[work_queue]") {
+TEST_CASE("malformed frame sets are rejected and counted, and good ones still flow", "[work_queue]") {
   context ctx;
   std::atomic<int> handled{0};
   worker_pool pool(ctx, {.bind = {"inproc://wq-bad"}}, [&](message&) { ++handled; });
@@ -163,7 +163,7 @@ TEST_CASE("malformed frame sets are rejected and counted; good ones still flow",
   CHECK(pool.stats().received == 1);
 }
 
-TEST_CASE("malformed v2 frames are rejected and counted; the pool keeps serving", "[work_queue]") {
+TEST_CASE("malformed v2 frames are rejected and counted, and the pool keeps serving", "[work_queue]") {
   context ctx;
   collected got;
   worker_pool pool(ctx, {.bind = {"inproc://wq-bad-v2"}}, [&](message& m) { got.add(m); });
