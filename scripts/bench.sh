@@ -3,9 +3,11 @@
 #   scripts/bench.sh                 full run: 5 repetitions per case, about 1-2 s per measurement
 #   scripts/bench.sh --quick         smoke run: 1 repetition, small counts (what CI runs)
 #   scripts/bench.sh --only pubsub --transports tcp --reps 3    extra arguments go to bench/bench.py
+#   scripts/bench.sh --only pushpull-batch64,pubsub-batch64,pushpull-large   cases: bench/suite/cases.py
 #   scripts/bench.sh --peers         durable cases also run Redis Streams and NATS JetStream (installed
 #                                    from Debian: redis-server, nats-server, libhiredis-dev, libnats-dev)
-# Writes bench/results/latest.jsonl (one JSON line per case) and prints a markdown table.
+# Writes bench/results/latest.jsonl (one JSON line per case; --output elsewhere) and prints markdown tables
+# and the targets' verdicts.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
