@@ -34,12 +34,12 @@ CASES = [
          "publisher (when_full::block) -> subscriber vs raw XPUB (XPUB_NODROP) -> SUB; subscribed before the "
          "first send, nothing dropped: rates count delivered messages"),
     Case(f"pushpull-batch{BATCH}", "throughput", TRANSPORTS, BATCH_SIZES, [FERRY, RAW1], run_thr,
-         thr_counts(200_000, 2_000_000),
+         thr_counts(400_000, 4_000_000),
          f"pusher::send_batch of {BATCH} messages (built per message, one frame per batch) -> worker_pool vs raw "
          f"PUSH -> PULL sending one message per frame",
          params={"pattern": "pushpull", "batch": BATCH}),
     Case(f"pubsub-batch{BATCH}", "throughput", TRANSPORTS, BATCH_SIZES, [FERRY, RAW1], run_thr,
-         thr_counts(200_000, 2_000_000),
+         thr_counts(400_000, 4_000_000),
          f"publisher::publish_batch of {BATCH} messages -> subscriber vs raw XPUB -> SUB one message per frame; "
          f"no drops, as pubsub",
          params={"pattern": "pubsub", "batch": BATCH}),
