@@ -68,13 +68,31 @@ class ferryd_process {
   std::optional<test::child_process> process_;
 };
 
-// -B: no __pycache__ in the source tree; -u: every line reaches us as soon as it is printed.
+// -B: no __pycache__ in the source tree; -u: every line reaches us as soon as it is printed. `protocol` is
+// the highest forwarder protocol version the Python client speaks.
 std::vector<std::string> durable(const std::string& scenario, const ferryd_process& d,
-                                 const std::string& queue, std::vector<std::string> args = {}) {
-  std::vector<std::string> argv{"/usr/bin/python3", "-B",         "-u", interop_dir + "durable.py",
-                                scenario,           d.endpoint(), queue};
+                                 const std::string& queue, std::vector<std::string> args = {},
+                                 int protocol = 2) {
+  std::vector<std::string> argv{"/usr/bin/python3",
+                                "-B",
+                                "-u",
+                                interop_dir + "durable.py",
+                                "--protocol",
+                                std::to_string(protocol),
+                                scenario,
+                                d.endpoint(),
+                                queue};
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
+}
+
+// What a durable.py client printed as `sends v1 N v2 M` or `delivers v1 N v2 M`: {N, M}.
+std::pair<int, int> forms(const std::string& out, const std::string& what) {
+  std::istringstream in(output_value(out, what));
+  std::string v1, v2;
+  int n1 = -1, n2 = -1;
+  in >> v1 >> n1 >> v2 >> n2;
+  return {n1, n2};
 }
 
 // Runs `durable.py stats`, which waits until the queue's STATS fields have the given values.
@@ -235,11 +253,23 @@ zmq::socket_t dealer(context& ctx, const std::string& endpoint) {
 
 }  // namespace
 
-TEST_CASE("ferryd interop: python durable producer -> ferry::consumer, every field intact",
-          "[interop][ferryd]") {
+TEST_CASE(
+    "ferryd interop: python durable producer in protocol v2 and v1 -> ferry::consumer, every field intact",
+    "[interop][ferryd]") {
+  const int protocol = GENERATE(2, 1);
+  INFO("python speaks forwarder protocol v" << protocol);
   ferryd_process d;
-  test::child_process py(durable("produce", d, "py-jobs"));
+  test::child_process py(durable("produce", d, "py-jobs", {}, protocol));
   require_success(py);  // every message confirmed, the resent copies confirmed again and stored once
+  CHECK(output_value(py.out(), "protocol") == std::to_string(protocol));  // what WELCOME agreed on
+  const auto [v1_sends, v2_sends] = forms(py.out(), "sends");
+  if (protocol == 2) {
+    CHECK(v2_sends > 0);
+    CHECK(v1_sends == 2);  // the 100 kB payload, sent twice, goes alone in v1 form (as ferry's producer does)
+  } else {
+    CHECK(v2_sends == 0);  // a client that predates v2: frame pairs only, and ferryd stores them all
+    CHECK(v1_sends > 0);
+  }
   std::vector<fields> sent = described(py.out());
   sort_by_id(sent);  // one Python generator: the order they were made
   REQUIRE(sent.size() == 67);
@@ -292,14 +322,20 @@ TEST_CASE("ferryd interop: python producer resends unconfirmed messages with the
   require_stats(d, "py-resend", {"depth=0", "acked=10", "delivered=10"});
 }
 
-TEST_CASE("ferryd interop: ferry::producer -> python durable consumer, acknowledged, STATS drained",
+TEST_CASE("ferryd interop: ferry::producer -> python durable consumer in protocol v2 and v1, acknowledged",
           "[interop][ferryd]") {
+  const int protocol = GENERATE(2, 1);
+  INFO("python speaks forwarder protocol v" << protocol);
   ferryd_process d;
-  test::child_process py(durable("consume", d, "cpp-jobs", {"67"}));
+  test::child_process py(durable("consume", d, "cpp-jobs", {"67"}, protocol));
   require_output(py, "ready");  // subscribed before anything is sent: deliveries follow the commits
   std::vector<message> messages = varied_messages("cpp-jobs", 60);
   const std::vector<fields> sent = produce(d, messages);
   require_success(py);
+  // The form of every DELIVER is the one the consumer asked for in CONSUME (v1: it asked for none).
+  const auto [v1_delivers, v2_delivers] = forms(py.out(), "delivers");
+  CHECK((protocol == 2 ? v1_delivers : v2_delivers) == 0);
+  CHECK((protocol == 2 ? v2_delivers : v1_delivers) > 0);
   std::vector<fields> expected;
   for (const auto& f : sent) expected.push_back(delivered(f, "cpp-jobs"));
   std::vector<fields> consumed = described(py.out());
@@ -312,6 +348,42 @@ TEST_CASE("ferryd interop: ferry::producer -> python durable consumer, acknowled
   CHECK(output_value(py.out(), "stat confirmed") == "67");
   CHECK(output_value(py.out(), "stat delivered") == "67");
   CHECK(output_value(py.out(), "stat stale_acks") == "0");
+}
+
+TEST_CASE("ferryd interop: a mixed fleet, python producer in v2 -> python consumer in v1, every field intact",
+          "[interop][ferryd]") {
+  ferryd_process d;
+  test::child_process producer(durable("produce", d, "mixed", {}, 2));
+  require_success(producer);
+  CHECK(forms(producer.out(), "sends").second > 0);  // blocks went in
+  std::vector<fields> expected;
+  for (const auto& f : described(producer.out())) expected.push_back(delivered(f, "mixed"));
+  sort_by_id(expected);
+  REQUIRE(expected.size() == 67);
+
+  test::child_process consumer(durable("consume", d, "mixed", {"67"}, 1));
+  require_success(consumer);
+  const auto [v1_delivers, v2_delivers] = forms(consumer.out(), "delivers");
+  CHECK(v2_delivers == 0);  // frame pairs out, whatever form brought the messages in
+  CHECK(v1_delivers > 0);
+  std::vector<fields> consumed = described(consumer.out());
+  sort_by_id(consumed);
+  CHECK(consumed == expected);
+  CHECK(output_value(consumer.out(), "stat acked") == "67");
+}
+
+TEST_CASE("ferryd interop: the Python client of docs/protocol.md (forwarder-v2) round-trips through ferryd",
+          "[interop][ferryd]") {
+  const int protocol = GENERATE(2, 1);
+  INFO("the snippet speaks forwarder protocol v" << protocol);
+  ferryd_process d;
+  test::child_process py(durable("snippet", d, "snippet", {protocol_md}, protocol));
+  require_success(py);  // hello(), send_frames(), deliveries(): every message back once, every field intact
+  CHECK(output_value(py.out(), "protocol") == std::to_string(protocol));
+  CHECK(output_value(py.out(), "snippet") == "67 ok");
+  const auto [v1_delivers, v2_delivers] = forms(py.out(), "delivers");
+  CHECK((protocol == 2 ? v1_delivers : v2_delivers) == 0);
+  require_stats(d, "snippet", {"depth=0", "acked=67", "confirmed=67"});
 }
 
 TEST_CASE("ferryd interop: python NACK redelivers with attempt 2, REJECT dead-letters, replay returns it",
@@ -381,8 +453,14 @@ TEST_CASE("ferryd interop: the forwarder exchanges in docs/protocol.md match a r
   const std::vector<wire_message> exchanges = parse_exchanges();
   std::set<std::string> verbs;
   for (const auto& m : exchanges) verbs.insert(m.verb);
-  CHECK(verbs == std::set<std::string>{"SEND", "CONFIRM", "REFUSE", "CONSUME", "CONSUMING", "DELIVER", "NACK",
-                                       "ACK", "ERROR", "PING", "PONG"});
+  CHECK(verbs == std::set<std::string>{"HELLO", "WELCOME", "SEND", "CONFIRM", "REFUSE", "CONSUME",
+                                       "CONSUMING", "DELIVER", "NACK", "ACK", "ERROR", "PING", "PONG"});
+  // Both protocol versions: SEND and DELIVER in frame pairs (v1) and with one block (v2).
+  std::set<std::pair<std::string, std::size_t>> forms_seen;
+  for (const auto& m : exchanges)
+    if (m.verb == "SEND" || m.verb == "DELIVER") forms_seen.emplace(m.verb, m.frame_count);
+  CHECK(forms_seen == std::set<std::pair<std::string, std::size_t>>{
+                          {"SEND", 4}, {"SEND", 3}, {"DELIVER", 5}, {"DELIVER", 4}});
 
   ferryd_process d;  // default flags: the document's CONSUMING shows the default lease and heartbeat
   context ctx;
@@ -448,6 +526,8 @@ TEST_CASE("ferryd interop: the forwarder exchanges in docs/protocol.md match a r
     }
   }
   CHECK(varying.at("token 1") != varying.at("token 2"));
+  CHECK(varying.at("token 3") != varying.at("token 4"));
+  CHECK(varying.at("server").substr(1, 7) == "ferryd ");  // fixstr header, then "ferryd <release>"
   // The DELIVER envelopes are the storage form with the attempt patched: 1, then 2 after the NACK.
   REQUIRE(envelopes_delivered.size() == 2);
   for (std::uint32_t attempt = 1; attempt <= 2; ++attempt) {
@@ -459,4 +539,9 @@ TEST_CASE("ferryd interop: the forwarder exchanges in docs/protocol.md match a r
   }
   // The ACK in the document took effect (PONG on the consumer's connection came after it).
   require_stats(d, "jobs", {"depth=0", "confirmed=1", "acked=1", "nacked=1", "redelivered=1"});
+  // The v2 part: both messages of the block stored and acknowledged; the block cut short stored nothing.
+  require_stats(d, "orders", {"depth=0", "confirmed=2", "acked=2", "delivered=2", "deduplicated=0"});
+  context actx;
+  admin a(actx, d.endpoint());
+  CHECK(a.stats().malformed_frames == 1);
 }

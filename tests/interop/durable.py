@@ -1,6 +1,10 @@
 """Scenarios for tests/interop_ferryd_test.cpp: ferry_py's durable producer and consumer against a real ferryd.
 
-usage: durable.py SCENARIO ENDPOINT QUEUE [ARGS...]
+usage: durable.py [--protocol 1|2] SCENARIO ENDPOINT QUEUE [ARGS...]
+
+--protocol is the highest forwarder protocol version the client speaks (default 2). Producers print
+`protocol N` (the version WELCOME agreed on) and `sends v1 N v2 M` (SENDs by form) before they exit;
+consumers print `delivers v1 N v2 M` (DELIVERs by form).
 
   produce                  sends a fixed set of messages (several SENDs), sends some again with the same ids,
                            prints `msg ...` per message (ferry_py.describe), `confirmed N`, `reconfirmed N`
@@ -14,15 +18,24 @@ usage: durable.py SCENARIO ENDPOINT QUEUE [ARGS...]
   silent                   holds a delivery without answering until a `wake` line on stdin (so ferryd declares
                            it dead), then answers it, and once idle goes silent again until the next `wake`
   stats KEY=VALUE...       polls STATS until the queue's fields have these values; prints `stat KEY VALUE`
+  snippet PROTOCOL_MD      runs the ```python forwarder-v2 block of docs/protocol.md as it stands: hello(),
+                           send_frames() for the produce set, CONSUME, deliveries() and ACK; checks every
+                           message came back intact once; prints `protocol N`, `delivers v1 N v2 M`,
+                           `snippet N ok`
 
 Every wait is bounded; on failure a scenario prints what it saw and exits with 3."""
 
+import re
 import sys
 import time
+
+import msgpack
+import zmq
 
 import ferry_py as f
 
 WAIT_MS = 20_000
+PROTOCOL = f.FORWARDER_PROTOCOL_VERSION  # --protocol
 
 
 def fail(what):
@@ -55,6 +68,24 @@ def print_stats(stats):
         print(f"stat {k} {stats[k]}", flush=True)
 
 
+def print_forms(what, counts):
+    print(f"{what} v1 {counts[f.FORWARDER_PROTOCOL_V1]} v2 {counts[f.FORWARDER_PROTOCOL_V2]}", flush=True)
+
+
+def producer(endpoint, **options):
+    """A DurableProducer that has said HELLO; prints the agreed version."""
+    p = f.DurableProducer(endpoint, protocol=PROTOCOL, **options)
+    welcome = p.hello()
+    if welcome["version"] != PROTOCOL or p.version != PROTOCOL or welcome["max_batch"] != f.MAX_BATCH:
+        fail(f"WELCOME {welcome} to HELLO v{PROTOCOL}")
+    print(f"protocol {p.version}", flush=True)
+    return p
+
+
+def consumer(endpoint, queue, **options):
+    return f.DurableConsumer(endpoint, queue, protocol=PROTOCOL, **options)
+
+
 def messages(queue):
     yield f.Message(queue, b"hello")
     yield f.Message(queue, b'{"total":42}', key="customer-17",
@@ -69,10 +100,7 @@ def messages(queue):
 
 
 def produce(endpoint, queue):
-    p = f.DurableProducer(endpoint, max_batch=7)  # several SENDs, and a partial last one
-    welcome = p.hello()
-    if welcome["version"] != 1 or welcome["max_batch"] != f.MAX_BATCH:
-        fail(f"WELCOME {welcome}")
+    p = producer(endpoint, max_batch=7)  # several SENDs, and a partial last one
     sent = list(messages(queue))
     p.send(queue, sent)
     if not p.flush(WAIT_MS) or p.refused:
@@ -88,12 +116,12 @@ def produce(endpoint, queue):
     if not p.flush(WAIT_MS) or sorted(p.confirmed) != sorted(m.id for m in again):
         fail(f"resent copies: confirmed {len(p.confirmed)} of {len(again)}")
     print(f"reconfirmed {len(p.confirmed)}", flush=True)
+    print_forms("sends", p.sends)
     print_stats(wait_stats(p, queue, {"confirmed": len(sent), "deduplicated": len(again), "depth": len(sent)}))
 
 
 def resend(endpoint, queue, count):
-    p = f.DurableProducer(endpoint, confirm_timeout_ms=200)
-    p.hello()
+    p = producer(endpoint, confirm_timeout_ms=200)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         fail("expected go")
@@ -114,11 +142,12 @@ def resend(endpoint, queue, count):
     print(f"total_resent {p.resent}", flush=True)
     for m in sent:
         print(f.describe(m), flush=True)
+    print_forms("sends", p.sends)
     print_stats(wait_stats(p, queue, {"confirmed": count, "deduplicated": p.resent, "depth": count}))
 
 
 def consume(endpoint, queue, count):
-    c = f.DurableConsumer(endpoint, queue, prefetch=16)
+    c = consumer(endpoint, queue, prefetch=16)
     options = c.start()
     if options["prefetch"] != 16:
         fail(f"CONSUMING {options}")
@@ -142,12 +171,15 @@ def consume(endpoint, queue, count):
             c.ack(*pending)
             pending.clear()
     c.ack(*pending)
+    if c.malformed:
+        fail(f"{c.malformed} malformed deliveries")
+    print_forms("delivers", c.delivers)
     print_stats(wait_stats(c, queue, {"depth": 0, "acked": count, "in_flight": 0}))
     c.cancel()
 
 
 def nack_reject(endpoint, queue):
-    c = f.DurableConsumer(endpoint, queue, prefetch=4)
+    c = consumer(endpoint, queue, prefetch=4)
     c.start()
     print("ready", flush=True)
     acked = 0
@@ -197,7 +229,7 @@ def wait_dlq(conn, queue, depth):
 
 
 def silent(endpoint, queue):
-    c = f.DurableConsumer(endpoint, queue, prefetch=1)
+    c = consumer(endpoint, queue, prefetch=1)
     c.start()
     print("ready", flush=True)
     d = c.receive(WAIT_MS)
@@ -225,6 +257,56 @@ def silent(endpoint, queue):
     print("done", flush=True)
 
 
+def snippet(endpoint, queue, protocol_md):
+    text = open(protocol_md, encoding="utf-8").read()
+    code = re.search(r"^```python forwarder-v2\n(.*?)^```", text, re.S | re.M)
+    if not code:
+        fail("no ```python forwarder-v2 block in the page")
+    ns = {}
+    exec(compile(code.group(1), "protocol.md: python forwarder-v2", "exec"), ns)
+    ctx = zmq.Context.instance()
+    producer_socket, consumer_socket = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    for s in (producer_socket, consumer_socket):
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVTIMEO, WAIT_MS)
+        s.connect(endpoint)
+    version = ns["hello"](producer_socket, PROTOCOL)
+    print(f"protocol {version}", flush=True)
+    sent = {m.id: m for m in messages(queue)}
+    entries = [(f.encode_envelope(m), m.payload) for m in sent.values()]
+    for start in range(0, len(entries), 25):
+        producer_socket.send_multipart(ns["send_frames"](queue.encode(), entries[start:start + 25], version))
+    unconfirmed = set(sent)
+    while unconfirmed:
+        verb, *rest = producer_socket.recv_multipart()
+        if verb != b"CONFIRM":
+            fail(f"{verb} {rest} to a SEND")
+        unconfirmed -= {rest[0][i:i + 16] for i in range(0, len(rest[0]), 16)}
+    options = {"prefetch": 16} if PROTOCOL < 2 else {"prefetch": 16, "version": PROTOCOL}
+    consumer_socket.send_multipart([b"CONSUME", queue.encode(), msgpack.packb(options)])
+    forms = {1: 0, 2: 0}
+    got = {}
+    while len(got) < len(sent):
+        verb, *rest = consumer_socket.recv_multipart()
+        if verb != b"DELIVER":
+            continue
+        forms[2 if len(rest) == 3 else 1] += 1
+        tokens = []
+        for token, envelope, payload in ns["deliveries"](rest):
+            m = f.Message(queue, payload, **f.decode_envelope(envelope))
+            if m.id in got:
+                fail(f"delivered twice: {m}")
+            got[m.id] = m
+            tokens.append(token)
+        consumer_socket.send_multipart([b"ACK", rest[0], b"".join(tokens)])
+    for id_, m in sent.items():
+        m.attempt = 1  # ferryd stores attempt 0 and delivers the first attempt as 1
+        if vars(got[id_]) != vars(m):
+            fail(f"sent {m}, delivered {got[id_]}")
+    print_forms("delivers", forms)
+    print(f"snippet {len(got)} ok", flush=True)
+
+
 def stats(endpoint, queue, conditions):
     want = {}
     for c in conditions:
@@ -235,7 +317,12 @@ def stats(endpoint, queue, conditions):
 
 
 def main():
-    scenario, endpoint, queue, *args = sys.argv[1:]
+    global PROTOCOL
+    argv = sys.argv[1:]
+    if argv[:1] == ["--protocol"]:
+        PROTOCOL = int(argv[1])
+        argv = argv[2:]
+    scenario, endpoint, queue, *args = argv
     if scenario == "produce":
         produce(endpoint, queue)
     elif scenario == "resend":
@@ -246,6 +333,8 @@ def main():
         nack_reject(endpoint, queue)
     elif scenario == "silent":
         silent(endpoint, queue)
+    elif scenario == "snippet":
+        snippet(endpoint, queue, args[0])
     elif scenario == "stats":
         stats(endpoint, queue, args)
     else:

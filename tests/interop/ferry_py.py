@@ -10,13 +10,14 @@ directions. Needs only pyzmq and msgpack (python3-zmq, python3-msgpack on Debian
     puller = Puller(bind=["tcp://127.0.0.1:5556"])      # takes v1 and v2, counted in puller.frames
     msg = puller.receive(1000)
 
-Through the forwarder, ferryd (docs/protocol.md, "The forwarder protocol"):
+Through the forwarder, ferryd (docs/protocol.md, "The forwarder protocol"), in protocol v2 (messages in
+one block frame per SEND and DELIVER), or v1 with protocol=FORWARDER_PROTOCOL_V1:
 
     producer = DurableProducer("tcp://127.0.0.1:5570")
-    producer.send("jobs", [msg])
+    producer.send("jobs", [msg])              # HELLO first: the version both sides speak decides the SEND form
     producer.flush(5000)                      # True once ferryd confirmed (or refused) every message
     consumer = DurableConsumer("tcp://127.0.0.1:5570", "jobs")
-    consumer.start()
+    consumer.start()                          # CONSUME asks for v2 DELIVERs; a v1 ferryd sends frame pairs
     delivery = consumer.receive(1000)         # a Delivery: .message, .token; answer it
     consumer.ack(delivery)
 """
@@ -302,12 +303,17 @@ def encode_block(msgs, split=False):
     block of one message without its payload (the payload is the next frame)."""
     if not 1 <= len(msgs) <= DEFAULT_LIMITS["max_batch"] or (split and len(msgs) != 1):
         raise ValueError(f"a block holds 1..{DEFAULT_LIMITS['max_batch']} messages (1 when split)")
-    out = bytearray(b"\x92") + _packer.pack(WIRE_V2_TAG) + _packer.pack(len(msgs))
+    out = bytearray(block_header(len(msgs)))
     for m in msgs:
         out += encode_envelope(m)
         if not split:
             out += _packer.pack(bytes(m.payload))  # bytes pack as bin
     return bytes(out)
+
+
+def block_header(count):
+    """The header [2, count] of a block of `count` messages, as ferry writes it."""
+    return b"\x92" + _packer.pack(WIRE_V2_TAG) + _packer.pack(count)
 
 
 def _byte(data, pos):
@@ -647,12 +653,16 @@ def describe(msg):
     return " ".join(parts)
 
 
-# --- the forwarder protocol v1 (ferryd) ------------------------------------------------------------------
+# --- the forwarder protocol (ferryd), versions 1 and 2 ---------------------------------------------------
 # docs/protocol.md, "The forwarder protocol (ferryd)". A DEALER socket per connection; every message starts
-# with an ASCII verb frame, with no empty delimiter frame.
+# with an ASCII verb frame, with no empty delimiter frame. Version 2 carries a SEND's or a DELIVER's messages
+# in one block frame (the block of wire v2, without topic); version 1 in envelope and payload frame pairs.
 
-FORWARDER_PROTOCOL_VERSION = 1
+FORWARDER_PROTOCOL_V1 = 1
+FORWARDER_PROTOCOL_V2 = 2
+FORWARDER_PROTOCOL_VERSION = FORWARDER_PROTOCOL_V2  # the highest this client speaks
 MAX_BATCH = 4096  # messages per SEND
+MAX_SEND_BLOCK_BYTES = 1 << 20  # a v2 SEND's block stays near this (ferryd drops frames over its ZMQ_MAXMSGSIZE)
 ID_SIZE = 16
 TOKEN_SIZE = 8
 
@@ -700,9 +710,14 @@ class ForwarderClient:
     Not thread-safe: one thread drives it through the calls below.
 
     While it waits for anything it sends PING every `heartbeat_ms` and watches the instance in PONG:
-    a new instance means ferryd restarted (see instance_changed)."""
+    a new instance means ferryd restarted (see instance_changed).
 
-    def __init__(self, endpoint, *, ctx=None, heartbeat_ms=1000):
+    `protocol` is the highest forwarder protocol version it speaks (2, or 1 to behave as a client that
+    predates v2); hello() negotiates the version both sides speak and keeps it in `version`."""
+
+    def __init__(self, endpoint, *, ctx=None, heartbeat_ms=1000, protocol=FORWARDER_PROTOCOL_VERSION):
+        if protocol not in (FORWARDER_PROTOCOL_V1, FORWARDER_PROTOCOL_V2):
+            raise ValueError(f"protocol is {FORWARDER_PROTOCOL_V1} or {FORWARDER_PROTOCOL_V2}")
         self.ctx = ctx or zmq.Context.instance()
         self.socket = self.ctx.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)  # what was not confirmed is resent by us, not flushed by libzmq
@@ -710,6 +725,11 @@ class ForwarderClient:
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.connect(endpoint)
         self.heartbeat_ms = heartbeat_ms
+        self.protocol = protocol
+        self.version = None   # the version WELCOME agreed on; None before (or while renegotiating)
+        self.welcome = None   # the last WELCOME map
+        self.fallbacks = 0    # HELLOs refused by a ferryd that speaks only older versions
+        self._hello_version = protocol
         self.instance = None
         self.instance_changes = 0
         self.errors = []    # (code, text) of every ERROR, in order
@@ -749,7 +769,17 @@ class ForwarderClient:
         self.send_frames([b"PING"])
 
     def _handle(self, verb, rest):
-        if verb == b"PONG" and len(rest) == 1 and len(rest[0]) == 8:
+        if verb == b"WELCOME" and rest:
+            self._on_welcome(_unpack_map(rest[0]))
+            self._replies.append((verb, rest))
+        elif verb == b"ERROR" and len(rest) >= 2 and self._refuses_hello(rest):
+            # A ferryd older than the version asked for: ask for the one below (each HELLO names the highest
+            # version the client is willing to speak).
+            self.errors.append((rest[0].decode("ascii", "replace"), rest[1].decode("utf-8", "replace")))
+            self.fallbacks += 1
+            self._hello_version -= 1
+            self._send_hello()
+        elif verb == b"PONG" and len(rest) == 1 and len(rest[0]) == 8:
             instance = int.from_bytes(rest[0], "big")
             changed = self.instance is not None and instance != self.instance
             self.instance = instance
@@ -768,6 +798,31 @@ class ForwarderClient:
     def instance_changed(self):
         """ferryd restarted: what it knew about this connection is gone. Subclasses recover here."""
 
+    def _send_hello(self):
+        self.send_frames([b"HELLO", msgpack.packb({"version": self._hello_version})])
+
+    def _refuses_hello(self, rest):
+        # What a ferryd of protocol v1 answers to HELLO v2: ERROR bad_frames "protocol version 2 is not
+        # supported; this ferryd speaks version 1". Only while no WELCOME has agreed on a version.
+        return (self.version is None and self._hello_version > FORWARDER_PROTOCOL_V1 and rest[0] == b"bad_frames"
+                and b"protocol version" in bytes(rest[1]))
+
+    def _on_welcome(self, welcome):
+        self.welcome = welcome
+        # min(): a WELCOME never names more than was asked for; a ferryd that predates HELLO's negotiation
+        # answers version 1 to HELLO v1.
+        self.version = min(welcome.get("version", FORWARDER_PROTOCOL_V1), self._hello_version)
+        self.heartbeat_ms = welcome.get("heartbeat_ms", self.heartbeat_ms)
+        if self.instance is None:
+            self.instance = welcome.get("instance")
+
+    def renegotiate(self):
+        """Sends HELLO again without waiting (after ferryd restarted, perhaps as another release); until
+        WELCOME arrives `version` is None, and what is sent meanwhile must be v1, which every ferryd takes."""
+        self.version = None
+        self._hello_version = self.protocol
+        self._send_hello()
+
     def on_error(self, code, text):
         """An ERROR arrived (it names no request; see docs/protocol.md)."""
 
@@ -785,13 +840,22 @@ class ForwarderClient:
         return rest
 
     def hello(self, timeout_ms=5000):
-        """HELLO | {version: 1} -> the WELCOME map (version, server, instance, heartbeat_ms, lease_ms, ...)."""
-        welcome = _unpack_map(self._request([b"HELLO", msgpack.packb({"version": FORWARDER_PROTOCOL_VERSION})],
-                                            b"WELCOME", timeout_ms)[0])
-        self.heartbeat_ms = welcome.get("heartbeat_ms", self.heartbeat_ms)
-        if self.instance is None:
-            self.instance = welcome["instance"]
-        return welcome
+        """HELLO | {version: protocol} -> the WELCOME map (version, server, instance, heartbeat_ms, lease_ms,
+        ...). WELCOME's version, the one both sides speak, is kept in `version`. A ferryd that speaks only
+        older versions refuses the HELLO (ERROR bad_frames "protocol version ..."): then the next lower
+        version is asked for. Raises ForwarderError for any other ERROR, TimeoutError when nothing comes."""
+        errors, fallbacks = len(self.errors), self.fallbacks
+        self.renegotiate()
+
+        def other_error():  # an ERROR that is not a refused version
+            return len(self.errors) - errors > self.fallbacks - fallbacks
+
+        if not self.wait_for(lambda: self.version is not None or other_error(), timeout_ms):
+            raise TimeoutError(f"no WELCOME from ferryd in {timeout_ms} ms")
+        if self.version is None:
+            code, text = self.errors[-1]
+            raise ForwarderError(code, text)
+        return self.welcome
 
     def ping(self, timeout_ms=5000):
         """PING -> the instance number of the ferryd process that answered."""
@@ -820,18 +884,26 @@ class DurableProducer(ForwarderClient):
     """Sends messages to ferryd and tracks each one until it is confirmed (on disk) or refused.
 
     Unconfirmed messages are sent again, with the same id and envelope, after `confirm_timeout_ms` and
-    whenever ferryd's instance changes; ferryd's dedup window stores each id once and confirms every copy."""
+    whenever ferryd's instance changes; ferryd's dedup window stores each id once and confirms every copy.
 
-    def __init__(self, endpoint, *, ctx=None, confirm_timeout_ms=5000, max_batch=512, heartbeat_ms=1000):
-        super().__init__(endpoint, ctx=ctx, heartbeat_ms=heartbeat_ms)
+    The first send() says HELLO and waits for WELCOME: in protocol v2 a SEND carries its messages in one
+    block (up to max_batch messages and about MAX_SEND_BLOCK_BYTES), in v1 as envelope and payload frames.
+    A payload of `large_payload` bytes or more goes in a v1 SEND of its own, as ferry's producer sends it
+    (ferryd takes either form at any time); None packs every message into blocks."""
+
+    def __init__(self, endpoint, *, ctx=None, confirm_timeout_ms=5000, max_batch=512, heartbeat_ms=1000,
+                 protocol=FORWARDER_PROTOCOL_VERSION, large_payload=SPLIT_PAYLOAD):
+        super().__init__(endpoint, ctx=ctx, heartbeat_ms=heartbeat_ms, protocol=protocol)
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch is 1..{MAX_BATCH}")
         self.confirm_timeout_ms = confirm_timeout_ms
         self.max_batch = max_batch
+        self.large_payload = large_payload
         self.unconfirmed = {}  # id -> [queue, envelope, payload, sent_at]
         self.confirmed = []    # ids, in the order their CONFIRM arrived
         self.refused = {}      # id -> (code, text)
         self.resent = 0
+        self.sends = {FORWARDER_PROTOCOL_V1: 0, FORWARDER_PROTOCOL_V2: 0}  # SENDs by form
         # REFUSEs for ids we were not waiting for, such as the all-zero id of a malformed envelope
         self.stray_refusals = []
 
@@ -843,18 +915,47 @@ class DurableProducer(ForwarderClient):
         for id_, envelope, payload in items:
             if len(id_) != ID_SIZE or id_ == bytes(ID_SIZE):
                 raise ValueError("every message needs its own 16-byte id, never all zeros")
+        if self.version is None and self.welcome is None:
+            self.hello()  # the form of a SEND depends on the version ferryd speaks
+        for id_, envelope, payload in items:
             self.unconfirmed[id_] = [queue, envelope, payload, 0.0]
         self._transmit(queue, [i for i, _, _ in items])
 
     def _transmit(self, queue, ids):
+        """SENDs for `ids` (all of `queue`), in order: v2 blocks, or v1 frame pairs while no v2 is agreed."""
         now = time.monotonic()
-        for start in range(0, len(ids), self.max_batch):
-            frames = [b"SEND", _text(queue)]
-            for id_ in ids[start:start + self.max_batch]:
-                entry = self.unconfirmed[id_]
-                entry[3] = now
-                frames += [entry[1], entry[2]]
-            self.send_frames(frames)
+        name = _text(queue)
+        packed = self.version is not None and self.version >= FORWARDER_PROTOCOL_V2
+        batch, size = [], 0
+
+        def flush():
+            nonlocal batch, size
+            if not batch:
+                return
+            if packed:
+                entries = b"".join(e[1] + _packer.pack(e[2]) for e in batch)
+                self.send_frames([b"SEND", name, block_header(len(batch)) + entries])
+            else:
+                frames = [b"SEND", name]
+                for e in batch:
+                    frames += [e[1], e[2]]
+                self.send_frames(frames)
+            self.sends[FORWARDER_PROTOCOL_V2 if packed else FORWARDER_PROTOCOL_V1] += 1
+            batch, size = [], 0
+
+        for id_ in ids:
+            entry = self.unconfirmed[id_]
+            entry[3] = now
+            if packed and self.large_payload is not None and len(entry[2]) >= self.large_payload:
+                flush()
+                self.send_frames([b"SEND", name, entry[1], entry[2]])  # v1 form, alone
+                self.sends[FORWARDER_PROTOCOL_V1] += 1
+                continue
+            batch.append(entry)
+            size += len(entry[1]) + len(entry[2])
+            if len(batch) == self.max_batch or (packed and size >= MAX_SEND_BLOCK_BYTES):
+                flush()
+        flush()
 
     def _resend(self, ids):
         by_queue = {}
@@ -865,7 +966,10 @@ class DurableProducer(ForwarderClient):
             self._transmit(queue, group)
 
     def instance_changed(self):
-        self._resend(list(self.unconfirmed))  # a new ferryd may have lost what it had not confirmed
+        # A new ferryd may have lost what it had not confirmed, and may be another release: say HELLO again
+        # and resend at once, in v1 form until WELCOME says more.
+        self.renegotiate()
+        self._resend(list(self.unconfirmed))
 
     def _handle(self, verb, rest):
         if verb == b"CONFIRM" and rest:
@@ -904,10 +1008,16 @@ class DurableConsumer(ForwarderClient):
     every delivery must be answered with ack, nack or reject.
 
     When ferryd forgets this connection (ERROR not_consuming, or a new instance in PONG), it subscribes again
-    and drops the deliveries it holds: their tokens settle nothing any more, and ferryd delivers them again."""
+    and drops the deliveries it holds: their tokens settle nothing any more, and ferryd delivers them again.
 
-    def __init__(self, endpoint, queue, *, ctx=None, prefetch=64, heartbeat_ms=1000, limits=None):
-        super().__init__(endpoint, ctx=ctx, heartbeat_ms=heartbeat_ms)
+    In protocol v2 it says HELLO, then asks in CONSUME for DELIVERs as one block ("version": 2); a ferryd
+    that predates v2 ignores that and sends frame pairs. It takes either form, told apart by frame count
+    (counted in `delivers`). With protocol v1 it behaves as a client that predates v2: no HELLO, and CONSUME
+    holds only the prefetch."""
+
+    def __init__(self, endpoint, queue, *, ctx=None, prefetch=64, heartbeat_ms=1000, limits=None,
+                 protocol=FORWARDER_PROTOCOL_VERSION):
+        super().__init__(endpoint, ctx=ctx, heartbeat_ms=heartbeat_ms, protocol=protocol)
         if not valid_queue_name(queue):
             raise ValueError(f"bad queue name {queue!r}")
         self.queue = queue
@@ -918,11 +1028,14 @@ class DurableConsumer(ForwarderClient):
         self.resubscribed = 0
         self.malformed = 0
         self.cancelled = False
+        self.delivers = {FORWARDER_PROTOCOL_V1: 0, FORWARDER_PROTOCOL_V2: 0}  # well-formed DELIVERs by form
         self._deliveries = []
 
     def start(self, timeout_ms=5000):
-        """CONSUME | queue | {prefetch}; waits for CONSUMING. Returns its map (prefetch, lease_ms,
-        heartbeat_ms, instance)."""
+        """[HELLO,] CONSUME | queue | {prefetch[, version]}; waits for CONSUMING. Returns its map (prefetch,
+        lease_ms, heartbeat_ms, instance)."""
+        if self.protocol >= FORWARDER_PROTOCOL_V2 and self.welcome is None:
+            self.hello()
         seen = self.subscriptions
         self._consume()
         if not self.wait_for(lambda: self.subscriptions > seen, timeout_ms):
@@ -930,7 +1043,10 @@ class DurableConsumer(ForwarderClient):
         return self.options
 
     def _consume(self):
-        self.send_frames([b"CONSUME", self.queue, msgpack.packb({"prefetch": self.prefetch})])
+        options = {"prefetch": self.prefetch}
+        if self.protocol >= FORWARDER_PROTOCOL_V2:
+            options["version"] = self.protocol  # the highest DELIVER form we take; ferryd sends min(it, its own)
+        self.send_frames([b"CONSUME", self.queue, msgpack.packb(options)])
 
     def _resubscribe(self):
         self.resubscribed += 1
@@ -945,6 +1061,8 @@ class DurableConsumer(ForwarderClient):
             self.send_frames([b"ACK", self.queue, b""])
 
     def instance_changed(self):
+        if self.protocol >= FORWARDER_PROTOCOL_V2:
+            self.renegotiate()  # for `version`; CONSUME does not wait for it
         self._resubscribe()
 
     def on_error(self, code, text):
@@ -966,14 +1084,32 @@ class DurableConsumer(ForwarderClient):
             super()._handle(verb, rest)
 
     def _on_deliver(self, rest):
-        # DELIVER | queue | tokens | (envelope | payload) x n
-        if len(rest) < 4 or (len(rest) - 2) % 2 != 0 or len(rest[1]) != TOKEN_SIZE * ((len(rest) - 2) // 2):
+        # v2: DELIVER | queue | tokens | block          v1: DELIVER | queue | tokens | (envelope | payload) x n
+        packed = len(rest) == 3
+        n = len(rest[1]) // TOKEN_SIZE if packed else (len(rest) - 2) // 2
+        if len(rest) < 3 or (not packed and len(rest) % 2 != 0) or n == 0 or len(rest[1]) != TOKEN_SIZE * n:
             self.malformed += 1
             return
         queue = rest[0].decode("utf-8", "surrogateescape")
-        tokens = bytes(rest[1])
-        for i in range((len(rest) - 2) // 2):
-            token = tokens[i * TOKEN_SIZE:(i + 1) * TOKEN_SIZE]
+        tokens = [bytes(rest[1][i * TOKEN_SIZE:(i + 1) * TOKEN_SIZE]) for i in range(n)]
+        if packed:
+            try:
+                entries = decode_block(rest[2], self.limits)
+                if len(entries) != n:
+                    raise DecodeError("batch_count")  # one token per message
+            except DecodeError as e:
+                # Nothing in a bad block can be handled: every delivery goes to the dead-letter queue.
+                self.malformed += n
+                why = f"consumer could not decode the DELIVER block: {e.reason}"
+                for token in tokens:
+                    self.reject(Delivery(queue, token, None), why)
+                return
+            self.delivers[FORWARDER_PROTOCOL_V2] += 1
+            for token, (fields, payload) in zip(tokens, entries):
+                self._deliveries.append(Delivery(queue, token, Message(queue, payload, **fields)))
+            return
+        self.delivers[FORWARDER_PROTOCOL_V1] += 1
+        for i, token in enumerate(tokens):
             try:
                 fields = decode_envelope(rest[2 + 2 * i], self.limits)
             except DecodeError as e:
