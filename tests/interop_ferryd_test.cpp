@@ -386,6 +386,18 @@ TEST_CASE("ferryd interop: the Python client of docs/protocol.md (forwarder-v2) 
   require_stats(d, "snippet", {"depth=0", "acked=67", "confirmed=67"});
 }
 
+TEST_CASE(
+    "ferryd interop: python's v2 producer and consumer fall back to v1 with a ferryd that speaks only v1",
+    "[interop][ferryd][protocol]") {
+  // The fake v1 ferryd runs inside the script (as tests/protocol_versions_test.cpp has one for the C++
+  // clients).
+  test::child_process py(
+      {"/usr/bin/python3", "-B", "-u", interop_dir + "durable.py", "fallback", "-", "-", protocol_md});
+  require_success(
+      py);  // HELLO v2 refused, HELLO v1, frame pairs only, every message back; the page's hello()
+  CHECK(py.out().find("fallback ok") != std::string::npos);
+}
+
 TEST_CASE("ferryd interop: python NACK redelivers with attempt 2, REJECT dead-letters, replay returns it",
           "[interop][ferryd]") {
   ferryd_process d;

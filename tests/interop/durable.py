@@ -17,6 +17,9 @@ consumers print `delivers v1 N v2 M` (DELIVERs by form).
                            ACKs the rest; checks the dead letter with DLQ list, replays it, ACKs it again
   silent                   holds a delivery without answering until a `wake` line on stdin (so ferryd declares
                            it dead), then answers it, and once idle goes silent again until the next `wake`
+  fallback PROTOCOL_MD     ENDPOINT and QUEUE unused: against a fake ferryd of protocol v1 (a ROUTER in this
+                           process), a v2 producer and consumer fall back to v1 (HELLO v1, frame pairs only)
+                           and lose nothing, and the page's hello() returns 1; prints `fallback ok`
   stats KEY=VALUE...       polls STATS until the queue's fields have these values; prints `stat KEY VALUE`
   snippet PROTOCOL_MD      runs the ```python forwarder-v2 block of docs/protocol.md as it stands: hello(),
                            send_frames() for the produce set, CONSUME, deliveries() and ACK; checks every
@@ -27,6 +30,7 @@ Every wait is bounded; on failure a scenario prints what it saw and exits with 3
 
 import re
 import sys
+import threading
 import time
 
 import msgpack
@@ -257,13 +261,19 @@ def silent(endpoint, queue):
     print("done", flush=True)
 
 
-def snippet(endpoint, queue, protocol_md):
+def page_snippet(protocol_md):
+    """The functions of the page's ```python forwarder-v2 block, run as it stands."""
     text = open(protocol_md, encoding="utf-8").read()
     code = re.search(r"^```python forwarder-v2\n(.*?)^```", text, re.S | re.M)
     if not code:
         fail("no ```python forwarder-v2 block in the page")
     ns = {}
     exec(compile(code.group(1), "protocol.md: python forwarder-v2", "exec"), ns)
+    return ns
+
+
+def snippet(endpoint, queue, protocol_md):
+    ns = page_snippet(protocol_md)
     ctx = zmq.Context.instance()
     producer_socket, consumer_socket = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
     for s in (producer_socket, consumer_socket):
@@ -307,6 +317,96 @@ def snippet(endpoint, queue, protocol_md):
     print(f"snippet {len(got)} ok", flush=True)
 
 
+class FakeV1Ferryd:
+    """A ROUTER that answers as a ferryd of protocol v1 does: HELLO with any version but 1 is refused with
+    that ferryd's text, a SEND must be frame pairs (anything else: its ERROR), every message is confirmed and
+    delivered in frame pairs to the last connection that said CONSUME. Serves on its own thread."""
+
+    def __init__(self, ctx):
+        self.socket = ctx.socket(zmq.ROUTER)
+        self.socket.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.hellos = {}       # version -> count
+        self.sends_v1 = self.sends_other = 0
+        self.stored = []       # (envelope, payload)
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self._stop = True
+        self._thread.join()
+        self.socket.close()
+
+    def _reply(self, peer, *frames):
+        self.socket.send_multipart([peer, *frames])
+
+    def _serve(self):
+        consumer, delivered = None, 0
+        welcome = msgpack.packb({"version": 1, "server": "ferryd 0.0.9", "instance": 77, "heartbeat_ms": 1000,
+                                 "lease_ms": 30000, "max_message_bytes": 16 << 20, "max_batch": 4096})
+        while not self._stop:
+            if self.socket.poll(20):
+                peer, verb, *rest = self.socket.recv_multipart()
+                if verb == b"HELLO":
+                    version = msgpack.unpackb(rest[0]).get("version", 1) if rest else 1
+                    self.hellos[version] = self.hellos.get(version, 0) + 1
+                    if version == 1:
+                        self._reply(peer, b"WELCOME", welcome)
+                    else:
+                        text = f"protocol version {version} is not supported; this ferryd speaks version 1"
+                        self._reply(peer, b"ERROR", b"bad_frames", text.encode())
+                elif verb == b"SEND":
+                    if len(rest) < 3 or len(rest) % 2 == 0:
+                        self.sends_other += 1
+                        self._reply(peer, b"ERROR", b"bad_frames",
+                                    b"SEND needs: queue, then envelope and payload frames in pairs")
+                        continue
+                    self.sends_v1 += 1
+                    pairs = list(zip(rest[1::2], rest[2::2]))
+                    self.stored += pairs
+                    self._reply(peer, b"CONFIRM", b"".join(f.decode_envelope(e)["id"] for e, _ in pairs))
+                elif verb == b"CONSUME":
+                    consumer = peer
+                    self._reply(peer, b"CONSUMING", rest[0], msgpack.packb({"prefetch": 64, "instance": 77}))
+                elif verb == b"PING":
+                    self._reply(peer, b"PONG", (77).to_bytes(8, "big"))
+            if consumer is not None and delivered < len(self.stored):
+                batch = self.stored[delivered:]
+                tokens = b"".join((delivered + i + 1).to_bytes(8, "big") for i in range(len(batch)))
+                self._reply(consumer, b"DELIVER", b"jobs", tokens, *[x for pair in batch for x in pair])
+                delivered = len(self.stored)
+
+
+def fallback(protocol_md):
+    fake = FakeV1Ferryd(zmq.Context.instance())
+    p = f.DurableProducer(fake.endpoint, max_batch=7)  # protocol v2
+    sent = [f.Message("jobs", f"job {i}".encode()) for i in range(20)] + [f.Message("jobs", b"L" * 40_000)]
+    p.send("jobs", sent)
+    if not p.flush(WAIT_MS) or p.version != 1 or p.fallbacks != 1 or p.sends[f.FORWARDER_PROTOCOL_V2]:
+        fail(f"producer: version {p.version}, fallbacks {p.fallbacks}, sends {p.sends}, errors {p.errors}")
+    c = f.DurableConsumer(fake.endpoint, "jobs")
+    c.start()
+    got = []
+    while len(got) < len(sent):
+        d = c.receive(WAIT_MS)
+        if d is None:
+            fail(f"consumer got {len(got)} of {len(sent)}")
+        got.append(d.message)
+        c.ack(d)
+    if [(m.id, m.payload) for m in got] != [(m.id, m.payload) for m in sent] or c.version != 1 or c.delivers[2]:
+        fail(f"consumer: version {c.version}, delivers {c.delivers}, {len(got)} messages")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.connect(fake.endpoint)
+    if page_snippet(protocol_md)["hello"](dealer) != 1:
+        fail("the page's hello() does not fall back to 1")
+    dealer.close()
+    if fake.sends_other or fake.hellos.get(2) != 3 or not fake.hellos.get(1):
+        fail(f"the fake saw HELLOs {fake.hellos}, {fake.sends_other} SENDs of another form")
+    fake.close()
+    print("fallback ok", flush=True)
+
+
 def stats(endpoint, queue, conditions):
     want = {}
     for c in conditions:
@@ -333,6 +433,8 @@ def main():
         nack_reject(endpoint, queue)
     elif scenario == "silent":
         silent(endpoint, queue)
+    elif scenario == "fallback":
+        fallback(args[0])
     elif scenario == "snippet":
         snippet(endpoint, queue, args[0])
     elif scenario == "stats":
