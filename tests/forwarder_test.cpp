@@ -811,3 +811,42 @@ TEST_CASE(
   CHECK(r[0] == "ERROR");
   CHECK(r[1] == "bad_frames");
 }
+
+TEST_CASE("a DELIVER block stays within 4 MiB unless one message alone is larger, so no consumer drops it",
+          "[forwarder][protocol]") {
+  // Six 12 MiB messages once made one 75 MB DELIVER, over a consumer's 64 MiB ZMQ_MAXMSGSIZE: the consumer
+  // lost the connection and nothing was delivered. Each goes in a DELIVER of its own now, and smaller ones
+  // share DELIVERs up to the bound.
+  running_forwarder fwdr;
+  context ctx;
+  producer p(ctx, fwdr.endpoint);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 6; ++i) {
+    sent.push_back(std::string(12u << 20, static_cast<char>('a' + i)));
+    message m("big", sent.back());
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  for (int i = 0; i < 6; ++i) {
+    sent.push_back(std::string(1536u << 10, static_cast<char>('A' + i)));  // 1.5 MiB: two per DELIVER
+    message m("big", sent.back());
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  REQUIRE(p.flush(30s));
+  std::mutex mu;
+  std::vector<std::string> got;
+  consumer c(ctx, fwdr.endpoint, "big",
+             [&](message& m) {
+               std::lock_guard lock(mu);
+               got.emplace_back(m.payload());
+             },
+             {.prefetch = 64});
+  REQUIRE(test::wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return got.size() == sent.size();
+      },
+      60s));
+  std::lock_guard lock(mu);
+  CHECK(got == sent);
+  CHECK(c.stats().resubscribed == 0);  // the connection never dropped
+}

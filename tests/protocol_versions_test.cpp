@@ -11,6 +11,7 @@
 #include <vector>
 #include <zmq_addon.hpp>
 
+#include "detail/wire.hpp"
 #include "ferry/ferry.hpp"
 #include "support/test_support.hpp"
 
@@ -25,10 +26,12 @@ std::string map_of(const std::map<std::string, std::uint64_t>& fields) {
   return {buf.data(), buf.size()};
 }
 
+// With `speaks_v2` it answers like today's ferryd instead: WELCOME for HELLO v2 and SENDs as one block.
 class v1_ferryd {
  public:
-  explicit v1_ferryd(context& ctx) : socket_(ctx.make_socket(zmq::socket_type::router)) {
-    socket_.bind(endpoint);
+  explicit v1_ferryd(context& ctx, const std::string& where = endpoint, bool speaks_v2 = false)
+      : speaks_v2_(speaks_v2), socket_(ctx.make_socket(zmq::socket_type::router)) {
+    socket_.bind(where);
     thread_ = std::thread([this] { serve(); });
   }
   ~v1_ferryd() {
@@ -39,7 +42,7 @@ class v1_ferryd {
   v1_ferryd& operator=(const v1_ferryd&) = delete;
 
   static constexpr const char* endpoint = "inproc://v1-ferryd";
-  std::atomic<int> hellos_v2{0}, hellos_v1{0}, sends_v1{0}, sends_other{0}, bad_envelopes{0};
+  std::atomic<int> hellos_v2{0}, hellos_v1{0}, sends_v1{0}, sends_v2{0}, sends_other{0}, bad_envelopes{0};
 
  private:
   void reply(const std::string& identity, const std::vector<std::string>& frames) {
@@ -65,7 +68,10 @@ class v1_ferryd {
       if (verb == "HELLO") {
         const auto oh = msgpack::unpack(static_cast<const char*>(in[2].data()), in[2].size());
         const auto version = oh.get().as<std::map<std::string, std::uint64_t>>().at("version");
-        if (version != 1) {
+        if (version != 1 && speaks_v2_) {
+          ++hellos_v2;
+          reply(identity, {"WELCOME", map_of({{"version", 2}, {"instance", 99}, {"heartbeat_ms", 1000}})});
+        } else if (version != 1) {
           ++hellos_v2;
           reply(identity, {"ERROR", "bad_frames",
                            "protocol version " + std::to_string(version) +
@@ -74,6 +80,18 @@ class v1_ferryd {
           ++hellos_v1;
           reply(identity, {"WELCOME", map_of({{"version", 1}, {"instance", 77}, {"heartbeat_ms", 1000}})});
         }
+      } else if (verb == "SEND" && speaks_v2_ && in.size() == 4) {
+        std::vector<message> decoded;
+        std::vector<detail::payload_span> spans;
+        std::size_t n = 0;
+        if (detail::decode_block(in[3].to_string_view(), decoded, spans, n, {}) != decode_error::none) {
+          ++bad_envelopes;
+          continue;
+        }
+        ++sends_v2;
+        std::string ids;
+        for (std::size_t i = 0; i < n; ++i) ids += std::string(decoded[i].id().view());
+        reply(identity, {"CONFIRM", ids});
       } else if (verb == "SEND") {
         if (in.size() < 5 || (in.size() - 3) % 2 != 0) {  // a v1 ferryd knows nothing else
           ++sends_other;
@@ -113,6 +131,7 @@ class v1_ferryd {
     reply(identity, frames);
   }
 
+  bool speaks_v2_;
   zmq::socket_t socket_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -149,4 +168,31 @@ TEST_CASE("a producer and a consumer fall back to protocol v1 with a ferryd that
   }));
   std::lock_guard lock(mu);
   for (int i = 0; i < 50; ++i) CHECK(got[static_cast<std::size_t>(i)] == "job " + std::to_string(i));
+}
+
+TEST_CASE(
+    "a producer whose ferryd is replaced by one that speaks only v1 agrees on v1 again and loses nothing",
+    "[forwarder][protocol]") {
+  context ctx;
+  const std::string where = test::free_tcp_endpoint();
+  auto server = std::make_unique<v1_ferryd>(ctx, where, true);
+  producer p(ctx, where, {.heartbeat_interval = 100ms});
+  auto send = [&](int from, int n) {
+    for (int i = from; i < from + n; ++i) {
+      message m("jobs", "job " + std::to_string(i));
+      REQUIRE(p.send(m) == send_status::ok);
+    }
+  };
+  send(0, 10);
+  REQUIRE(p.flush(10s));
+  CHECK(server->sends_v2 >= 1);
+  server.reset();  // the v2 ferryd goes; one that predates v2 takes its place
+  server = std::make_unique<v1_ferryd>(ctx, where, false);
+  send(10, 10);
+  CHECK(p.flush(15s));
+  CHECK(p.stats().confirmed == 20);
+  CHECK(server->sends_v1 >= 1);
+  // A SEND already queued in libzmq before the producer saw the connection drop may reach the new ferryd in
+  // v2 form: it answers ERROR and stores nothing, and the producer sends it again in v1 after WELCOME.
+  CHECK(server->bad_envelopes == 0);
 }

@@ -186,30 +186,36 @@ void forwarder::dispatch_all(steady::time_point now) {
     if (q.dispatch(now) == 0) continue;
     for (auto& [identity, sub] : q.subs()) {
       const std::size_t messages = sub->out_spans.size();
-      for (std::size_t first = 0; first < messages; first += fwd::max_deliver) {
-        const std::size_t n = std::min(fwd::max_deliver, messages - first);
+      // DELIVERs of at most max_deliver messages and, past the first message, max_deliver_bytes: a consumer
+      // refuses (drops the connection on) a frame over its ZMQ_MAXMSGSIZE.
+      for (std::size_t first = 0; first < messages;) {
+        const auto* spans = sub->out_spans.data();
+        std::size_t n = 1;
+        while (first + n < messages && n < fwd::max_deliver &&
+               spans[first + n].end - spans[first].begin <= fwd::max_deliver_bytes)
+          ++n;
         std::vector<zmq::message_t> out;
         out.push_back(frame(fwd::deliver));
         out.push_back(frame(q.name()));
         out.push_back(
             frame(std::string_view(sub->out_tokens).substr(first * fwd::token_size, n * fwd::token_size)));
-        const auto* spans = sub->out_spans.data() + first;
         const char* entries = sub->out_entries.data();
         if (sub->version >= 2) {  // DELIVER | queue | tokens | block
-          const std::size_t begin = spans[0].begin, end = spans[n - 1].end;
+          const std::size_t begin = spans[first].begin, end = spans[first + n - 1].end;
           zmq::message_t block(detail::block_header_size(n) + (end - begin));
           char* p = detail::write_block_header(static_cast<char*>(block.data()), n);
           std::memcpy(p, entries + begin, end - begin);
           out.push_back(std::move(block));
         } else {  // DELIVER | queue | tokens | (envelope | payload) x n
           out.reserve(3 + 2 * n);
-          for (std::size_t i = 0; i < n; ++i) {
+          for (std::size_t i = first; i < first + n; ++i) {
             out.emplace_back(entries + spans[i].begin, spans[i].envelope);
             out.emplace_back(entries + spans[i].payload_at, spans[i].payload);
           }
         }
         // Sent after the journal is flushed (see run()); kept here until then.
         pending_delivers_.push_back({identity, std::move(out)});
+        first += n;
       }
       sub->out_spans.clear();
       sub->out_entries.clear();

@@ -35,11 +35,12 @@ inline constexpr std::string_view confirm = "CONFIRM";      // | ids (16 bytes e
 inline constexpr std::string_view refuse = "REFUSE";        // | id | code | text
 inline constexpr std::string_view consuming = "CONSUMING";  // | queue | msgpack map
 inline constexpr std::string_view cancelled = "CANCELLED";  // | queue
-inline constexpr std::string_view deliver = "DELIVER";  // | queue | tokens | block (v2), or (env | payload) x n
-inline constexpr std::string_view pong = "PONG";            // | instance (8 bytes)
-inline constexpr std::string_view stats_reply = "STATS";    // | msgpack map
-inline constexpr std::string_view dlq_reply = "DLQ";        // | msgpack map
-inline constexpr std::string_view error = "ERROR";          // | code | text
+inline constexpr std::string_view deliver =
+    "DELIVER";                                    // | queue | tokens | block (v2), or (env | payload) x n
+inline constexpr std::string_view pong = "PONG";  // | instance (8 bytes)
+inline constexpr std::string_view stats_reply = "STATS";  // | msgpack map
+inline constexpr std::string_view dlq_reply = "DLQ";      // | msgpack map
+inline constexpr std::string_view error = "ERROR";        // | code | text
 
 // Refusal and error codes (ASCII, stable).
 namespace code {
@@ -56,6 +57,8 @@ inline constexpr std::string_view not_consuming = "not_consuming";
 
 inline constexpr std::size_t max_batch = 4096;    // messages per SEND
 inline constexpr std::size_t max_deliver = 1024;  // messages per DELIVER
+inline constexpr std::size_t max_deliver_bytes = 4u
+                                                 << 20;  // a DELIVER's block: more only for one message alone
 inline constexpr std::size_t token_size = 8;
 inline constexpr std::size_t id_size = 16;
 inline constexpr std::size_t max_queue_name = 200;

@@ -165,7 +165,13 @@ bool forwarder_session::check_reconnect() {
       logger().info("{}: reconnected to ferryd at {}", options_.name, endpoint_);
     }
   }
-  if (reconnected) send_hello();
+  if (reconnected) {
+    // The ferryd at the other end may be another one (a downgrade, a failover): agree on the protocol again;
+    // until its WELCOME, welcome().version is 0 and the producer sends nothing.
+    welcome_ = forwarder_welcome{};
+    hello_version_ = fwd::protocol_version;
+    send_hello();
+  }
   return reconnected;
 }
 

@@ -70,8 +70,8 @@ class forwarder_session {
   [[nodiscard]] bool instance_changed() const noexcept { return instance_changed_; }
   [[nodiscard]] std::uint64_t instance() const noexcept { return instance_; }
 
-  /// Reads the socket monitor. Returns true when the connection came back after a disconnect (HELLO has
-  /// then been sent again).
+  /// Reads the socket monitor. Returns true when the connection came back after a disconnect: HELLO has
+  /// then been sent again and welcome() is reset until the new WELCOME arrives.
   bool check_reconnect();
   /// Sends PING when it is due and logs when ferryd has not answered for a while. Call every iteration.
   void tick(clock::time_point now);
