@@ -56,8 +56,16 @@ zmq::socket_t forwarder_session::make_socket(context& ctx, const options& o) {
 }
 
 void forwarder_session::send(std::vector<zmq::message_t>& frames) {
+  // Never waits: with no connection to queue on, libzmq would block the I/O thread (and with it stop() and
+  // every timer). What is not sent is sent again (resends after the reconnect, redeliveries of unacked).
   try {
-    for (std::size_t i = 0; i < frames.size(); ++i)
+    if (frames.empty()) return;
+    const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+    if (!socket_.send(frames[0], frames.size() > 1 ? more : zmq::send_flags::dontwait)) {
+      ++unsent_;
+      return;
+    }
+    for (std::size_t i = 1; i < frames.size(); ++i)  // the rest of a message libzmq took goes through
       (void)socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   } catch (const zmq::error_t& e) {
     logger().warn("{}: send to ferryd at {} failed: {}", options_.name, endpoint_, e.what());

@@ -51,9 +51,11 @@ class forwarder_session {
   forwarder_session(const forwarder_session&) = delete;
   forwarder_session& operator=(const forwarder_session&) = delete;
 
-  /// Sends one multipart message. A failure is logged: every exchange of the protocol survives a lost
+  /// Sends one multipart message without waiting. A message libzmq cannot take now (no connection) is
+  /// dropped and counted in unsent(); a failure is logged: every exchange of the protocol survives a lost
   /// message (resends, leases), so it is not the caller's to handle.
   void send(std::vector<zmq::message_t>& frames);
+  [[nodiscard]] std::uint64_t unsent() const noexcept { return unsent_; }
   /// Receives one multipart message without waiting; false when none is queued.
   bool receive(std::vector<zmq::message_t>& frames);
 
@@ -103,6 +105,7 @@ class forwarder_session {
   std::chrono::milliseconds heartbeat_;
   forwarder_welcome welcome_;
   std::uint32_t hello_version_;
+  std::uint64_t unsent_ = 0;
   std::uint64_t instance_ = 0;
   bool instance_changed_ = false;
   bool disconnected_ = false;
