@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <map>
 #include <msgpack.hpp>
 #include <mutex>
@@ -31,7 +33,17 @@ class v1_ferryd {
  public:
   explicit v1_ferryd(context& ctx, const std::string& where = endpoint, bool speaks_v2 = false)
       : speaks_v2_(speaks_v2), socket_(ctx.make_socket(zmq::socket_type::router)) {
-    socket_.bind(where);
+    // libzmq closes a socket's listener on its own thread after close() returns, so the port of a server
+    // just destroyed can still be taken for a moment: retry, bounded.
+    for (int attempt = 0;; ++attempt) {
+      try {
+        socket_.bind(where);
+        break;
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EADDRINUSE || attempt == 100) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
     thread_ = std::thread([this] { serve(); });
   }
   ~v1_ferryd() {
