@@ -116,7 +116,8 @@ TEST_CASE("ferryd killed on a full disk starts again there and lets workers drai
   check_each_handled_once(confirmed, drain(port, "full", {ferryd.get()}));
 }
 
-TEST_CASE("the free-space reserve (--min-free-mb) holds against a burst: journals and acks always have room", "[ferryd][fault]") {
+TEST_CASE("the free-space reserve (--min-free-mb) holds against a burst: journals and acks always have room",
+          "[ferryd][fault]") {
   // 70,000 messages of 1 KiB flat out into a 64 MiB disk with an 8 MiB reserve: once the reserve is
   // reached producers are refused, so the free space never drops far under it (the check is per message,
   // against what is about to be written) and the journal can still record every ack.

@@ -193,7 +193,8 @@ TEST_CASE("an expired lease redelivers and the old token settles nothing", "[que
   CHECK(h.q->depth() == 0);
 }
 
-TEST_CASE("a dead consumer's deliveries go to another, and a clean cancel does not count an attempt", "[queue]") {
+TEST_CASE("a dead consumer's deliveries go to another, and a clean cancel does not count an attempt",
+          "[queue]") {
   harness h;
   h.put("m0");
   h.put("m1");

@@ -119,8 +119,8 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
     }
     return;
   }
-  const std::uint64_t record_bytes = storage::message_record_size(envelope_size(m, envelope_form::storage),
-                                                                   payload.size());
+  const std::uint64_t record_bytes =
+      storage::message_record_size(envelope_size(m, envelope_form::storage), payload.size());
   if (ctx.no_space || !reserve_space(record_bytes)) {
     q.append_failed_admission(id);
     ++q.counters().refused;
