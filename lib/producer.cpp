@@ -65,7 +65,7 @@ struct producer::impl {
   bool closing = false;
 
   // Counters (written by one thread each).
-  detail::counter sent, confirmed, refused, resent;
+  detail::counter sent, confirmed, refused, resent, send_retries;
 
   // I/O thread only.
   //
@@ -279,9 +279,17 @@ struct producer::impl {
     return std::string_view(b.bytes).substr(e.offset, e.size);
   }
 
-  void send_frames(std::vector<zmq::message_t>& frames) {
-    session.send(frames);  // a lost SEND is resent (reconnect, restart or confirm_timeout)
+  // False when libzmq cannot take it now: nothing was sent and the caller keeps the entries to send again.
+  bool send_frames(std::vector<zmq::message_t>& frames) {
+    if (session.send(frames))
+      return true;  // a SEND lost later is resent (reconnect, restart, confirm_timeout)
+    send_blocked = true;
+    send_retries.add();
+    return false;
   }
+  // A SEND libzmq could not take (socket.immediate and no connection yet; the queue itself is unbounded):
+  // try again as soon as it can, not at confirm_timeout.
+  bool send_blocked = false;
 
   std::vector<zmq::message_t> send_head(std::uint32_t queue) {
     std::vector<zmq::message_t> frames;
@@ -302,18 +310,18 @@ struct producer::impl {
   std::vector<std::string> names;
 
   // Sends a large message on its own: SEND | queue | envelope | payload (its frame shared, not copied).
-  void send_large(const block& b) {
+  bool send_large(const block& b) {
     auto frames = send_head(b.queue);
     zmq::message_t env, payload;
     env.copy(const_cast<zmq::message_t&>(b.envelope));
     payload.copy(const_cast<zmq::message_t&>(b.payload));
     frames.push_back(std::move(env));
     frames.push_back(std::move(payload));
-    send_frames(frames);
+    return send_frames(frames);
   }
 
   // Sends `count` entries whose bytes are `entries` (one after the other) to `queue`, in the negotiated form.
-  void send_entries(std::uint32_t queue, std::string_view entries, std::size_t count) {
+  bool send_entries(std::uint32_t queue, std::string_view entries, std::size_t count) {
     auto frames = send_head(queue);
     if (session.welcome().version >= 2) {  // SEND | queue | block
       zmq::message_t packed(detail::block_header_size(count) + entries.size());
@@ -325,13 +333,14 @@ struct producer::impl {
       detail::write_block_header(whole.data(), count);
       whole.append(entries);
       std::size_t n = 0;
-      if (detail::decode_block(whole, decoded, spans, n, {}) != decode_error::none) return;  // cannot happen
+      if (detail::decode_block(whole, decoded, spans, n, {}) != decode_error::none)
+        return true;  // cannot happen
       for (std::size_t i = 0; i < n; ++i) {
         frames.push_back(encode_envelope(decoded[i]));
         frames.emplace_back(whole.data() + spans[i].offset, spans[i].size);
       }
     }
-    send_frames(frames);
+    return send_frames(frames);
   }
 
   void record_sent(std::uint64_t number, steady::time_point now) {
@@ -342,47 +351,66 @@ struct producer::impl {
   }
 
   void transmit(steady::time_point now) {
+    send_blocked = false;
     if (session.welcome().version == 0) return;  // nothing before WELCOME says which protocol to speak
-    // Fresh blocks go as they were encoded.
-    for (const std::uint64_t number : fresh_blocks) {
-      const block* b = block_at(number);
+    // Fresh blocks go as they were encoded; from the first libzmq cannot take, their entries wait in
+    // to_send and go as resends.
+    std::size_t unsent_from = fresh_blocks.size();
+    for (std::size_t i = 0; i < fresh_blocks.size(); ++i) {
+      const block* b = block_at(fresh_blocks[i]);
       if (b == nullptr || b->unsettled == 0) continue;
-      if (b->bytes.empty()) {
-        send_large(*b);
-      } else {
-        send_entries(b->queue, b->bytes, b->count);
+      if (!(b->bytes.empty() ? send_large(*b) : send_entries(b->queue, b->bytes, b->count))) {
+        unsent_from = i;
+        break;
       }
     }
     // Their entries are all the entries after those already sent; note when they left.
     if (!fresh_blocks.empty()) {
-      for (std::uint64_t n = first_unsent; n < next_number; ++n) record_sent(n, now);
+      const std::uint64_t first_failed = unsent_from < fresh_blocks.size() ? fresh_blocks[unsent_from] : 0;
+      for (std::uint64_t n = first_unsent; n < next_number; ++n) {
+        entry* e = at(n);
+        if (e == nullptr || e->settled) continue;
+        if (first_failed != 0 && e->block >= first_failed) {
+          queues[e->queue].to_send.push_back(n);
+        } else {
+          record_sent(n, now);
+        }
+      }
       first_unsent = next_number;
       fresh_blocks.clear();
     }
-    // Resends: the unsettled entries picked, copied into new blocks per queue.
-    for (std::uint32_t q = 0; q < queues.size(); ++q) {
+    if (send_blocked) return;
+    // Resends: the unsettled entries picked, copied into new blocks per queue. What libzmq cannot take stays.
+    for (std::uint32_t q = 0; q < queues.size() && !send_blocked; ++q) {
       auto& items = queues[q].to_send;
       std::string bytes;
-      std::size_t count = 0;
-      auto flush = [&] {
-        if (count > 0) send_entries(q, bytes, count);
+      std::size_t count = 0, batch_from = 0, i = 0;
+      // items[batch_from, i) are in `bytes`, not sent yet; those before batch_from are sent.
+      auto flush = [&](std::size_t end) {
+        if (count > 0 && !send_entries(q, bytes, count)) return false;
+        for (std::size_t k = batch_from; k < end; ++k) record_sent(items[k], now);
+        batch_from = end;
         bytes.clear();
         count = 0;
+        return true;
       };
-      for (const std::uint64_t number : items) {
-        const entry* e = at(number);
+      auto keep_unsent = [&] { items.erase(items.begin(), items.begin() + static_cast<long>(batch_from)); };
+      for (; i < items.size(); ++i) {
+        const entry* e = at(items[i]);
         if (e == nullptr || e->settled) continue;
         if (e->size == 0) {  // a large message
-          flush();
-          send_large(*block_at(e->block));
+          if (!flush(i)) return keep_unsent();
+          if (!send_large(*block_at(e->block))) return keep_unsent();
+          record_sent(items[i], now);
+          batch_from = i + 1;
         } else {
           bytes.append(entry_bytes(*e));
           ++count;
-          if (count >= options.max_batch || bytes.size() >= max_block_bytes) flush();
+          if ((count >= options.max_batch || bytes.size() >= max_block_bytes) && !flush(i + 1))
+            return keep_unsent();
         }
-        record_sent(number, now);
       }
-      flush();
+      if (!flush(items.size())) return keep_unsent();
       items.clear();
     }
   }
@@ -488,6 +516,7 @@ struct producer::impl {
       }
       zmq_pollitem_t items[3];
       session.poll_items(items);
+      if (send_blocked) items[0].events |= ZMQ_POLLOUT;  // wake when libzmq can take a SEND again
       items[2] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
       const long timeout = std::clamp<long>(session.until_next_tick(steady::now()), 0, 100);
       try {
@@ -551,6 +580,7 @@ producer_stats producer::stats() const {
   st.confirmed = s.confirmed.get();
   st.refused = s.refused.get();
   st.resent = s.resent.get();
+  st.send_retries = s.send_retries.get();
   st.forwarder_up = s.session.up();
   std::lock_guard lock(s.mutex);
   st.in_flight = s.in_flight;

@@ -31,8 +31,9 @@ std::string map_of(const std::map<std::string, std::uint64_t>& fields) {
 // With `speaks_v2` it answers like today's ferryd instead: WELCOME for HELLO v2 and SENDs as one block.
 class v1_ferryd {
  public:
-  explicit v1_ferryd(context& ctx, const std::string& where = endpoint, bool speaks_v2 = false)
-      : speaks_v2_(speaks_v2), socket_(ctx.make_socket(zmq::socket_type::router)) {
+  explicit v1_ferryd(context& ctx, const std::string& where = endpoint, bool speaks_v2 = false,
+                     socket_options so = {})
+      : speaks_v2_(speaks_v2), socket_(ctx.make_socket(zmq::socket_type::router, so)) {
     // libzmq closes a socket's listener on its own thread after close() returns, so the port of a server
     // just destroyed can still be taken for a moment: retry, bounded.
     for (int attempt = 0;; ++attempt) {
@@ -54,6 +55,7 @@ class v1_ferryd {
   v1_ferryd& operator=(const v1_ferryd&) = delete;
 
   static constexpr const char* endpoint = "inproc://v1-ferryd";
+  std::atomic<bool> paused{false};  // reads nothing while set
   std::atomic<int> hellos_v2{0}, hellos_v1{0}, sends_v1{0}, sends_v2{0}, sends_other{0}, bad_envelopes{0};
 
  private:
@@ -70,6 +72,10 @@ class v1_ferryd {
     std::string consumer;
     std::size_t delivered = 0;
     while (!stop_) {
+      if (paused) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
       std::vector<zmq::message_t> in;
       if (!zmq::recv_multipart(socket_, std::back_inserter(in))) {
         if (!consumer.empty()) deliver(consumer, stored, delivered);
@@ -124,7 +130,8 @@ class v1_ferryd {
         consumer = identity;
         reply(identity, {"CONSUMING", std::string(in[2].to_string_view()), map_of({{"heartbeat_ms", 1000}})});
       } else if (verb == "PING") {
-        reply(identity, {"PONG", std::string("\0\0\0\0\0\0\0M", 8)});
+        // The instance its WELCOME announced (99 or 77), as a real ferryd answers.
+        reply(identity, {"PONG", std::string(7, '\0') + static_cast<char>(speaks_v2_ ? 99 : 77)});
       }
       if (!consumer.empty()) deliver(consumer, stored, delivered);
     }
@@ -206,5 +213,39 @@ TEST_CASE(
   CHECK(server->sends_v1 >= 1);
   // A SEND already queued in libzmq before the producer saw the connection drop may reach the new ferryd in
   // v2 form: it answers ERROR and stores nothing, and the producer sends it again in v1 after WELCOME.
+  CHECK(server->bad_envelopes == 0);
+}
+
+TEST_CASE(
+    "a producer with socket.immediate sends once ferryd is there, not at confirm_timeout, and loses none",
+    "[forwarder][protocol]") {
+  context ctx;
+  const std::string where = test::free_tcp_endpoint();
+  socket_options immediate;  // libzmq takes nothing before the connection is complete
+  immediate.immediate = true;
+  producer p(ctx, where,
+             {.confirm_timeout = std::chrono::minutes(10), .heartbeat_interval = 100ms, .socket = immediate});
+  for (int i = 0; i < 50; ++i) {
+    message m("jobs", "job " + std::to_string(i));
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  std::this_thread::sleep_for(300ms);  // nobody listens yet
+  CHECK(p.stats().confirmed == 0);
+  auto server = std::make_unique<v1_ferryd>(ctx, where, true);
+  CHECK(p.flush(20s));  // long before the ten minutes a lost SEND would wait
+  CHECK(p.stats().confirmed == 50);
+  CHECK(server->sends_v2 >= 1);
+  CHECK(server->bad_envelopes == 0);
+  // ferryd goes away: what is sent meanwhile finds no connection, waits, and goes when one is back.
+  server.reset();
+  REQUIRE(test::wait_until([&] { return !p.stats().forwarder_up; }, 10s));
+  for (int i = 50; i < 70; ++i) {
+    message m("jobs", "job " + std::to_string(i));
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  CHECK(test::wait_until([&] { return p.stats().send_retries > 0; }, 10s));
+  server = std::make_unique<v1_ferryd>(ctx, where, true);
+  CHECK(p.flush(20s));
+  CHECK(p.stats().confirmed == 70);
   CHECK(server->bad_envelopes == 0);
 }

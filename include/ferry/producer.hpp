@@ -46,7 +46,10 @@ struct producer_stats {
   std::uint64_t refused = 0;    ///< refused by ferryd (see the refuse handler)
   std::uint64_t resent = 0;     ///< copies sent again after a reconnect, a ferryd restart or a timeout
   std::uint64_t in_flight = 0;  ///< sent, neither confirmed nor refused yet
-  bool forwarder_up = false;    ///< ferryd answered a heartbeat recently
+  /// SENDs libzmq could not take at once (with socket.immediate, before the connection to ferryd is
+  /// complete); each went again as soon as it could.
+  std::uint64_t send_retries = 0;
+  bool forwarder_up = false;  ///< ferryd answered a heartbeat recently
 };
 
 /// Sends messages to ferryd and tracks each until ferryd confirms it is on disk (or refuses it).

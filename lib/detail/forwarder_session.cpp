@@ -55,21 +55,22 @@ zmq::socket_t forwarder_session::make_socket(context& ctx, const options& o) {
   return ctx.make_socket(zmq::socket_type::dealer, o.socket);
 }
 
-void forwarder_session::send(std::vector<zmq::message_t>& frames) {
-  // Never waits: with no connection to queue on, libzmq would block the I/O thread (and with it stop() and
-  // every timer). What is not sent is sent again (resends after the reconnect, redeliveries of unacked).
+bool forwarder_session::send(std::vector<zmq::message_t>& frames) {
+  // Never waits: with libzmq's queue full, a blocking send would hold the I/O thread (and with it stop() and
+  // every timer).
   try {
-    if (frames.empty()) return;
+    if (frames.empty()) return true;
     const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
     if (!socket_.send(frames[0], frames.size() > 1 ? more : zmq::send_flags::dontwait)) {
       ++unsent_;
-      return;
+      return false;
     }
     for (std::size_t i = 1; i < frames.size(); ++i)  // the rest of a message libzmq took goes through
       (void)socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   } catch (const zmq::error_t& e) {
     logger().warn("{}: send to ferryd at {} failed: {}", options_.name, endpoint_, e.what());
   }
+  return true;
 }
 
 bool forwarder_session::receive(std::vector<zmq::message_t>& frames) {
@@ -190,6 +191,9 @@ void forwarder_session::tick(clock::time_point now) {
     ping.push_back(frame(fwd::ping));
     if (!options_.ping_queue.empty()) ping.push_back(frame(options_.ping_queue));
     send(ping);
+    // No WELCOME yet: the HELLO may not have left (socket.immediate drops what it cannot queue) or may
+    // have been lost with a connection; ask again. A second WELCOME changes nothing.
+    if (welcome_.version == 0) send_hello();
     if (last_heard_ != clock::time_point{} && now - last_heard_ > 3 * heartbeat_)
       up_.store(false, std::memory_order_relaxed);
   }

@@ -51,10 +51,11 @@ class forwarder_session {
   forwarder_session(const forwarder_session&) = delete;
   forwarder_session& operator=(const forwarder_session&) = delete;
 
-  /// Sends one multipart message without waiting. A message libzmq cannot take now (no connection) is
-  /// dropped and counted in unsent(); a failure is logged: every exchange of the protocol survives a lost
-  /// message (resends, leases), so it is not the caller's to handle.
-  void send(std::vector<zmq::message_t>& frames);
+  /// Sends one multipart message without waiting. False when libzmq cannot take it now (its queue is at the
+  /// high-water mark): it is not sent, counted in unsent(), and the caller may try again later. Any other
+  /// failure is logged and reported as sent: every exchange of the protocol survives a lost message
+  /// (resends, leases), so it is not the caller's to handle.
+  bool send(std::vector<zmq::message_t>& frames);
   [[nodiscard]] std::uint64_t unsent() const noexcept { return unsent_; }
   /// Receives one multipart message without waiting; false when none is queued.
   bool receive(std::vector<zmq::message_t>& frames);
