@@ -1,6 +1,6 @@
-// Interop through the forwarder: ferry_py's durable producer and consumer (tests/interop/ferry_py.py, written
-// from docs/protocol.md alone) against a real ferryd child process and the C++ producer and consumer, plus
-// the forwarder exchanges of docs/protocol.md replayed byte for byte against ferryd.
+// Interop through the forwarder: ferryd_py's durable producer and consumer (tests/interop/ferryd_py.py, on
+// top of ferry_py.py, written from docs/protocol.md alone) against a real ferryd child process and the C++
+// producer and consumer, plus the forwarder exchanges of docs/protocol.md replayed byte for byte.
 #include <catch2/catch.hpp>
 
 #include <signal.h>

@@ -1,4 +1,4 @@
-"""Scenarios for tests/interop_ferryd_test.cpp: ferry_py's durable producer and consumer against a real ferryd.
+"""Scenarios for tests/interop_ferryd_test.cpp: ferryd_py's durable producer and consumer against a real ferryd.
 
 usage: durable.py [--protocol 1|2] SCENARIO ENDPOINT QUEUE [ARGS...]
 
@@ -37,9 +37,10 @@ import msgpack
 import zmq
 
 import ferry_py as f
+import ferryd_py as fd
 
 WAIT_MS = 20_000
-PROTOCOL = f.FORWARDER_PROTOCOL_VERSION  # --protocol
+PROTOCOL = fd.FORWARDER_PROTOCOL_VERSION  # --protocol
 
 
 def fail(what):
@@ -73,21 +74,21 @@ def print_stats(stats):
 
 
 def print_forms(what, counts):
-    print(f"{what} v1 {counts[f.FORWARDER_PROTOCOL_V1]} v2 {counts[f.FORWARDER_PROTOCOL_V2]}", flush=True)
+    print(f"{what} v1 {counts[fd.FORWARDER_PROTOCOL_V1]} v2 {counts[fd.FORWARDER_PROTOCOL_V2]}", flush=True)
 
 
 def producer(endpoint, **options):
     """A DurableProducer that has said HELLO; prints the agreed version."""
-    p = f.DurableProducer(endpoint, protocol=PROTOCOL, **options)
+    p = fd.DurableProducer(endpoint, protocol=PROTOCOL, **options)
     welcome = p.hello()
-    if welcome["version"] != PROTOCOL or p.version != PROTOCOL or welcome["max_batch"] != f.MAX_BATCH:
+    if welcome["version"] != PROTOCOL or p.version != PROTOCOL or welcome["max_batch"] != fd.MAX_BATCH:
         fail(f"WELCOME {welcome} to HELLO v{PROTOCOL}")
     print(f"protocol {p.version}", flush=True)
     return p
 
 
 def consumer(endpoint, queue, **options):
-    return f.DurableConsumer(endpoint, queue, protocol=PROTOCOL, **options)
+    return fd.DurableConsumer(endpoint, queue, protocol=PROTOCOL, **options)
 
 
 def messages(queue):
@@ -380,12 +381,12 @@ class FakeV1Ferryd:
 
 def fallback(protocol_md):
     fake = FakeV1Ferryd(zmq.Context.instance())
-    p = f.DurableProducer(fake.endpoint, max_batch=7)  # protocol v2
+    p = fd.DurableProducer(fake.endpoint, max_batch=7)  # protocol v2
     sent = [f.Message("jobs", f"job {i}".encode()) for i in range(20)] + [f.Message("jobs", b"L" * 40_000)]
     p.send("jobs", sent)
-    if not p.flush(WAIT_MS) or p.version != 1 or p.fallbacks != 1 or p.sends[f.FORWARDER_PROTOCOL_V2]:
+    if not p.flush(WAIT_MS) or p.version != 1 or p.fallbacks != 1 or p.sends[fd.FORWARDER_PROTOCOL_V2]:
         fail(f"producer: version {p.version}, fallbacks {p.fallbacks}, sends {p.sends}, errors {p.errors}")
-    c = f.DurableConsumer(fake.endpoint, "jobs")
+    c = fd.DurableConsumer(fake.endpoint, "jobs")
     c.start()
     got = []
     while len(got) < len(sent):
@@ -412,7 +413,7 @@ def stats(endpoint, queue, conditions):
     for c in conditions:
         k, _, v = c.partition("=")
         want[k] = int(v)
-    conn = f.ForwarderClient(endpoint)
+    conn = fd.ForwarderClient(endpoint)
     print_stats(wait_stats(conn, queue, want))
 
 
