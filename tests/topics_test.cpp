@@ -115,7 +115,7 @@ TEST_CASE("sequence numbers count per topic and gaps are detected, in v1, v2 and
   INFO(form);
   context ctx;
   // A raw PUB that skips sequence numbers, as a publisher behind a high-water-mark drop would look.
-  zmq::socket_t raw(ctx.zmq(), zmq::socket_type::pub);
+  zmq::socket_t raw = ctx.make_socket(zmq::socket_type::pub);
   raw.bind("inproc://topics-gaps");
   std::atomic<int> got{0};
   std::atomic<bool> last_seen{false};

@@ -144,7 +144,7 @@ TEST_CASE("malformed frame sets are rejected and counted, and good ones still fl
   context ctx;
   std::atomic<int> handled{0};
   worker_pool pool(ctx, {.bind = {"inproc://wq-bad"}}, [&](message&) { ++handled; });
-  zmq::socket_t raw(ctx.zmq(), zmq::socket_type::push);
+  zmq::socket_t raw = ctx.make_socket(zmq::socket_type::push);
   raw.connect("inproc://wq-bad");
   raw.send(zmq::str_buffer("one frame"), zmq::send_flags::none);  // v2 without the topic's 00
   raw.send(zmq::str_buffer("t"), zmq::send_flags::sndmore);
