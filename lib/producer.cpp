@@ -279,17 +279,11 @@ struct producer::impl {
     return std::string_view(b.bytes).substr(e.offset, e.size);
   }
 
-  // False when libzmq cannot take it now: nothing was sent and the caller keeps the entries to send again.
-  bool send_frames(std::vector<zmq::message_t>& frames) {
-    if (session.send(frames))
-      return true;  // a SEND lost later is resent (reconnect, restart, confirm_timeout)
-    send_blocked = true;
-    send_retries.add();
-    return false;
+  void send_frames(std::vector<zmq::message_t>& frames) {
+    // A SEND libzmq cannot take (socket.immediate, no connection) is dropped and counted: the reconnect
+    // resends everything unconfirmed. One lost later is resent too (reconnect, restart, confirm_timeout).
+    if (!session.send(frames)) send_retries.add();
   }
-  // A SEND libzmq could not take (socket.immediate and no connection yet; the queue itself is unbounded):
-  // try again as soon as it can, not at confirm_timeout.
-  bool send_blocked = false;
 
   std::vector<zmq::message_t> send_head(std::uint32_t queue) {
     std::vector<zmq::message_t> frames;
@@ -310,18 +304,18 @@ struct producer::impl {
   std::vector<std::string> names;
 
   // Sends a large message on its own: SEND | queue | envelope | payload (its frame shared, not copied).
-  bool send_large(const block& b) {
+  void send_large(const block& b) {
     auto frames = send_head(b.queue);
     zmq::message_t env, payload;
     env.copy(const_cast<zmq::message_t&>(b.envelope));
     payload.copy(const_cast<zmq::message_t&>(b.payload));
     frames.push_back(std::move(env));
     frames.push_back(std::move(payload));
-    return send_frames(frames);
+    send_frames(frames);
   }
 
   // Sends `count` entries whose bytes are `entries` (one after the other) to `queue`, in the negotiated form.
-  bool send_entries(std::uint32_t queue, std::string_view entries, std::size_t count) {
+  void send_entries(std::uint32_t queue, std::string_view entries, std::size_t count) {
     auto frames = send_head(queue);
     if (session.welcome().version >= 2) {  // SEND | queue | block
       zmq::message_t packed(detail::block_header_size(count) + entries.size());
@@ -333,14 +327,13 @@ struct producer::impl {
       detail::write_block_header(whole.data(), count);
       whole.append(entries);
       std::size_t n = 0;
-      if (detail::decode_block(whole, decoded, spans, n, {}) != decode_error::none)
-        return true;  // cannot happen
+      if (detail::decode_block(whole, decoded, spans, n, {}) != decode_error::none) return;  // cannot happen
       for (std::size_t i = 0; i < n; ++i) {
         frames.push_back(encode_envelope(decoded[i]));
         frames.emplace_back(whole.data() + spans[i].offset, spans[i].size);
       }
     }
-    return send_frames(frames);
+    send_frames(frames);
   }
 
   void record_sent(std::uint64_t number, steady::time_point now) {
@@ -351,66 +344,47 @@ struct producer::impl {
   }
 
   void transmit(steady::time_point now) {
-    send_blocked = false;
     if (session.welcome().version == 0) return;  // nothing before WELCOME says which protocol to speak
-    // Fresh blocks go as they were encoded; from the first libzmq cannot take, their entries wait in
-    // to_send and go as resends.
-    std::size_t unsent_from = fresh_blocks.size();
-    for (std::size_t i = 0; i < fresh_blocks.size(); ++i) {
-      const block* b = block_at(fresh_blocks[i]);
+    // Fresh blocks go as they were encoded.
+    for (const std::uint64_t number : fresh_blocks) {
+      const block* b = block_at(number);
       if (b == nullptr || b->unsettled == 0) continue;
-      if (!(b->bytes.empty() ? send_large(*b) : send_entries(b->queue, b->bytes, b->count))) {
-        unsent_from = i;
-        break;
+      if (b->bytes.empty()) {
+        send_large(*b);
+      } else {
+        send_entries(b->queue, b->bytes, b->count);
       }
     }
     // Their entries are all the entries after those already sent; note when they left.
     if (!fresh_blocks.empty()) {
-      const std::uint64_t first_failed = unsent_from < fresh_blocks.size() ? fresh_blocks[unsent_from] : 0;
-      for (std::uint64_t n = first_unsent; n < next_number; ++n) {
-        entry* e = at(n);
-        if (e == nullptr || e->settled) continue;
-        if (first_failed != 0 && e->block >= first_failed) {
-          queues[e->queue].to_send.push_back(n);
-        } else {
-          record_sent(n, now);
-        }
-      }
+      for (std::uint64_t n = first_unsent; n < next_number; ++n) record_sent(n, now);
       first_unsent = next_number;
       fresh_blocks.clear();
     }
-    if (send_blocked) return;
-    // Resends: the unsettled entries picked, copied into new blocks per queue. What libzmq cannot take stays.
-    for (std::uint32_t q = 0; q < queues.size() && !send_blocked; ++q) {
+    // Resends: the unsettled entries picked, copied into new blocks per queue.
+    for (std::uint32_t q = 0; q < queues.size(); ++q) {
       auto& items = queues[q].to_send;
       std::string bytes;
-      std::size_t count = 0, batch_from = 0, i = 0;
-      // items[batch_from, i) are in `bytes`, not sent yet; those before batch_from are sent.
-      auto flush = [&](std::size_t end) {
-        if (count > 0 && !send_entries(q, bytes, count)) return false;
-        for (std::size_t k = batch_from; k < end; ++k) record_sent(items[k], now);
-        batch_from = end;
+      std::size_t count = 0;
+      auto flush = [&] {
+        if (count > 0) send_entries(q, bytes, count);
         bytes.clear();
         count = 0;
-        return true;
       };
-      auto keep_unsent = [&] { items.erase(items.begin(), items.begin() + static_cast<long>(batch_from)); };
-      for (; i < items.size(); ++i) {
-        const entry* e = at(items[i]);
+      for (const std::uint64_t number : items) {
+        const entry* e = at(number);
         if (e == nullptr || e->settled) continue;
         if (e->size == 0) {  // a large message
-          if (!flush(i)) return keep_unsent();
-          if (!send_large(*block_at(e->block))) return keep_unsent();
-          record_sent(items[i], now);
-          batch_from = i + 1;
+          flush();
+          send_large(*block_at(e->block));
         } else {
           bytes.append(entry_bytes(*e));
           ++count;
-          if ((count >= options.max_batch || bytes.size() >= max_block_bytes) && !flush(i + 1))
-            return keep_unsent();
+          if (count >= options.max_batch || bytes.size() >= max_block_bytes) flush();
         }
+        record_sent(number, now);
       }
-      if (!flush(items.size())) return keep_unsent();
+      flush();
       items.clear();
     }
   }
@@ -516,7 +490,6 @@ struct producer::impl {
       }
       zmq_pollitem_t items[3];
       session.poll_items(items);
-      if (send_blocked) items[0].events |= ZMQ_POLLOUT;  // wake when libzmq can take a SEND again
       items[2] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
       const long timeout = std::clamp<long>(session.until_next_tick(steady::now()), 0, 100);
       try {

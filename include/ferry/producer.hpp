@@ -46,8 +46,8 @@ struct producer_stats {
   std::uint64_t refused = 0;    ///< refused by ferryd (see the refuse handler)
   std::uint64_t resent = 0;     ///< copies sent again after a reconnect, a ferryd restart or a timeout
   std::uint64_t in_flight = 0;  ///< sent, neither confirmed nor refused yet
-  /// SENDs libzmq could not take at once (with socket.immediate, before the connection to ferryd is
-  /// complete); each went again as soon as it could.
+  /// SENDs libzmq could not take (with socket.immediate, while the connection to ferryd is down); what
+  /// they held is sent again once the producer has reconnected.
   std::uint64_t send_retries = 0;
   bool forwarder_up = false;  ///< ferryd answered a heartbeat recently
 };
