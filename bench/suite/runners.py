@@ -12,6 +12,19 @@ from .processes import (data_dir, durable_client, endpoint_for, result_line, run
                         run_two_processes, start_server)
 
 
+def run_roles(exe, transport, common, settings, server_role, client_role, endpoints):
+    """Runs a two-sided bench program: inproc as one process (--role=both), returning (its output, None);
+    otherwise a server process, which binds the endpoints and prints where, and a client process told
+    them, returning (server output, client output). `endpoints`: result key -> (flag, endpoint name)."""
+    if transport == "inproc":
+        return run_one_process([exe, "--role=both", "--transport=inproc"] + common, settings["timeout"] + 10), None
+    server = ([exe, f"--role={server_role}"] +
+              [f"{flag}={endpoint_for(transport, settings, name)}" for flag, name in endpoints.values()] + common)
+    client = [exe, f"--role={client_role}"] + common
+    return run_two_processes(server, client, {key: flag for key, (flag, _) in endpoints.items()},
+                             settings["timeout"] + 10)
+
+
 def run_thr(case, variant, transport, size, settings):
     """One bench_thr run: messages/s received and CPU per message of both sides; `info` has the ZeroMQ
     frames per message the receiver saw. params: pattern (default: the case's name), batch (ferry only:
@@ -21,15 +34,11 @@ def run_thr(case, variant, transport, size, settings):
     batch = case.params.get("batch", 1) if variant.impl == "ferry" else 1
     common = [f"--pattern={case.params.get('pattern', case.name)}", f"--impl={variant.impl}", f"--size={size}",
               f"--count={count}", f"--batch={batch}", f"--timeout={settings['timeout']}"]
-    if transport == "inproc":
-        out = run_one_process([exe, "--role=both", "--transport=inproc"] + common, settings["timeout"] + 10)
-        j = result_line(out, "bench_thr")
+    server_out, client_out = run_roles(exe, transport, common, settings, "recv", "send",
+                                       {"endpoint": ("--endpoint", "thr-data"), "control": ("--control", "thr-ctl")})
+    if client_out is None:
+        j = result_line(server_out, "bench_thr")
     else:
-        server = [exe, "--role=recv", f"--endpoint={endpoint_for(transport, settings, 'thr-data')}",
-                  f"--control={endpoint_for(transport, settings, 'thr-ctl')}"] + common
-        client = [exe, "--role=send"] + common
-        server_out, client_out = run_two_processes(
-            server, client, {"endpoint": "--endpoint", "control": "--control"}, settings["timeout"] + 10)
         sender = result_line(client_out, "bench_thr sender")
         j = result_line(server_out, "bench_thr receiver")
         # CPU of both processes; with --role both the receiver's figure already covers the whole process.
@@ -45,16 +54,12 @@ def run_lat(case, variant, transport, size, settings):
     count = case.counts[settings["mode"]](size)
     common = [f"--impl={variant.impl}", f"--size={size}", f"--count={count}",
               f"--warmup={max(count // 10, 100)}", f"--timeout={settings['timeout']}"]
-    if transport == "inproc":
-        out = run_one_process([exe, "--role=both", "--transport=inproc"] + common, settings["timeout"] + 10)
-        j = result_line(out, "bench_lat")
+    server_out, client_out = run_roles(exe, transport, common, settings, "echo", "ping",
+                                       {"endpoint": ("--endpoint", "lat-ping"),
+                                        "reply_endpoint": ("--reply-endpoint", "lat-pong")})
+    if client_out is None:
+        j = result_line(server_out, "bench_lat")
     else:
-        server = [exe, "--role=echo", f"--endpoint={endpoint_for(transport, settings, 'lat-ping')}",
-                  f"--reply-endpoint={endpoint_for(transport, settings, 'lat-pong')}"] + common
-        client = [exe, "--role=ping"] + common
-        server_out, client_out = run_two_processes(
-            server, client, {"endpoint": "--endpoint", "reply_endpoint": "--reply-endpoint"},
-            settings["timeout"] + 10)
         j = result_line(client_out, "bench_lat pinger")
         result_line(server_out, "bench_lat echo")
     settings["zmq_version"] = j.get("zmq_version", settings.get("zmq_version"))
