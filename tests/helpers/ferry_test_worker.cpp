@@ -1,16 +1,16 @@
 // ferry_test_worker: a ferry::consumer the fault tests start, stop and kill. It reports every step on stdout,
 // one flushed line each, so a test can follow it while it runs and still read what it did after a SIGKILL:
 //
-//   ready
+//   ready                                                  subscribed; always the first line
 //   begin    <id-hex> <key|-> <attempt> <payload> <t-ns>   handler entered (t: CLOCK_MONOTONIC, machine-wide)
-//   handled  <id-hex> <key|-> <attempt> <payload> <t-ns>   handler returns: the message will be acknowledged
-//   failed   ...                                            handler throws (--fail-on): negative
-//   acknowledgement rejected ...                                            handler throws reject_message
-//   (--reject-on) exiting  ...                                            --exit-after reached: _exit(3)
-//   inside the handler stopped                                                 after SIGTERM/SIGINT and a
-//   graceful stop
+//   handled  ...                                           handler returns: the message will be acknowledged
+//   failed   ...                                           handler throws (--fail-on): a negative ack
+//   rejected ...                                           handler throws reject_message (--reject-on)
+//   exiting  ...                                           --exit-after reached inside the handler: _exit(3)
+//   stopped                                                after SIGTERM/SIGINT and a graceful stop
 //
-// Payloads are shown up to 48 bytes, with anything but printable ASCII replaced by '?'.
+// Payloads are shown up to 48 bytes, with anything but printable ASCII replaced by '?'. Handlers wait until
+// "ready" is out, so a worker that exits after its first deliveries (--exit-after) has still said it.
 //
 // Flags: --forwarder EP --queue Q [--threads N] [--prefetch P] [--sleep-ms MS] [--fail-on TEXT]
 //        [--reject-on TEXT] [--exit-after K] [--no-dedup] [--heartbeat-ms MS]
@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <stdexcept>
@@ -61,6 +62,24 @@ void say(const char* line) {
   std::fflush(stdout);
 }
 
+// "ready" comes before any handler's line: the consumer may deliver (and a handler reach --exit-after) before
+// the main thread returns from wait_ready.
+std::mutex ready_mutex;
+std::condition_variable ready_cv;
+bool ready_said = false;
+
+void say_ready() {
+  say("ready");
+  std::lock_guard lock(ready_mutex);
+  ready_said = true;
+  ready_cv.notify_all();
+}
+
+void wait_until_ready_said() {
+  std::unique_lock lock(ready_mutex);
+  ready_cv.wait_for(lock, std::chrono::seconds(30), [] { return ready_said; });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,6 +111,7 @@ int main(int argc, char** argv) {
   ferry::consumer c(
       ctx, forwarder, queue,
       [&](ferry::message& m) {
+        wait_until_ready_said();
         const std::uint64_t n = ++calls;
         report("begin", m, monotonic_ns());
         if (exit_after != 0 && n >= exit_after) {
@@ -115,7 +135,7 @@ int main(int argc, char** argv) {
     say("not-ready");
     return 2;
   }
-  say("ready");
+  say_ready();
   int sig = 0;
   sigwait(&stop_signals, &sig);
   c.stop();
