@@ -1,8 +1,11 @@
 #include "ferry/consumer.hpp"
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -38,10 +41,31 @@ zmq::message_t frame(std::string_view s) {
   return zmq::message_t(s.data(), s.size());
 }
 
+// The name a topic subscription is consumed under ("topic@name"; ephemeral ones get a random '~' name).
+std::string subscription_queue_of(const topic_subscription& sub) {
+  if (!fwd::valid_queue_name(sub.topic) || fwd::is_dlq_name(sub.topic))
+    throw error("consumer: topic '" + sub.topic +
+                "' is not a topic name: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.', not "
+                "ending in .dlq");
+  if (sub.name.empty()) {
+    std::random_device random;
+    const unsigned long long r = (static_cast<unsigned long long>(random()) << 32) ^ random();
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", r);
+    return fwd::subscription_queue(sub.topic, std::string("~") + hex);
+  }
+  if (!fwd::valid_subscription_name(sub.name) || sub.name.front() == '~')
+    throw error("consumer: subscription name '" + sub.name +
+                "' is not valid: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.', not ending "
+                "in .dlq (leave it empty for an ephemeral subscription)");
+  return fwd::subscription_queue(sub.topic, sub.name);
+}
+
 }  // namespace
 
 struct consumer::impl {
   consumer_options options;
+  std::optional<topic_subscription> subscription;  // a topic's, or none for a queue
   std::string queue_name;
   message_handler handler;
   detail::forwarder_session session;
@@ -65,8 +89,9 @@ struct consumer::impl {
   std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
   std::optional<dedup_window> dedup;
   steady::time_point next_consume{};
-  std::string acks;              // tokens to acknowledge in one ACK
-  std::vector<message> decoded;  // a v2 DELIVER's messages (reused)
+  std::string acks;                    // tokens to acknowledge in one ACK
+  std::uint64_t highest_sequence = 0;  // a topic subscription: the highest sequence number received
+  std::vector<message> decoded;        // a v2 DELIVER's messages (reused)
   std::vector<detail::payload_span> payloads;
 
   std::vector<std::thread> handlers;
@@ -75,7 +100,7 @@ struct consumer::impl {
   bool stopped = false;
 
   static consumer_options check(consumer_options o, const std::string& queue, const message_handler& h) {
-    if (!fwd::valid_queue_name(queue))
+    if (!fwd::valid_queue_name(queue) && !fwd::is_subscription_queue(queue))
       throw error("consumer: queue '" + queue +
                   "' is not a queue name: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
     if (!h) throw error("consumer: a handler is required");
@@ -97,8 +122,10 @@ struct consumer::impl {
     return so;
   }
 
-  impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o)
+  impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o,
+       std::optional<topic_subscription> sub = std::nullopt)
       : options(check(std::move(o), q, h)),
+        subscription(std::move(sub)),
         queue_name(std::move(q)),
         handler(std::move(h)),
         session(ctx, forwarder, session_options(options, queue_name)) {
@@ -109,7 +136,52 @@ struct consumer::impl {
 
   void send(std::vector<zmq::message_t>& frames) { session.send(frames); }
 
+  void send_subscribe() {
+    // SUBSCRIBE | topic | {name, from, [seq | time_us], prefetch, version}
+    const topic_subscription& sub = *subscription;
+    start_position start = sub.start;
+    // An ephemeral subscription made again (ferryd restarted or forgot it) goes on after what it received.
+    if (sub.name.empty() && highest_sequence != 0) start = start_position::at_seq(highest_sequence + 1);
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    const bool has_value =
+        start.from == start_position::kind::seq || start.from == start_position::kind::time;
+    pk.pack_map(has_value ? 5 : 4);
+    pk.pack("name");
+    pk.pack(queue_name.substr(queue_name.find(fwd::subscription_separator) + 1));
+    pk.pack("from");
+    switch (start.from) {
+      case start_position::kind::new_messages:
+        pk.pack("new");
+        break;
+      case start_position::kind::first:
+        pk.pack("first");
+        break;
+      case start_position::kind::seq:
+        pk.pack("seq");
+        pk.pack("seq");
+        pk.pack(std::max<std::uint64_t>(1, start.seq));
+        break;
+      case start_position::kind::time:
+        pk.pack("time");
+        pk.pack("time_us");
+        pk.pack(static_cast<std::int64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(start.time.time_since_epoch()).count()));
+        break;
+    }
+    pk.pack("prefetch");
+    pk.pack(options.prefetch);
+    pk.pack("version");
+    pk.pack(fwd::protocol_version);
+    std::vector<zmq::message_t> frames;
+    frames.push_back(frame(fwd::subscribe));
+    frames.push_back(frame(sub.topic));
+    frames.emplace_back(buf.data(), buf.size());
+    send(frames);
+  }
+
   void send_consume() {
+    if (subscription) return send_subscribe();
     msgpack::sbuffer buf;
     msgpack::packer<msgpack::sbuffer> pk(buf);
     pk.pack_map(2);
@@ -284,7 +356,12 @@ struct consumer::impl {
         duplicates.add();
         continue;
       }
-      w.msg.set_topic(queue_name);
+      if (subscription) {
+        highest_sequence = std::max(highest_sequence, w.msg.sequence());
+        w.msg.set_topic(subscription->topic);
+      } else {
+        w.msg.set_topic(queue_name);
+      }
       if (packed) {
         w.msg.set_payload_slice(block, payloads[i].offset, payloads[i].size);
       } else {
@@ -446,6 +523,13 @@ struct consumer::impl {
 consumer::consumer(context& ctx, const std::string& forwarder, const std::string& queue,
                    message_handler handler, consumer_options options)
     : impl_(std::make_unique<impl>(ctx, forwarder, queue, std::move(handler), std::move(options))) {}
+
+consumer::consumer(context& ctx, const std::string& forwarder, topic_subscription subscription,
+                   message_handler handler, consumer_options options) {
+  std::string name = subscription_queue_of(subscription);
+  impl_ = std::make_unique<impl>(ctx, forwarder, std::move(name), std::move(handler), std::move(options),
+                                 std::move(subscription));
+}
 
 consumer::~consumer() {
   stop();

@@ -153,17 +153,26 @@ struct producer::impl {
 
   // ---- sending side (under `mutex`) ----------------------------------------------------------------------
 
-  std::size_t queue_of(const std::string& name) {
-    if (last_queue < queue_names.size() && queue_names[last_queue] == name) return last_queue;
+  // A destination is a queue's name, or '#' and a topic's (no queue name starts with '#').
+  static bool is_destination(const std::string& destination, const std::string& name, bool to_topic) {
+    if (!to_topic) return destination == name;
+    return destination.size() == name.size() + 1 && destination.front() == '#' &&
+           destination.compare(1, std::string::npos, name) == 0;
+  }
+  std::size_t queue_of(const std::string& name, bool to_topic) {
+    if (last_queue < queue_names.size() && is_destination(queue_names[last_queue], name, to_topic))
+      return last_queue;
     for (std::size_t i = 0; i < queue_names.size(); ++i)
-      if (queue_names[i] == name) return last_queue = i;
-    queue_names.push_back(name);
+      if (is_destination(queue_names[i], name, to_topic)) return last_queue = i;
+    queue_names.push_back(to_topic ? "#" + name : name);
     pending.emplace_back();
     return last_queue = queue_names.size() - 1;
   }
 
-  void enqueue(message& msg) {
-    auto& blocks_of_queue = pending[queue_of(msg.topic())];
+  send_status submit(message& msg, bool to_topic);
+
+  void enqueue(message& msg, bool to_topic) {
+    auto& blocks_of_queue = pending[queue_of(msg.topic(), to_topic)];
     const std::size_t payload = msg.payload().size();
     if (payload >= large_payload) {
       pending_block& b = blocks_of_queue.emplace_back();
@@ -287,9 +296,14 @@ struct producer::impl {
 
   std::vector<zmq::message_t> send_head(std::uint32_t queue) {
     std::vector<zmq::message_t> frames;
-    frames.emplace_back(fwd::send.data(), fwd::send.size());
     const std::string& name = queue_names_copy(queue);
-    frames.emplace_back(name.data(), name.size());
+    if (!name.empty() && name.front() == '#') {  // a topic
+      frames.emplace_back(fwd::publish.data(), fwd::publish.size());
+      frames.emplace_back(name.data() + 1, name.size() - 1);
+    } else {
+      frames.emplace_back(fwd::send.data(), fwd::send.size());
+      frames.emplace_back(name.data(), name.size());
+    }
     return frames;
   }
 
@@ -514,7 +528,15 @@ producer::producer(context& ctx, const std::string& forwarder, producer_options 
 producer::~producer() = default;
 
 send_status producer::send(message& msg) {
-  impl& s = *impl_;
+  return impl_->submit(msg, false);
+}
+
+send_status producer::publish(message& msg) {
+  return impl_->submit(msg, true);
+}
+
+send_status producer::impl::submit(message& msg, bool to_topic) {
+  impl& s = *this;
   // ferryd would refuse it (bad_queue) only once it arrived; a consumer throws at construction for the name.
   if (!fwd::valid_queue_name(msg.topic()) || fwd::is_dlq_name(msg.topic())) return send_status::invalid;
   if (msg.payload().size() > s.options.max_payload || check_limits(msg) != decode_error::none)
@@ -533,7 +555,7 @@ send_status producer::send(message& msg) {
     }
     if (s.closing) return send_status::closed;
     ++s.in_flight;
-    s.enqueue(msg);
+    s.enqueue(msg, to_topic);
   }
   s.sent.add();  // one writer per producer is typical; relaxed counts are good enough for stats
   s.wake.notify();

@@ -1,6 +1,9 @@
 #include "consumer_store.hpp"
 
 #include <algorithm>
+#include <cstring>
+
+#include "ferry/error.hpp"
 
 #include "detail/log.hpp"
 
@@ -51,6 +54,7 @@ bool consumer_store::recovered(const message_record& rec, const record_location&
 
 std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
   next_seq = std::max(next_seq, replayed_watermark_);
+  start_ = replayed_watermark_;  // a group that started late (a topic's subscription) keeps its start
   if (!settled_.empty()) next_seq = std::max(next_seq, *settled_.rbegin() + 1);
   low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : next_seq;
   for (const std::uint64_t s : gaps_)
@@ -63,8 +67,24 @@ std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
   return next_seq;
 }
 
-void consumer_store::stored(std::uint64_t base, std::uint64_t records) noexcept {
-  if (records == 0) return;
+void consumer_store::start_at(std::uint64_t first_seq,
+                              const std::map<std::uint64_t, segment_info>& segments) {
+  open();
+  start_ = first_seq;
+  low_watermark_ = std::max(low_watermark_, first_seq);
+  journal_.append({record_type::watermark, 0, 0, first_seq});
+  if (const int err = journal_.flush(); err != 0)
+    throw error("cannot write the journal of a new subscription: " + std::string(std::strerror(err)));
+  if (const int err = journal_.sync(); err != 0)
+    throw error("cannot sync the journal of a new subscription: " + std::string(std::strerror(err)));
+  // Sequence numbers within a segment are dense (a failed write ends the segment's records), so the
+  // messages at or after first_seq are counted from the segment's range.
+  for (const auto& [base, seg] : segments) stored(base, seg.records, seg.last_seq);
+}
+
+void consumer_store::stored(std::uint64_t base, std::uint64_t records, std::uint64_t last_seq) noexcept {
+  if (records == 0 || last_seq < start_) return;
+  records = std::min(records, last_seq - start_ + 1);
   per_segment_[base] += records;
   unsettled_ += records;
 }
@@ -82,6 +102,26 @@ void consumer_store::settle(std::uint64_t seq, std::uint64_t base, settle_reason
 
 void consumer_store::skip(std::uint64_t seq) {
   mark_settled(seq);
+}
+
+std::uint64_t consumer_store::skip_before(std::uint64_t base, std::uint64_t seq) {
+  if (seq <= low_watermark_) return 0;
+  std::uint64_t skipped = 0;
+  for (auto it = per_segment_.begin(); it != per_segment_.end() && it->first <= base;) {
+    skipped += it->second;
+    it = per_segment_.erase(it);
+  }
+  unsettled_ -= std::min(unsettled_, skipped);
+  journal_.append({record_type::watermark, 0, 0, seq});
+  low_watermark_ = seq;
+  start_ = std::max(start_, seq);
+  settled_.erase(settled_.begin(), settled_.lower_bound(seq));
+  std::erase_if(attempts_, [&](const auto& kv) { return kv.first < seq; });
+  while (!settled_.empty() && *settled_.begin() == low_watermark_) {
+    settled_.erase(settled_.begin());
+    ++low_watermark_;
+  }
+  return skipped;
 }
 
 void consumer_store::mark_settled(std::uint64_t seq) {

@@ -40,18 +40,29 @@ class consumer_store {
   std::uint64_t finish_recovery(std::uint64_t next_seq);
   /// Opens the journal of a stream created after start-up. Throws ferry::error.
   void open();
+  /// A consumer group created after start-up over a stream that already holds `segments`: it starts at
+  /// `first_seq` (everything before counts as settled). Opens the journal, writes the start as a watermark
+  /// record and syncs it, so a restart resumes the group there. Throws ferry::error.
+  void start_at(std::uint64_t first_seq, const std::map<std::uint64_t, segment_info>& segments);
+  /// The first seq this group takes (1 for a queue; a topic's subscription may start later).
+  [[nodiscard]] std::uint64_t start() const noexcept { return start_; }
 
   // ---- settlement ---------------------------------------------------------------------------------------
   /// True when `seq` is settled (or was never stored).
   [[nodiscard]] bool settled(std::uint64_t seq) const noexcept {
     return seq < low_watermark_ || settled_.count(seq) != 0;
   }
-  /// New messages became durable in segment `base`: they are unsettled.
-  void stored(std::uint64_t base, std::uint64_t records) noexcept;
+  /// `records` new messages, the last of them `last_seq`, became durable in segment `base`: those at or
+  /// after start() are unsettled.
+  void stored(std::uint64_t base, std::uint64_t records, std::uint64_t last_seq) noexcept;
   /// Settles `seq`, held in segment `base` (journal record and counts).
   void settle(std::uint64_t seq, std::uint64_t base, settle_reason reason);
   /// `seq` was never stored (its write failed): it counts as settled, without a journal record.
   void skip(std::uint64_t seq);
+  /// Segment `base` and every older one are gone from the stream (a topic's retention deleted them), and
+  /// `seq` follows the last message they held: everything before it counts as settled (a watermark
+  /// record). Returns how many of those messages were unsettled.
+  std::uint64_t skip_before(std::uint64_t base, std::uint64_t seq);
   /// Journals the number of deliveries of `seq` so far.
   void record_attempts(std::uint64_t seq, std::uint32_t attempts);
   /// Deliveries of `seq` recovered from the journal for a message not yet read back (0 when none), and
@@ -81,6 +92,7 @@ class consumer_store {
   bool open_ = false;
   std::uint64_t unsettled_ = 0;
   std::uint64_t low_watermark_ = 1;                     // every seq below is settled
+  std::uint64_t start_ = 1;                             // the first seq this group takes
   std::set<std::uint64_t> settled_;                     // settled seqs at or above the watermark
   std::map<std::uint64_t, std::uint64_t> per_segment_;  // segment base -> unsettled messages in it
   // Deliveries so far of unsettled messages the reader has not read back yet (recovered from the journal).

@@ -42,6 +42,7 @@ class journal {
   [[nodiscard]] std::uint64_t file_bytes() const noexcept { return file_bytes_; }
   [[nodiscard]] bool has_buffered() const noexcept { return !buffer_.empty(); }
   [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return file_; }
   /// False until recover() opened the file (a queue that never stored anything has none).
   [[nodiscard]] bool is_open() const noexcept { return fd_ >= 0; }
 

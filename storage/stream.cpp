@@ -186,4 +186,10 @@ void stream::remove_segments(std::int64_t now_us, const std::function<bool(const
   for (const std::uint64_t base : doomed) log_.remove(base, spares_.get());
 }
 
+void stream::remove_segment(std::uint64_t base) {
+  auto& segs = log_.segments();
+  if (segs.empty() || base == segs.rbegin()->first || segs.count(base) == 0) return;
+  log_.remove(base, spares_.get());
+}
+
 }  // namespace ferry::storage

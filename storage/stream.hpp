@@ -113,6 +113,9 @@ class stream {
   /// Deletes every segment but the active one for which `unneeded` is true (no reader needs it), except
   /// recent ones kept for the dedup window (see stream_config::dedup_retain_bytes).
   void remove_segments(std::int64_t now_us, const std::function<bool(const segment_info&)>& unneeded);
+  /// Deletes segment `base` now (a topic's retention), whatever the dedup window: a resend of one of its
+  /// messages is stored again. Never the segment being written.
+  void remove_segment(std::uint64_t base);
 
  private:
   std::filesystem::path dir_;

@@ -105,6 +105,8 @@ forwarder_stats distinct_stats() {
     queue_stats& q = s.queues[name];
     for (const auto& f : schema::queue_fields) q.*f.member = next++;
   }
+  topic_stats& t = s.topics["events"];
+  for (const auto& f : schema::topic_fields) t.*f.member = next++;
   return s;
 }
 
@@ -127,9 +129,12 @@ TEST_CASE("stats_schema: every field has a name, a label, a help text and a unit
   };
   check_table(schema::forwarder_fields, "forwarder");
   check_table(schema::queue_fields, "queue");
+  check_table(schema::topic_fields, "topic");
   for (const auto& f : schema::queue_fields) CHECK(f.kind != schema::field_kind::info);
-  // A member added to queue_stats without its line in the table fails here.
+  for (const auto& f : schema::topic_fields) CHECK(f.kind != schema::field_kind::info);
+  // A member added to queue_stats or topic_stats without its line in the table fails here.
   STATIC_REQUIRE(sizeof(queue_stats) == schema::queue_fields.size() * sizeof(std::uint64_t));
+  STATIC_REQUIRE(sizeof(topic_stats) == schema::topic_fields.size() * sizeof(std::uint64_t));
 }
 
 TEST_CASE("stats_schema: encode_stats round-trips through the admin client's decoding, every field",

@@ -224,6 +224,12 @@ void append_stats_text(std::string& out, const ferry::forwarder_stats& stats, co
     out += '\n';
     for (const auto& f : schema::queue_fields) append_row(out, f.label, std::to_string(q->*f.member), 2);
   }
+  for (const auto& [name, t] : stats.topics) {
+    out += "\ntopic ";
+    out += name;
+    out += '\n';
+    for (const auto& f : schema::topic_fields) append_row(out, f.label, std::to_string(t.*f.member), 2);
+  }
 }
 
 void append_stats_json(std::string& out, const ferry::forwarder_stats& stats, const queue_list& queues) {
@@ -245,6 +251,22 @@ void append_stats_json(std::string& out, const ferry::forwarder_stats& stats, co
       append_json_string(out, f.name);
       out += ':';
       out += std::to_string(queues[i].second->*f.member);
+    }
+    out += '}';
+  }
+  out += "},\"topics\":{";
+  bool first_topic = true;
+  for (const auto& [name, t] : stats.topics) {
+    if (!first_topic) out += ',';
+    first_topic = false;
+    append_json_string(out, name);
+    out += ":{";
+    for (std::size_t j = 0; j < schema::topic_fields.size(); ++j) {
+      const auto& f = schema::topic_fields[j];
+      if (j > 0) out += ',';
+      append_json_string(out, f.name);
+      out += ':';
+      out += std::to_string(t.*f.member);
     }
     out += '}';
   }

@@ -27,6 +27,19 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
   st.malformed_frames = malformed_frames_;
   for (auto& slot : queues_) {
     const queue& q = *slot.q;
+    if (slot.retired) continue;
+    if (q.kind() == queue_kind::topic) {
+      topic_stats& ts = st.topics[q.name()];
+      ts.first_seq = q.first_retained();
+      ts.last_seq = q.committed_through();
+      ts.messages = q.stream_messages();
+      ts.disk_bytes = q.disk_bytes();
+      ts.published = q.counters().confirmed;
+      ts.deduplicated = q.counters().deduplicated;
+      ts.refused = q.counters().refused;
+      ts.subscriptions = q.subscriptions().size();
+      continue;
+    }
     const queue_counters& c = q.counters();
     queue_stats& qs = st.queues[q.name()];
     qs.depth = q.depth();
@@ -45,6 +58,11 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
     qs.refused = c.refused;
     qs.stale_acks = c.stale_acks;
     qs.rejected = c.rejected;
+    if (q.kind() == queue_kind::subscription) {
+      qs.position = q.low_watermark();
+      qs.retention_skipped = c.retention_skipped;
+      qs.truncated_starts = c.truncated_starts;
+    }
   }
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::stats_reply));
@@ -64,9 +82,13 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames, "DLQ options must be a MessagePack map");
   }
-  if (!fwd::valid_queue_name(name) || fwd::is_dlq_name(name))
+  if (!fwd::valid_destination(name) || fwd::is_dlq_name(name))
     return send_error(identity, fwd::code::bad_queue,
-                      "DLQ takes the name of the queue whose dead letters to use");
+                      "DLQ takes the name of the queue (or topic@subscription) whose dead letters to use");
+  if (op == "replay" && fwd::is_subscription_queue(name))
+    return send_error(identity, fwd::code::bad_queue,
+                      "DLQ replay to a topic's subscription is not supported (it would publish the messages "
+                      "to every subscription again); list or purge them");
   queue_slot* dlq_slot = find_queue(name + std::string(fwd::dlq_suffix));
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::dlq_reply));

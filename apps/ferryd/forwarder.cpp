@@ -81,10 +81,22 @@ void forwarder::recover_all() {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(root)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && fwd::valid_queue_name(name)) names.push_back(name);
+    // Queues, and the dead-letter queues of topics' subscriptions.
+    if (entry.is_directory() && (fwd::valid_queue_name(name) || fwd::is_subscription_queue(name)))
+      names.push_back(name);
   }
   std::sort(names.begin(), names.end());
   for (const auto& name : names) open_queue(name);
+  const fs::path topics = options_.data_dir / "topics";
+  std::error_code ec;
+  if (!fs::is_directory(topics, ec)) return;
+  names.clear();
+  for (const auto& entry : fs::directory_iterator(topics)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && fwd::valid_queue_name(name)) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) open_topic(name);
 }
 
 forwarder::queue_slot* forwarder::find_queue(std::string_view name) {
@@ -221,6 +233,7 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
       {fwd::reject, &forwarder::on_answer}, {fwd::consume, &forwarder::on_consume},
       {fwd::cancel, &forwarder::on_cancel}, {fwd::hello, &forwarder::on_hello},
       {fwd::stats, &forwarder::on_stats},   {fwd::dlq, &forwarder::on_dlq},
+      {fwd::publish, &forwarder::on_send},  {fwd::subscribe, &forwarder::on_subscribe},
   };
   const std::string identity(view(frames[0]));
   const std::string_view verb = view(frames[1]);

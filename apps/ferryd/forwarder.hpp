@@ -69,11 +69,22 @@ class forwarder {
     std::vector<pending_append> committing;
     std::unordered_multimap<message_id, std::string> extra_waiters;  // resends of a message not yet durable
     bool journal_dirty = false;
+    bool retired = false;  // an ephemeral subscription that ended: kept only so indexes stay put
   };
 
   queue_slot* find_queue(std::string_view name);
   queue_slot& open_queue(const std::string& name);
   void recover_all();
+  // Topics (topics.cpp): a topic's slot is found by its name in topic_index_, its subscriptions' slots by
+  // "topic@name" in queue_index_ like queues.
+  queue_slot* find_topic(std::string_view name);
+  /// Opens (recovering from disk) a topic and the durable subscriptions stored with it.
+  queue_slot& open_topic(const std::string& name);
+  /// A new subscription of `topic` starting at `first_seq`. Throws ferry::error.
+  queue_slot& create_subscription(queue_slot& topic, const std::string& name, std::uint64_t first_seq);
+  /// An ephemeral subscription whose last consumer went: it is forgotten and its journal deleted.
+  void retire_if_ephemeral(queue_slot& slot);
+  void on_subscribe(const std::string& identity, std::vector<zmq::message_t>& frames);  // topics.cpp
 
   // The verb table (forwarder.cpp); each handler gets the sender's routing id and every frame of the request
   // (frames[0] is the routing id, frames[1] the verb).
@@ -90,7 +101,8 @@ class forwarder {
   // One SEND's context while its messages are stored one by one.
   struct send_context {
     const std::string& identity;
-    queue_slot* slot;  // the queue, once it exists
+    bool topic;        // PUBLISH to a topic rather than SEND to a queue
+    queue_slot* slot;  // the queue (or topic), once it exists
     steady::time_point now;
     std::int64_t now_us;
     bool no_space;
@@ -139,7 +151,8 @@ class forwarder {
   std::uint64_t batch_number_ = 0;
 
   std::deque<queue_slot> queues_;  // a deque: slots stay put while queues are added
-  std::unordered_map<std::string, std::uint32_t> queue_index_;
+  std::unordered_map<std::string, std::uint32_t> queue_index_;  // queues, subscriptions, dead letters
+  std::unordered_map<std::string, std::uint32_t> topic_index_;
   peer_table peers_;
   std::unordered_map<std::string, std::string> confirms_out_;
   std::string* last_confirm_ = nullptr;  // into confirms_out_ (element pointers survive rehashing)

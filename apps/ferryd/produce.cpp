@@ -25,12 +25,16 @@ bool forwarder::disk_full(steady::time_point now) {
 void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
   // SEND | queue | block                          protocol v2: every message in one frame
   // SEND | queue | (envelope | payload) x n       protocol v1
+  // PUBLISH | topic | ...                          the same, to a topic
+  const bool topic = view(frames[1]) == fwd::publish;
+  const std::string_view verb = topic ? fwd::publish : fwd::send;
   const bool packed = frames.size() == 4;
   if (!packed && (frames.size() < 5 || (frames.size() - 3) % 2 != 0)) {
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames,
-                      "SEND needs: queue, then one block of messages (protocol v2) or envelope and payload "
-                      "frames in pairs (protocol v1)");
+                      fmt::format("{} needs: {}, then one block of messages (protocol v2) or envelope and "
+                                  "payload frames in pairs (protocol v1)",
+                                  verb, topic ? "topic" : "queue"));
   }
   // Whole-request checks first: a request that fails them changes nothing (no queue is created).
   std::size_t count = (frames.size() - 3) / 2;
@@ -39,24 +43,28 @@ void forwarder::on_send(const std::string& identity, std::vector<zmq::message_t>
     if (e != decode_error::none) {
       ++malformed_frames_;
       return send_error(identity, fwd::code::bad_frames,
-                        fmt::format("SEND: the block of messages does not decode: {}", to_string(e)));
+                        fmt::format("{}: the block of messages does not decode: {}", verb, to_string(e)));
     }
   }
   if (count > fwd::max_batch) {
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames,
-                      fmt::format("SEND: {} messages; at most {} per SEND, nothing was stored: send them in "
+                      fmt::format("{}: {} messages; at most {} per {}, nothing was stored: send them in "
                                   "smaller batches",
-                                  count, fwd::max_batch));
+                                  verb, count, fwd::max_batch, verb));
   }
   const std::string_view name = view(frames[2]);
   const char* queue_problem = nullptr;
   if (!fwd::valid_queue_name(name)) {
-    queue_problem = "queue names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'";
+    queue_problem = topic ? "topic names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'"
+                          : "queue names are 1-200 characters of A-Z a-z 0-9 . _ - and do not start with '.'";
   } else if (fwd::is_dlq_name(name)) {
-    queue_problem = "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
+    queue_problem =
+        topic ? "names ending in .dlq are for dead-letter queues, not topics"
+              : "dead-letter queues are written by ferryd only (use DLQ replay to move messages back)";
   }
-  send_context ctx{identity, find_queue(name), steady::now(), unix_now_us(), disk_full(steady::now())};
+  send_context ctx{identity,      topic,         topic ? find_topic(name) : find_queue(name),
+                   steady::now(), unix_now_us(), disk_full(steady::now())};
   if (packed && ctx.slot != nullptr && queue_problem == nullptr) {
     // The dedup window is probed for the whole block at once: its table does not fit the cache.
     batch_ids_.clear();
@@ -106,7 +114,8 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
                               options_.max_message_bytes),
                   name);
   }
-  if (ctx.slot == nullptr) ctx.slot = &open_queue(std::string(name));  // the first message it will hold
+  if (ctx.slot == nullptr)  // the first message it will hold
+    ctx.slot = ctx.topic ? &open_topic(std::string(name)) : &open_queue(std::string(name));
   queue_slot& slot = *ctx.slot;
   queue& q = *slot.q;
   if (const auto first = q.admit(id, ctx.now)) {
@@ -135,6 +144,8 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
                   name);
   }
   m.set_attempt(0);
+  // A topic's messages carry their place in it: origin names the topic, sequence is its seq.
+  if (ctx.topic) m.set_stream(key_hash("topic:" + q.name()), q.next_seq());
   envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
   encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
   const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us);

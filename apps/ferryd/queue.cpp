@@ -18,64 +18,145 @@ constexpr std::uint64_t journal_compact_bytes = 16ull << 20;
 }  // namespace
 
 queue::queue(std::string name, std::uint32_t index, fs::path dir, queue_config config,
-             std::uint64_t token_prefix)
+             std::uint64_t token_prefix, queue_kind kind)
     : name_(std::move(name)),
       index_(index),
       dir_(std::move(dir)),
       config_(config),
-      stream_(dir_, {.segment_bytes = config_.segment_bytes,
-                     .dedup = config_.dedup,
-                     .dedup_retain_bytes = config_.dedup_retain_bytes}),
+      kind_(kind),
+      stream_(std::make_shared<storage::stream>(
+          dir_, storage::stream_config{.segment_bytes = config_.segment_bytes,
+                                       .dedup = config_.dedup,
+                                       .dedup_retain_bytes = config_.dedup_retain_bytes})),
       store_(dir_ / "journal"),
-      cursor_(stream_.log()),
+      cursor_(stream_->log()),
       token_prefix_(token_prefix) {}
 
+queue::queue(std::string name, std::uint32_t index, queue& topic, fs::path journal_file, queue_config config,
+             std::uint64_t token_prefix)
+    : name_(std::move(name)),
+      index_(index),
+      dir_(journal_file.parent_path()),
+      config_(config),
+      kind_(queue_kind::subscription),
+      stream_(topic.stream_),
+      store_(std::move(journal_file)),
+      topic_(&topic),
+      cursor_(stream_->log()),
+      token_prefix_(token_prefix) {}
+
+void queue::attach(queue& sub) {
+  subscriptions_.push_back(&sub);
+}
+
+void queue::detach(queue& sub) {
+  std::erase(subscriptions_, &sub);
+}
+
 void queue::ensure_on_disk() {
-  if (stream_.on_disk()) return;
-  stream_.create_on_disk();
-  store_.open();
+  if (stream_->on_disk()) return;
+  stream_->create_on_disk();
+  if (kind_ == queue_kind::queue) store_.open();
+}
+
+void queue::start_at(std::uint64_t first_seq) {
+  storage::create_directories_durably(dir_);
+  store_.start_at(first_seq, stream_->log().segments());
+  position_cursor();
+}
+
+void queue::position_cursor() {
+  // Read from the oldest segment holding unsettled messages (or the end of the newest one).
+  const auto& segs = stream_->log().segments();
+  if (segs.empty()) return;
+  const auto& last = segs.rbegin()->second;
+  cursor_.seek(last.base, last.committed);
+  if (const std::uint64_t first = store_.first_unsettled_segment(); first != 0) cursor_.seek(first, 0);
+}
+
+std::uint64_t queue::first_retained() const noexcept {
+  for (const auto& [base, seg] : stream_->log().segments())
+    if (seg.records > 0) return std::max(base, seg.last_seq + 1 - seg.records);
+  return stream_->committed_through() + 1;
+}
+
+std::uint64_t queue::stream_messages() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& [base, seg] : stream_->log().segments()) n += seg.records;
+  return n;
+}
+
+std::uint64_t queue::first_seq_at(std::int64_t time_us) const {
+  for (const auto& [base, seg] : stream_->log().segments()) {
+    if (seg.records == 0 || seg.last_stored_at_us < time_us) continue;
+    storage::log_cursor c(stream_->log());
+    c.seek(base, 0);
+    storage::log_cursor::entry e;
+    while (c.peek(e)) {
+      if (e.record.stored_at_us >= time_us) return e.record.seq;
+      c.advance();
+    }
+    return seg.last_seq;
+  }
+  return stream_->committed_through() + 1;
 }
 
 void queue::recover(recovery_report& log_report, recovery_report& journal_report) {
+  // A subscription is recovered by its topic, which owns the stream.
+  if (kind_ == queue_kind::subscription) return;
   // A queue that was only consumed from or asked about has no directory: nothing to recover, nothing
   // left behind by a typo.
   std::error_code ec;
   if (!fs::exists(dir_, ec)) return;
+  if (kind_ == queue_kind::topic) {
+    // Each subscription's journal was replayed (replay_journal); the log scan tells each of them what is
+    // stored, and each positions its own cursor.
+    stream_->recover(log_report, unix_now_us(), [&](const message_record& rec, const record_location& where) {
+      for (queue* sub : subscriptions_) sub->store_.recovered(rec, where);
+    });
+    for (queue* sub : subscriptions_) {
+      stream_->continue_at(sub->store_.finish_recovery(stream_->next_seq()));
+      sub->position_cursor();
+    }
+    return;
+  }
   // The journal first: the log scan needs to know what is settled.
   store_.replay(journal_report);
-  stream_.recover(log_report, unix_now_us(), [&](const message_record& rec, const record_location& where) {
+  stream_->recover(log_report, unix_now_us(), [&](const message_record& rec, const record_location& where) {
     store_.recovered(rec, where);
   });
-  stream_.continue_at(store_.finish_recovery(stream_.next_seq()));
-
-  // Read from the oldest segment holding unsettled messages (or the end of the newest one).
-  const auto& segs = stream_.log().segments();
-  if (!segs.empty()) {
-    const auto& last = segs.rbegin()->second;
-    cursor_.seek(last.base, last.committed);
-    if (const std::uint64_t first = store_.first_unsettled_segment(); first != 0) cursor_.seek(first, 0);
-  }
+  stream_->continue_at(store_.finish_recovery(stream_->next_seq()));
+  position_cursor();
 }
 
 // ---- producing ------------------------------------------------------------------------------------------
 
 bool queue::full(std::size_t n) const noexcept {
-  return config_.max_messages != 0 && store_.unsettled() + stream_.unwritten() + n > config_.max_messages;
+  return config_.max_messages != 0 && store_.unsettled() + stream_->unwritten() + n > config_.max_messages;
 }
 
 std::uint64_t queue::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
                             std::string_view payload, std::int64_t stored_at_us) {
   ensure_on_disk();
-  return stream_.append(id, key_hash, envelope, payload, stored_at_us);
+  return stream_->append(id, key_hash, envelope, payload, stored_at_us);
 }
 
 void queue::committed(const segment_writer::outcome& out) {
-  stream_.committed(out);
-  for (const auto& u : out.segments) store_.stored(u.base, u.records);
+  stream_->committed(out);
+  if (kind_ == queue_kind::topic) {
+    for (queue* sub : subscriptions_)
+      for (const auto& u : out.segments) sub->store_.stored(u.base, u.records, u.last_seq);
+    return;
+  }
+  for (const auto& u : out.segments) store_.stored(u.base, u.records, u.last_seq);
 }
 
 void queue::append_failed(const message_id& id, std::uint64_t seq) {
-  stream_.forget(id);
+  stream_->forget(id);
+  if (kind_ == queue_kind::topic) {
+    for (queue* sub : subscriptions_) sub->store_.skip(seq);
+    return;
+  }
   store_.skip(seq);
 }
 
@@ -362,7 +443,7 @@ std::size_t queue::dispatch(steady::time_point now) {
         continue;
       }
       message_record rec;
-      if (!stream_.log().read(w.where, read_buffer_, rec)) {
+      if (!stream_->log().read(w.where, read_buffer_, rec)) {
         // The stored copy is unreadable (damaged after start-up): nothing can be delivered; say so.
         detail::logger().error("queue {}: message seq {} cannot be read back; it is dropped", name_, w.seq);
         settle(w.seq, w.where.segment, settle_reason::purged);
@@ -423,7 +504,7 @@ std::vector<queue::listed> queue::list(std::size_t limit) const {
   for (const auto& [key, ks] : keys_)
     for (const auto& w : ks.parked) out.push_back({w.seq, w.where});
   // Then what the cursor has not reached, read by a cursor of its own.
-  storage::log_cursor ahead(stream_.log());
+  storage::log_cursor ahead(stream_->log());
   ahead.seek(cursor_.segment(), cursor_.offset());
   storage::log_cursor::entry e;
   while (out.size() < limit + ready_.size() + parked_total_ && ahead.peek(e)) {
@@ -436,7 +517,7 @@ std::vector<queue::listed> queue::list(std::size_t limit) const {
 }
 
 bool queue::settle_waiting(std::uint64_t seq, settle_reason reason) {
-  if (store_.settled(seq) || seq >= stream_.next_seq()) return false;
+  if (store_.settled(seq) || seq >= stream_->next_seq()) return false;
   for (const auto& [token, d] : in_flight_)
     if (d.msg.seq == seq) return false;
   if (dead_lettering_.count(seq) != 0) return false;
@@ -463,7 +544,7 @@ bool queue::settle_waiting(std::uint64_t seq, settle_reason reason) {
     }
   }
   // Not reached by the cursor yet: it will skip it.
-  const segment_info* seg = stream_.log().segment_for(seq);
+  const segment_info* seg = stream_->log().segment_for(seq);
   settle(seq, seg != nullptr ? seg->base : 0, reason);
   return true;
 }
@@ -471,10 +552,13 @@ bool queue::settle_waiting(std::uint64_t seq, settle_reason reason) {
 // ---- housekeeping ---------------------------------------------------------------------------------------
 
 void queue::housekeeping(std::int64_t now_us) {
-  // Settled segments behind the cursor go (recent ones are kept a while for the dedup window).
-  stream_.remove_segments(now_us, [&](const segment_info& s) {
-    return s.base < cursor_.segment() && store_.unsettled_in(s.base) == 0;
-  });
+  if (kind_ == queue_kind::topic) return retain(now_us);
+  // Settled segments behind the cursor go (recent ones are kept a while for the dedup window). A
+  // subscription's segments belong to its topic, whose retention removes them.
+  if (kind_ == queue_kind::queue)
+    stream_->remove_segments(now_us, [&](const segment_info& s) {
+      return s.base < cursor_.segment() && store_.unsettled_in(s.base) == 0;
+    });
   store_.compact(journal_compact_bytes, [&](const auto& emit) {
     for (const auto& [token, d] : in_flight_) emit(d.msg.seq, d.msg.attempts);
     for (const auto& [seq, w] : ready_) emit(w.seq, w.attempts);
@@ -482,6 +566,68 @@ void queue::housekeeping(std::int64_t now_us) {
     for (const auto& [key, ks] : keys_)
       for (const auto& w : ks.parked) emit(w.seq, w.attempts);
   });
+}
+
+void queue::retain(std::int64_t now_us) {
+  const auto& segs = stream_->log().segments();
+  std::uint64_t bytes = 0, messages = 0;
+  for (const auto& [base, seg] : segs) {
+    bytes += seg.committed;
+    messages += seg.records;
+  }
+  const std::int64_t max_age_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(config_.retain_age).count();
+  while (segs.size() > 1) {
+    const segment_info& oldest = segs.begin()->second;
+    const bool too_old = max_age_us > 0 && now_us - oldest.last_stored_at_us > max_age_us;
+    // By size and count, a segment goes only when what remains still holds the limit (as Kafka does): the
+    // topic keeps at least retain_bytes / retain_messages, and less than a segment more.
+    const bool too_big = config_.retain_bytes > 0 && bytes - oldest.committed >= config_.retain_bytes;
+    const bool too_many = config_.retain_messages > 0 && messages - oldest.records >= config_.retain_messages;
+    if (!too_old && !too_big && !too_many) break;
+    const std::uint64_t base = oldest.base, last = oldest.last_seq;
+    bytes -= oldest.committed;
+    messages -= oldest.records;
+    for (queue* sub : subscriptions_) sub->skip_through(last, base);
+    stream_->remove_segment(base);
+  }
+}
+
+void queue::skip_through(std::uint64_t last_seq, std::uint64_t base) {
+  if (const std::uint64_t n = store_.skip_before(base, last_seq + 1); n > 0) {
+    counters_.retention_skipped += n;
+    skipped_unseen_ += n;
+    detail::logger().warn(
+        "subscription {}: retention deleted {} message(s) it had not settled (through seq {}); it goes on "
+        "with the oldest retained message",
+        name_, n, last_seq);
+  }
+  std::erase_if(ready_, [&](const auto& kv) { return kv.first <= last_seq; });
+  for (auto it = keys_.begin(); it != keys_.end();) {
+    auto& ks = it->second;
+    const auto before = ks.parked.size();
+    std::erase_if(ks.parked, [&](const waiting& w) { return w.seq <= last_seq; });
+    parked_total_ -= before - ks.parked.size();
+    ks.ready = 0;
+    for (const auto& [seq, w] : ready_)
+      if (w.key_hash == it->first) ++ks.ready;
+    it = (!ks.busy && ks.ready == 0 && ks.parked.empty()) ? keys_.erase(it) : std::next(it);
+  }
+  // Deliveries of deleted messages: their tokens become stale (the answer still frees the credit).
+  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+    if (it->second.msg.seq > last_seq) {
+      ++it;
+      continue;
+    }
+    it->second.sub->expired.insert(it->first);
+    release_key(it->second.msg.key_hash);
+    it = in_flight_.erase(it);
+  }
+  if (cursor_.segment() <= base) {
+    const auto& segs = stream_->log().segments();
+    const auto next = segs.upper_bound(base);
+    if (next != segs.end()) cursor_.seek(next->first, 0);
+  }
 }
 
 }  // namespace ferry::ferryd

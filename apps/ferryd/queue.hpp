@@ -61,6 +61,11 @@ struct queue_config {
   dedup_options dedup{.max_ids = 262'144, .max_age = std::chrono::minutes(2)};
   std::uint64_t dedup_retain_bytes = 1ull
                                      << 30;  // settled segments kept so the dedup window survives restarts
+  // Topics only: whole segments (never the one being written) are deleted once the oldest is older than
+  // retain_age, or the topic holds more than retain_bytes or retain_messages. 0: no limit.
+  std::chrono::milliseconds retain_age{0};
+  std::uint64_t retain_bytes = 0;
+  std::uint64_t retain_messages = 0;
 };
 
 /// Counters of one queue, monotonic since start-up.
@@ -76,6 +81,10 @@ struct queue_counters {
   std::uint64_t refused = 0;
   std::uint64_t stale_acks = 0;
   std::uint64_t rejected = 0;  // REJECTs from consumers
+  // Subscriptions: messages the topic's retention deleted before this subscription settled them.
+  std::uint64_t retention_skipped = 0;
+  // Subscriptions: SUBSCRIBEs whose start lay before the oldest retained message (told so in CONSUMING).
+  std::uint64_t truncated_starts = 0;
 };
 
 /// A consumer connection's subscription to this queue.
@@ -105,20 +114,58 @@ struct dead_letter_request {
   steady::time_point not_before{};  // a failed move waits before it is tried again
 };
 
+/// What a `queue` object is. A durable queue owns its stream and its one consumer store. A durable topic
+/// owns a stream and no store of its own: each of its subscriptions is a `queue` of kind subscription that
+/// reads the topic's stream with a consumer store (journal) of its own, so every subscription gets every
+/// message, and the processes sharing one subscription split them like the consumers of a queue.
+enum class queue_kind { queue, topic, subscription };
+
 class queue {
  public:
+  /// A durable queue (kind queue) or a topic (kind topic) whose stream lives in `dir`.
   queue(std::string name, std::uint32_t index, std::filesystem::path dir, queue_config config,
-        std::uint64_t token_prefix);
+        std::uint64_t token_prefix, queue_kind kind = queue_kind::queue);
+  /// A subscription of `topic` whose journal is `journal_file`. Register it with topic.attach() before the
+  /// topic recovers, or start it with start_at() afterwards.
+  queue(std::string name, std::uint32_t index, queue& topic, std::filesystem::path journal_file,
+        queue_config config, std::uint64_t token_prefix);
+
+  [[nodiscard]] queue_kind kind() const noexcept { return kind_; }
+  /// For a topic: its subscriptions. For a subscription: its topic (nullptr otherwise).
+  [[nodiscard]] const std::vector<queue*>& subscriptions() const noexcept { return subscriptions_; }
+  [[nodiscard]] queue* topic() const noexcept { return topic_; }
+  /// A topic takes `sub` (of kind subscription, over this topic's stream) as one of its subscriptions.
+  void attach(queue& sub);
+  /// A topic forgets `sub` (an ephemeral subscription that ended).
+  void detach(queue& sub);
+  /// A subscription created after start-up begins at `first_seq` of its topic (see
+  /// storage::consumer_store::start_at). Throws ferry::error.
+  void start_at(std::uint64_t first_seq);
+  /// The stream's sequence numbers: the next to be given, the last committed.
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return stream_->next_seq(); }
+  [[nodiscard]] std::uint64_t committed_through() const noexcept { return stream_->committed_through(); }
+  /// The first seq a subscription created at `time_us` (ferryd's clock: stored_at) would start at: the
+  /// first message stored at or after it. Reads the one segment where that happens.
+  [[nodiscard]] std::uint64_t first_seq_at(std::int64_t time_us) const;
+  /// The oldest seq the stream still holds (next_seq() when it holds none).
+  [[nodiscard]] std::uint64_t first_retained() const noexcept;
+  /// A subscription's position: the lowest seq it has not settled.
+  [[nodiscard]] std::uint64_t low_watermark() const noexcept { return store_.low_watermark(); }
+  /// Messages retention skipped for this subscription since it was last subscribed to (and resets it).
+  std::uint64_t take_skipped_unseen() noexcept { return std::exchange(skipped_unseen_, 0); }
 
   /// Replays the journal, scans the log (repairing a torn tail), rebuilds the dedup window from recent
   /// records and positions the read cursor. A queue without a directory gets one at its first append.
   /// Throws ferry::error when the directory is unusable.
   void recover(recovery_report& log_report, recovery_report& journal_report);
+  /// A subscription's journal, replayed before its topic's stream is recovered (see recover()).
+  void replay_journal(recovery_report& journal_report) { store_.replay(journal_report); }
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
-  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return stream_.writer(); }
+  [[nodiscard]] const std::shared_ptr<segment_writer>& writer() const noexcept { return stream_->writer(); }
   [[nodiscard]] storage::journal& state_journal() noexcept { return store_.file(); }
+  [[nodiscard]] const std::filesystem::path& state_journal_path() noexcept { return store_.file().path(); }
   [[nodiscard]] queue_counters& counters() noexcept { return counters_; }
   [[nodiscard]] const queue_counters& counters() const noexcept { return counters_; }
   [[nodiscard]] const queue_config& config() const noexcept { return config_; }
@@ -127,42 +174,44 @@ class queue {
   /// Remembers `id` in the dedup window with the seq the next append() will use. Returns nullopt for a
   /// new id (append() or append_failed_admission() must follow), or the seq of the first copy of a resend.
   std::optional<std::uint64_t> admit(const message_id& id, steady::time_point now) {
-    return stream_.admit(id, now);
+    return stream_->admit(id, now);
   }
   /// True when the message with `seq` is stored and not settled.
   [[nodiscard]] bool unsettled(std::uint64_t seq) const noexcept {
-    return seq < stream_.next_seq() && stream_.commit_finished(seq) && !store_.settled(seq);
+    return seq < stream_->next_seq() && stream_->commit_finished(seq) && !store_.settled(seq);
   }
   /// Remembers `id` afresh (its earlier copy is gone) with the seq the next append() will use.
-  void readmit(const message_id& id, steady::time_point now) { stream_.readmit(id, now); }
+  void readmit(const message_id& id, steady::time_point now) { stream_->readmit(id, now); }
   /// True when the message with `seq` went through a finished commit (a resend of it is confirmed at once);
   /// false while it waits in a batch.
   [[nodiscard]] bool commit_finished(std::uint64_t seq) const noexcept {
-    return stream_.commit_finished(seq);
+    return stream_->commit_finished(seq);
   }
   /// See storage::stream::checkpoint.
-  int checkpoint() { return stream_.checkpoint(); }
+  int checkpoint() { return kind_ == queue_kind::subscription ? -1 : stream_->checkpoint(); }
   /// Before admitting a batch of ids: starts loading what their dedup checks touch.
-  void prefetch(const message_id* ids, std::size_t n) const noexcept { stream_.prefetch(ids, n); }
+  void prefetch(const message_id* ids, std::size_t n) const noexcept { stream_->prefetch(ids, n); }
   /// True when `id` is in the dedup window.
-  [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return stream_.seen(id, now); }
+  [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return stream_->seen(id, now); }
   /// True when accepting `n` more messages would exceed max_messages.
   [[nodiscard]] bool full(std::size_t n = 1) const noexcept;
   /// Appends a record to the batch being gathered; returns its seq. `stored_at_us` is ferryd's clock.
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
                        std::string_view payload, std::int64_t stored_at_us);
-  [[nodiscard]] bool has_pending() const noexcept { return stream_.has_pending(); }
-  [[nodiscard]] std::size_t unwritten_bytes() const noexcept { return stream_.unwritten_bytes(); }
+  [[nodiscard]] bool has_pending() const noexcept { return stream_->has_pending(); }
+  [[nodiscard]] std::size_t unwritten_bytes() const noexcept {
+    return kind_ == queue_kind::subscription ? 0 : stream_->unwritten_bytes();
+  }
   /// Takes the gathered records for the commit thread.
-  std::string take_pending() { return stream_.take_pending(); }
+  std::string take_pending() { return stream_->take_pending(); }
   /// Takes back a written batch's buffer so the next batch reuses its memory (no page faults per batch).
-  void recycle(std::string&& buffer) { stream_.recycle(std::move(buffer)); }
+  void recycle(std::string&& buffer) { stream_->recycle(std::move(buffer)); }
   /// Applies a commit outcome.
   void committed(const segment_writer::outcome& out);
   /// Forgets a message whose append failed: its id may be sent again, its seq counts as settled.
   void append_failed(const message_id& id, std::uint64_t seq);
   /// Forgets an id admitted but then refused before it was appended.
-  void append_failed_admission(const message_id& id) { stream_.forget(id); }
+  void append_failed_admission(const message_id& id) { stream_->forget(id); }
 
   // ---- consuming -------------------------------------------------------------------------------------
   subscription& subscribe(const std::string& identity, std::uint32_t prefetch, std::uint32_t version = 1);
@@ -200,7 +249,7 @@ class queue {
   void dead_letter_failed(dead_letter_request req, std::chrono::milliseconds delay);
   /// Reads a stored record (for dead-lettering and listing).
   bool read(const record_location& where, std::string& buffer, message_record& out) const {
-    return stream_.log().read(where, buffer, out);
+    return stream_->log().read(where, buffer, out);
   }
 
   /// Non-destructive listing of up to `limit` waiting messages (dead-letter inspection).
@@ -220,7 +269,11 @@ class queue {
   [[nodiscard]] std::uint64_t depth() const noexcept { return store_.unsettled(); }
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_.size(); }
   [[nodiscard]] std::size_t parked() const noexcept { return parked_total_; }
-  [[nodiscard]] std::uint64_t disk_bytes() const noexcept { return stream_.disk_bytes(); }
+  [[nodiscard]] std::uint64_t disk_bytes() const noexcept {
+    return kind_ == queue_kind::subscription ? 0 : stream_->disk_bytes();
+  }
+  /// Messages the stream holds (a topic's retained messages).
+  [[nodiscard]] std::uint64_t stream_messages() const noexcept;
 
  private:
   struct waiting {
@@ -255,13 +308,23 @@ class queue {
                steady::time_point now);
   void record_attempts(std::uint64_t seq, std::uint32_t attempts);
   void ensure_on_disk();
+  void position_cursor();
+  /// A topic's retention (see queue_config::retain_age).
+  void retain(std::int64_t now_us);
+  /// A subscription loses every message through `last_seq` (held in segment `base`, which retention is
+  /// about to delete): they count as settled, are dropped from memory and the cursor moves past them.
+  void skip_through(std::uint64_t last_seq, std::uint64_t base);
 
   std::string name_;
   std::uint32_t index_;
   std::filesystem::path dir_;
   queue_config config_;
-  storage::stream stream_;
+  queue_kind kind_;
+  std::shared_ptr<storage::stream> stream_;
   storage::consumer_store store_;
+  std::vector<queue*> subscriptions_;  // a topic's
+  queue* topic_ = nullptr;             // a subscription's
+  std::uint64_t skipped_unseen_ = 0;   // see take_skipped_unseen
   queue_counters counters_;
   std::unordered_map<std::uint64_t, std::string> last_error_;  // why the last attempt failed, by seq
 

@@ -40,6 +40,7 @@ void forwarder::expire_silent_consumers(steady::time_point now) {
                   peer_name(identity), q.name(), options_.heartbeat_timeout.count(),
                   q.subs().count(identity) ? q.subs().at(identity)->unacked : 0u);
     q.unsubscribe(identity, true);
+    retire_if_ephemeral(queues_[index]);
   });
 }
 
@@ -88,7 +89,11 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
     return send_error(identity, fwd::code::bad_frames, "CONSUME needs a queue frame");
   }
   const std::string_view name = view(frames[2]);
-  if (!fwd::valid_queue_name(name))
+  if (fwd::is_subscription_queue(name) && !fwd::is_dlq_name(name))
+    return send_error(
+        identity, fwd::code::bad_queue,
+        fmt::format("'{}' is a topic's subscription: consume it with SUBSCRIBE", printable(name)));
+  if (!fwd::valid_destination(name))
     return send_error(identity, fwd::code::bad_queue,
                       fmt::format("'{}' is not a valid queue name", printable(name)));
   std::uint64_t prefetch = 64;
@@ -132,12 +137,13 @@ void forwarder::on_cancel(const std::string& identity, std::vector<zmq::message_
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames, "CANCEL needs a queue frame");
   }
-  if (!fwd::valid_queue_name(view(frames[2])))
+  if (!fwd::valid_destination(view(frames[2])))
     return send_error(identity, fwd::code::bad_queue,
                       fmt::format("'{}' is not a valid queue name", printable(view(frames[2]))));
   if (queue_slot* slot = find_queue(view(frames[2]))) {
     slot->q->unsubscribe(identity, false);
     peers_.cancelled(identity, slot->q->index());
+    retire_if_ephemeral(*slot);
   }
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::cancelled));

@@ -34,8 +34,27 @@ struct queue_stats {
   std::uint64_t rejected = 0;       ///< REJECTs (a handler's reject_message) that took effect
   std::uint64_t stale_acks = 0;     ///< ACK, NACK or REJECT tokens that settled nothing
   std::uint64_t disk_bytes = 0;     ///< bytes of the queue's log segments
+  // A topic's subscription ("topic@name") only; 0 for queues.
+  std::uint64_t position = 0;           ///< the first seq of the topic it has not settled
+  std::uint64_t retention_skipped = 0;  ///< messages the topic's retention deleted before it settled them
+  std::uint64_t truncated_starts = 0;   ///< subscribes whose start lay before the oldest retained message
 
   friend bool operator==(const queue_stats&, const queue_stats&) = default;
+};
+
+/// One durable topic in ferryd's STATS. Its subscriptions are in forwarder_stats::queues as
+/// "topic@name", where depth is the subscription's lag and in_flight its pending acks.
+struct topic_stats {
+  std::uint64_t first_seq = 0;      ///< oldest retained message (last_seq + 1 when none)
+  std::uint64_t last_seq = 0;       ///< newest stored message (0: none yet)
+  std::uint64_t messages = 0;       ///< messages retained
+  std::uint64_t disk_bytes = 0;     ///< bytes of the topic's log segments
+  std::uint64_t published = 0;      ///< messages stored and confirmed (resent copies not included)
+  std::uint64_t deduplicated = 0;   ///< resent copies confirmed without being stored again
+  std::uint64_t refused = 0;        ///< REFUSEs for this topic
+  std::uint64_t subscriptions = 0;  ///< subscriptions, durable and ephemeral
+
+  friend bool operator==(const topic_stats&, const topic_stats&) = default;
 };
 
 /// ferryd's STATS reply. A field an older ferryd does not send is 0 (or empty); fields a newer one adds
@@ -49,6 +68,7 @@ struct forwarder_stats {
   double fsync_seconds = 0;            ///< total seconds spent in those calls
   std::uint64_t malformed_frames = 0;  ///< malformed input dropped (bad envelopes, frame counts, verbs)
   std::map<std::string, queue_stats> queues;  ///< every queue ferryd knows, dead-letter queues included
+  std::map<std::string, topic_stats> topics;  ///< every durable topic
 
   friend bool operator==(const forwarder_stats&, const forwarder_stats&) = default;
 };

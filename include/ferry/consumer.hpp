@@ -38,6 +38,39 @@ struct consumer_options {
   socket_options socket;
 };
 
+/// Where a new subscription of a durable topic starts. A durable subscription that already exists resumes
+/// after the last message it settled, whatever this says.
+struct start_position {
+  enum class kind { new_messages, first, seq, time };
+  kind from = kind::new_messages;
+  std::uint64_t seq = 0;                         ///< kind::seq: the first sequence number wanted
+  std::chrono::system_clock::time_point time{};  ///< kind::time: the first message ferryd stored at or after
+
+  /// Only messages published from now on (the default).
+  static start_position new_messages() { return {}; }
+  /// From the oldest message the topic retains.
+  static start_position first() { return {kind::first, 0, {}}; }
+  /// From sequence number `n` (the oldest retained one if that is later).
+  static start_position at_seq(std::uint64_t n) { return {kind::seq, n, {}}; }
+  /// From the first message ferryd stored at or after `t`.
+  static start_position at_time(std::chrono::system_clock::time_point t) { return {kind::time, 0, t}; }
+};
+
+/// A subscription of one of ferryd's durable topics. Every subscription (every name) gets every message
+/// published to the topic; the consumers sharing one name split its messages like the consumers of a queue,
+/// with acknowledgements, leases, redelivery, --max-attempts and a dead-letter queue
+/// (`<topic>@<name>.dlq`). ferryd stores a durable subscription's position: after a stop, a restart of
+/// ferryd or kill -9, it resumes after the last message it settled. Each delivered message's sequence()
+/// is its sequence number in the topic (and origin() the same for every message of the topic).
+struct topic_subscription {
+  std::string topic;
+  /// The durable name (same rules as queue names). Empty: an ephemeral subscription, ended when this
+  /// consumer stops or ferryd declares it dead; after a restart of ferryd it goes on from the message after
+  /// the last one it received.
+  std::string name;
+  start_position start;
+};
+
 struct consumer_stats {
   std::uint64_t received = 0;      ///< deliveries taken from ferryd
   std::uint64_t handled = 0;       ///< handler returned: acknowledged
@@ -63,6 +96,10 @@ class consumer {
   /// starts the threads. Throws ferry::error for a malformed endpoint, a bad queue name or bad options.
   consumer(context& ctx, const std::string& forwarder, const std::string& queue, message_handler handler,
            consumer_options options = {});
+  /// The same for a subscription of a durable topic (see topic_subscription). Throws ferry::error for a
+  /// malformed endpoint, a bad topic or subscription name, or bad options.
+  consumer(context& ctx, const std::string& forwarder, topic_subscription subscription,
+           message_handler handler, consumer_options options = {});
   /// Stops gracefully (see stop()).
   ~consumer();
   consumer(const consumer&) = delete;

@@ -80,6 +80,10 @@ class producer {
   /// 1-200 characters of A-Z a-z 0-9 . _ -, not starting with '.', not a dead-letter queue `*.dlq`), or
   /// closed; on those `msg` is untouched.
   [[nodiscard]] send_status send(message& msg);
+  /// Publishes `msg` to the durable topic named by its topic (the same names as queues), stored once and
+  /// delivered to every subscription of the topic (see ferry::consumer's topic_subscription). Confirmed,
+  /// refused and resent like send(); returns what send() returns.
+  [[nodiscard]] send_status publish(message& msg);
 
   /// Waits until every message sent so far is confirmed or refused. Returns false on timeout.
   bool flush(std::chrono::milliseconds timeout);

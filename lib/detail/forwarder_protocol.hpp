@@ -28,6 +28,8 @@ inline constexpr std::string_view reject = "REJECT";    // | queue | token | rea
 inline constexpr std::string_view ping = "PING";        // [| queue]
 inline constexpr std::string_view stats = "STATS";      //
 inline constexpr std::string_view dlq = "DLQ";          // | queue | op | msgpack map
+inline constexpr std::string_view publish = "PUBLISH";  // | topic | block (v2), or (envelope | payload) x n
+inline constexpr std::string_view subscribe = "SUBSCRIBE";  // | topic | msgpack map {name, from, ...}
 
 // ferryd -> client
 inline constexpr std::string_view welcome = "WELCOME";      // | msgpack map
@@ -78,6 +80,37 @@ inline bool valid_queue_name(std::string_view name) noexcept {
 
 inline bool is_dlq_name(std::string_view name) noexcept {
   return name.size() > dlq_suffix.size() && name.substr(name.size() - dlq_suffix.size()) == dlq_suffix;
+}
+
+/// A subscription's name: a queue name that is not a dead-letter queue's, or '~' and one (an ephemeral
+/// subscription, gone with its connection).
+inline bool valid_subscription_name(std::string_view name) noexcept {
+  if (!name.empty() && name.front() == '~') name.remove_prefix(1);
+  return valid_queue_name(name) && !is_dlq_name(name);
+}
+
+inline constexpr char subscription_separator = '@';
+
+/// The name under which a topic's subscription is consumed, answered and cancelled: "topic@name".
+inline std::string subscription_queue(std::string_view topic, std::string_view name) {
+  std::string out(topic);
+  out += subscription_separator;
+  out += name;
+  return out;
+}
+
+/// True for "topic@name" and its dead-letter queue "topic@name.dlq".
+inline bool is_subscription_queue(std::string_view name) noexcept {
+  const auto at = name.find(subscription_separator);
+  if (at == std::string_view::npos) return false;
+  std::string_view sub = name.substr(at + 1);
+  if (is_dlq_name(sub)) sub.remove_suffix(dlq_suffix.size());
+  return valid_queue_name(name.substr(0, at)) && valid_subscription_name(sub);
+}
+
+/// What CONSUME, CANCEL and the answers may name: a queue, a topic's subscription, or a dead-letter queue.
+inline bool valid_destination(std::string_view name) noexcept {
+  return valid_queue_name(name) || is_subscription_queue(name);
 }
 
 inline void put_u64(char* p, std::uint64_t v) noexcept {

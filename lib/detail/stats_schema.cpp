@@ -28,7 +28,7 @@ void read_value(const msgpack::object* o, T& out) {
 std::string encode_stats(const forwarder_stats& stats) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(static_cast<std::uint32_t>(forwarder_fields.size() + 1));
+  pk.pack_map(static_cast<std::uint32_t>(forwarder_fields.size() + 2));
   for (const auto& f : forwarder_fields) {
     pk.pack(f.name);
     std::visit([&](auto member) { pk.pack(stats.*member); }, f.member);
@@ -41,6 +41,16 @@ std::string encode_stats(const forwarder_stats& stats) {
     for (const auto& f : queue_fields) {
       pk.pack(f.name);
       pk.pack(q.*f.member);
+    }
+  }
+  pk.pack("topics");
+  pk.pack_map(static_cast<std::uint32_t>(stats.topics.size()));
+  for (const auto& [name, t] : stats.topics) {
+    pk.pack(name);
+    pk.pack_map(static_cast<std::uint32_t>(topic_fields.size()));
+    for (const auto& f : topic_fields) {
+      pk.pack(f.name);
+      pk.pack(t.*f.member);
     }
   }
   return std::string(buf.data(), buf.size());
@@ -62,14 +72,19 @@ std::optional<forwarder_stats> decode_stats(std::string_view bytes) {
     if (v == nullptr && !f.old_name.empty()) v = rd::find(root, f.old_name);
     std::visit([&](auto member) { read_value(v, out.*member); }, f.member);
   }
-  const msgpack::object* queues = rd::find(root, "queues");
-  if (queues == nullptr || queues->type != msgpack::type::MAP) return out;
-  for (std::uint32_t i = 0; i < queues->via.map.size; ++i) {
-    const auto& kv = queues->via.map.ptr[i];
-    if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::MAP) continue;
-    queue_stats& q = out.queues[std::string(rd::text(kv.key))];
-    for (const auto& f : queue_fields) q.*f.member = rd::u64(rd::find(kv.val, f.name));
-  }
+  // Each entry of a map of names to maps of fields.
+  auto read_entries = [&](std::string_view key, auto& into, const auto& fields) {
+    const msgpack::object* m = rd::find(root, key);
+    if (m == nullptr || m->type != msgpack::type::MAP) return;
+    for (std::uint32_t i = 0; i < m->via.map.size; ++i) {
+      const auto& kv = m->via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::MAP) continue;
+      auto& entry = into[std::string(rd::text(kv.key))];
+      for (const auto& f : fields) entry.*f.member = rd::u64(rd::find(kv.val, f.name));
+    }
+  };
+  read_entries("queues", out.queues, queue_fields);
+  read_entries("topics", out.topics, topic_fields);
   return out;
 }
 

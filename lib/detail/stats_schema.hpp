@@ -58,7 +58,7 @@ inline constexpr std::array<forwarder_field, 7> forwarder_fields{{
      field_kind::counter, "frames", &forwarder_stats::malformed_frames, "rejected_frames"},
 }};
 
-inline constexpr std::array<queue_field, 16> queue_fields{{
+inline constexpr std::array<queue_field, 19> queue_fields{{
     {"depth", "depth", "stored messages not yet settled (waiting, in flight, parked or being dead-lettered)",
      field_kind::gauge, "messages", &queue_stats::depth},
     {"in_flight", "in flight", "deliveries with a live lease", field_kind::gauge, "messages",
@@ -89,6 +89,41 @@ inline constexpr std::array<queue_field, 16> queue_fields{{
      "tokens", &queue_stats::stale_acks},
     {"disk_bytes", "disk bytes", "bytes of the queue's log segments", field_kind::gauge, "bytes",
      &queue_stats::disk_bytes},
+    {"position", "position", "a topic's subscription: the first seq of the topic it has not settled",
+     field_kind::gauge, "seq", &queue_stats::position},
+    {"retention_skipped", "retention skipped",
+     "a topic's subscription: messages the topic's retention deleted before it settled them",
+     field_kind::counter, "messages", &queue_stats::retention_skipped},
+    {"truncated_starts", "truncated starts",
+     "a topic's subscription: subscribes whose start lay before the oldest retained message",
+     field_kind::counter, "subscribes", &queue_stats::truncated_starts},
+}};
+
+struct topic_field {
+  std::string_view name;
+  std::string_view label;
+  std::string_view help;
+  field_kind kind;
+  std::string_view unit;
+  std::uint64_t topic_stats::*member;
+};
+
+// The STATS map also has "topics": topic name -> these fields.
+inline constexpr std::array<topic_field, 8> topic_fields{{
+    {"first_seq", "first seq", "sequence number of the oldest retained message", field_kind::gauge, "seq",
+     &topic_stats::first_seq},
+    {"last_seq", "last seq", "sequence number of the newest stored message", field_kind::gauge, "seq",
+     &topic_stats::last_seq},
+    {"messages", "messages", "messages retained", field_kind::gauge, "messages", &topic_stats::messages},
+    {"disk_bytes", "disk bytes", "bytes of the topic's log segments", field_kind::gauge, "bytes",
+     &topic_stats::disk_bytes},
+    {"published", "published", "messages stored and confirmed (resent copies not included)",
+     field_kind::counter, "messages", &topic_stats::published},
+    {"deduplicated", "deduplicated", "resent copies confirmed without being stored again",
+     field_kind::counter, "messages", &topic_stats::deduplicated},
+    {"refused", "refused", "REFUSEs for this topic", field_kind::counter, "messages", &topic_stats::refused},
+    {"subscriptions", "subscriptions", "subscriptions of the topic, durable and ephemeral", field_kind::gauge,
+     "subscriptions", &topic_stats::subscriptions},
 }};
 
 /// The STATS map (MessagePack) for `stats`: every field of both tables, under its name.

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <iterator>
+#include <msgpack.hpp>
 #include <zmq_addon.hpp>
 
 #include "ferry/envelope.hpp"
@@ -69,6 +70,52 @@ std::int64_t depth_of(ferry::admin& admin, const std::string& queue) {
   const ferry::forwarder_stats stats = admin.stats();
   const auto it = stats.queues.find(queue);
   return it == stats.queues.end() ? -1 : static_cast<std::int64_t>(it->second.depth);
+}
+
+std::string msgpack_map(const std::map<std::string, std::string>& strings,
+                        const std::map<std::string, std::int64_t>& integers) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<std::uint32_t>(strings.size() + integers.size()));
+  for (const auto& [k, v] : strings) {
+    pk.pack(k);
+    pk.pack(v);
+  }
+  for (const auto& [k, v] : integers) {
+    pk.pack(k);
+    pk.pack(v);
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::map<std::string, std::string> msgpack_fields(const std::string& map) {
+  const msgpack::object_handle oh = msgpack::unpack(map.data(), map.size());
+  const msgpack::object& o = oh.get();
+  REQUIRE(o.type == msgpack::type::MAP);
+  std::map<std::string, std::string> out;
+  for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) continue;
+    std::string value = "?";
+    switch (kv.val.type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        value = std::to_string(kv.val.via.u64);
+        break;
+      case msgpack::type::NEGATIVE_INTEGER:
+        value = std::to_string(kv.val.via.i64);
+        break;
+      case msgpack::type::BOOLEAN:
+        value = kv.val.via.boolean ? "true" : "false";
+        break;
+      case msgpack::type::STR:
+        value.assign(kv.val.via.str.ptr, kv.val.via.str.size);
+        break;
+      default:
+        break;
+    }
+    out.emplace(std::string(kv.key.via.str.ptr, kv.key.via.str.size), value);
+  }
+  return out;
 }
 
 }  // namespace ferry::test

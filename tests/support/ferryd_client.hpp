@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -45,6 +46,13 @@ std::string envelope_of(const ferry::message& m);
 /// One queue's counters from ferryd's STATS; all 0 while ferryd does not know the queue (a queue appears
 /// with its first SEND or CONSUME).
 ferry::queue_stats queue_stats_of(ferry::admin& admin, const std::string& queue);
+
+/// A MessagePack map of str and int values, for option frames.
+std::string msgpack_map(const std::map<std::string, std::string>& strings,
+                        const std::map<std::string, std::int64_t>& integers);
+/// The entries of a MessagePack map frame, each value as text (integers in decimal, booleans as
+/// "true"/"false", strings as they are; other types as "?"). Fails the test when it is not a map.
+std::map<std::string, std::string> msgpack_fields(const std::string& map);
 /// The same over a connection made for this one question.
 ferry::queue_stats queue_stats_of(const std::string& endpoint, const std::string& queue);
 /// The queue's depth, or -1 while ferryd does not know the queue.
