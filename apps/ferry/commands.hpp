@@ -18,6 +18,8 @@ void add_send_command(CLI::App& app, std::vector<command>& commands);
 
 /// Adds consume: messages of a ferryd queue printed one per line, each acknowledged once written.
 void add_consume_command(CLI::App& app, std::vector<command>& commands);
+void add_publish_command(CLI::App& app, std::vector<command>& commands);    // commands_send.cpp
+void add_subscribe_command(CLI::App& app, std::vector<command>& commands);  // commands_consume.cpp
 
 /// Adds dlq (list, replay, purge) and stats: ferryd's dead letters and counters.
 void add_admin_commands(CLI::App& app, std::vector<command>& commands);

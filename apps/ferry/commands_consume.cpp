@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,6 +28,12 @@ using ull = unsigned long long;  // for %llu
 
 struct consume_flags {
   forwarder_flags where;
+  // ferry subscribe: a topic's subscription
+  bool topic = false;
+  std::string durable;  // empty: ephemeral
+  bool from_start = false;
+  std::uint64_t from_seq = 0;
+  std::string from_time;
   std::uint64_t count = 0;
   std::int64_t timeout_ms = 0;  // 0: not given
   std::int64_t prefetch = 64;
@@ -33,8 +41,58 @@ struct consume_flags {
   bool stats = false;
 };
 
+// "2026-12-03T17:00:00Z", with optional fractional seconds and a Z or +HH:MM / -HH:MM offset.
+std::chrono::system_clock::time_point parse_iso8601(const std::string& text) {
+  auto bad = [&] {
+    return usage_error("--from-time '" + text +
+                       "' is not an ISO 8601 time like 2026-12-03T17:00:00Z or 2026-12-03T18:00:00.5+01:00");
+  };
+  std::tm tm{};
+  const char* rest = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (rest == nullptr) throw bad();
+  std::int64_t micros = 0;
+  if (*rest == '.') {
+    ++rest;
+    int digits = 0;
+    while (*rest >= '0' && *rest <= '9') {
+      if (digits < 6) micros = micros * 10 + (*rest - '0');
+      ++digits;
+      ++rest;
+    }
+    if (digits == 0) throw bad();
+    for (int d = digits; d < 6; ++d) micros *= 10;
+  }
+  std::int64_t offset_s = 0;
+  if (*rest == 'Z') {
+    ++rest;
+  } else if (*rest == '+' || *rest == '-') {
+    const int sign = *rest == '-' ? -1 : 1;
+    int hh = 0, mm = 0;
+    if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59) throw bad();
+    offset_s = sign * (hh * 3600 + mm * 60);
+    rest += 6;
+  } else {
+    throw bad();  // a time without a zone is ambiguous
+  }
+  if (*rest != '\0') throw bad();
+  const std::int64_t seconds = static_cast<std::int64_t>(::timegm(&tm)) - offset_s;
+  return std::chrono::system_clock::time_point(std::chrono::microseconds(seconds * 1'000'000 + micros));
+}
+
+ferry::topic_subscription subscription_of(const consume_flags& f) {
+  const int starts = (f.from_start ? 1 : 0) + (f.from_seq != 0 ? 1 : 0) + (f.from_time.empty() ? 0 : 1);
+  if (starts > 1) throw usage_error("give at most one of --from-start, --from-seq and --from-time");
+  ferry::topic_subscription sub{f.where.queue, f.durable, {}};
+  if (f.from_start) sub.start = ferry::start_position::first();
+  if (f.from_seq != 0) sub.start = ferry::start_position::at_seq(f.from_seq);
+  if (!f.from_time.empty()) sub.start = ferry::start_position::at_time(parse_iso8601(f.from_time));
+  return sub;
+}
+
 int run_consume(const consume_flags& f) {
-  check_forwarder_flags(f.where, queue_use::consume);
+  check_forwarder_flags(f.where, f.topic ? queue_use::subscribe : queue_use::consume);
+  const std::optional<ferry::topic_subscription> subscription =
+      f.topic ? std::optional(subscription_of(f)) : std::nullopt;
   // A closed pipe (`ferry consume | head -3`) must end the run through a write error and a graceful stop,
   // which hands the rest back to ferryd; SIGPIPE would kill the process, and ferryd would count an
   // attempt for every message this consumer held once it is declared dead.
@@ -78,7 +136,9 @@ int run_consume(const consume_flags& f) {
     }
     if (f.count != 0 && session.printed() >= f.count) finish_here();
   };
-  ferry::consumer consumer(ctx, f.where.forwarder, f.where.queue, handler, options);
+  ferry::consumer consumer = subscription
+                                 ? ferry::consumer(ctx, f.where.forwarder, *subscription, handler, options)
+                                 : ferry::consumer(ctx, f.where.forwarder, f.where.queue, handler, options);
   self.store(&consumer);
   const stop_reason reason = session.wait();
   consumer.stop();
@@ -116,13 +176,41 @@ constexpr const char* consume_footer =
     "\n"
     "Example:  ferry consume --forwarder tcp://127.0.0.1:5570 --queue jobs --count 10 --format json\n";
 
-}  // namespace
+constexpr const char* subscribe_footer =
+    "Prints each message of a ferryd topic as 'ferry consume' does (json adds the topic's sequence number "
+    "as\n"
+    "\"sequence\"), acknowledging it once its line is out. --durable NAME subscribes under a name ferryd\n"
+    "remembers: run again with the same name, it resumes after the last message it acknowledged, also\n"
+    "after a restart of ferryd; several processes with one name split the messages. Without --durable the\n"
+    "subscription is ephemeral and ends with this run. --from-start, --from-seq N and --from-time TIME say\n"
+    "where a new subscription starts (default: only new messages); an existing durable one ignores them.\n"
+    "\n"
+    "Example:  ferry subscribe --forwarder tcp://127.0.0.1:5570 --topic events --durable audit "
+    "--from-start\n";
 
-void add_consume_command(CLI::App& app, std::vector<command>& commands) {
+void add_consume_like(CLI::App& app, std::vector<command>& commands, bool topic) {
   auto f = std::make_shared<consume_flags>();
+  f->topic = topic;
   CLI::App* cmd =
-      app.add_subcommand("consume", "Take messages from a ferryd queue, print one per line, acknowledge");
-  add_forwarder_flags(*cmd, f->where, "Queue to consume (required)");
+      topic ? app.add_subcommand("subscribe",
+                                 "Subscribe to a ferryd topic, print one message per line, acknowledge")
+            : app.add_subcommand("consume",
+                                 "Take messages from a ferryd queue, print one per line, acknowledge");
+  if (topic) {
+    add_forwarder_flags(*cmd, f->where, "Topic to subscribe to (required)", "--topic");
+    cmd->add_option("--durable", f->durable,
+                    "Subscription NAME ferryd keeps the position of (default: ephemeral)")
+        ->type_name("NAME");
+    cmd->add_flag("--from-start", f->from_start, "A new subscription starts at the oldest retained message");
+    cmd->add_option("--from-seq", f->from_seq, "A new subscription starts at sequence number N")
+        ->type_name("N")
+        ->check(whole_number(1, max_count));
+    cmd->add_option("--from-time", f->from_time,
+                    "A new subscription starts at the first message stored at or after TIME (ISO 8601)")
+        ->type_name("TIME");
+  } else {
+    add_forwarder_flags(*cmd, f->where, "Queue to consume (required)");
+  }
   cmd->add_option("-c,--count", f->count, "Exit after printing N messages; the rest stay in the queue")
       ->type_name("N")
       ->check(whole_number(1, max_count));
@@ -133,8 +221,18 @@ void add_consume_command(CLI::App& app, std::vector<command>& commands) {
       ->check(whole_number(1, 100'000));
   cmd->add_flag("--stats", f->stats,
                 "Print received, printed, duplicates, failed and handed back on stderr at exit");
-  cmd->footer(consume_footer);
+  cmd->footer(topic ? subscribe_footer : consume_footer);
   commands.push_back({cmd, [f] { return run_consume(*f); }});
+}
+
+}  // namespace
+
+void add_consume_command(CLI::App& app, std::vector<command>& commands) {
+  add_consume_like(app, commands, false);
+}
+
+void add_subscribe_command(CLI::App& app, std::vector<command>& commands) {
+  add_consume_like(app, commands, true);
 }
 
 }  // namespace ferry::cli

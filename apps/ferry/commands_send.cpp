@@ -30,6 +30,7 @@ constexpr std::int64_t default_confirm_timeout_ms = 30'000;
 struct send_flags {
   forwarder_flags where;
   message_flags message;  // --key, --header; the topic is the queue
+  bool topic = false;     // ferry publish: to a durable topic
   std::string file;
   std::string id_file;
   std::uint64_t count = 0;
@@ -174,7 +175,7 @@ class id_file {
 };
 
 int run_send(const send_flags& f) {
-  check_forwarder_flags(f.where, queue_use::send);
+  check_forwarder_flags(f.where, f.topic ? queue_use::publish : queue_use::send);
   message_flags fields = f.message;
   fields.topic = f.where.queue;
   fields.topic_given = true;
@@ -200,7 +201,7 @@ int run_send(const send_flags& f) {
       ferry::message msg = fields.make(line);
       tracker.sending(msg.id(), lines);
       const std::size_t payload_size = msg.payload().size();
-      const ferry::send_status status = producer.send(msg);
+      const ferry::send_status status = f.topic ? producer.publish(msg) : producer.send(msg);
       if (status == ferry::send_status::ok) continue;
       if (status == ferry::send_status::too_large) {
         tracker.refused_here(msg.id(), payload_size > options.max_payload
@@ -277,10 +278,26 @@ constexpr const char* send_footer =
 
 }  // namespace
 
-void add_send_command(CLI::App& app, std::vector<command>& commands) {
+constexpr const char* publish_footer =
+    "Publishes to a durable topic of ferryd: each line is stored once and delivered to every subscription\n"
+    "of the topic (ferry subscribe). Confirmation, refusals, resends, --id-file and the exit status are as\n"
+    "for ferry send.\n"
+    "\n"
+    "Example:  seq 100 | ferry publish --forwarder tcp://127.0.0.1:5570 --topic events\n";
+
+namespace {
+
+void add_send_like(CLI::App& app, std::vector<command>& commands, bool topic) {
   auto f = std::make_shared<send_flags>();
-  CLI::App* cmd = app.add_subcommand("send", "Send one message per input line to a ferryd queue, durably");
-  add_forwarder_flags(*cmd, f->where, "Queue to send to (required)");
+  f->topic = topic;
+  CLI::App* cmd =
+      topic ? app.add_subcommand("publish", "Publish one message per input line to a ferryd topic, durably")
+            : app.add_subcommand("send", "Send one message per input line to a ferryd queue, durably");
+  if (topic) {
+    add_forwarder_flags(*cmd, f->where, "Topic to publish to (required)", "--topic");
+  } else {
+    add_forwarder_flags(*cmd, f->where, "Queue to send to (required)");
+  }
   add_key_header_flags(*cmd, f->message);
   cmd->add_option("-f,--file", f->file, "Read payloads from FILE instead of standard input (- for stdin)")
       ->type_name("FILE");
@@ -291,8 +308,18 @@ void add_send_command(CLI::App& app, std::vector<command>& commands) {
   cmd->add_option("--id-file", f->id_file, "Write 'LINE ID' per confirmed line to FILE (- for stdout)")
       ->type_name("FILE");
   cmd->add_flag("--stats", f->stats, "Print sent, confirmed, refused and resent on stderr at exit");
-  cmd->footer(send_footer);
+  cmd->footer(topic ? publish_footer : send_footer);
   commands.push_back({cmd, [f] { return run_send(*f); }});
+}
+
+}  // namespace
+
+void add_send_command(CLI::App& app, std::vector<command>& commands) {
+  add_send_like(app, commands, false);
+}
+
+void add_publish_command(CLI::App& app, std::vector<command>& commands) {
+  add_send_like(app, commands, true);
 }
 
 }  // namespace ferry::cli

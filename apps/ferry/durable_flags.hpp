@@ -19,9 +19,12 @@ struct forwarder_flags {
 };
 
 /// What --queue names, which decides whether it is required and whether a dead-letter queue is allowed.
-enum class queue_use { send, consume, dlq, stats };
+/// publish and subscribe name a topic (--topic) instead.
+enum class queue_use { send, consume, dlq, stats, publish, subscribe };
 
-void add_forwarder_flags(CLI::App& cmd, forwarder_flags& f, const std::string& queue_help);
+/// Adds --forwarder and `--queue` (or the flag `name` says, --topic for publish and subscribe).
+void add_forwarder_flags(CLI::App& cmd, forwarder_flags& f, const std::string& queue_help,
+                         const std::string& name = "--queue");
 /// Throws usage_error for a missing --forwarder, a missing --queue (except for stats), an invalid queue
 /// name, or a dead-letter queue where `use` does not take one.
 void check_forwarder_flags(const forwarder_flags& f, queue_use use);

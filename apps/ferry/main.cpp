@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   add_brokerless_commands(app, commands);
   add_send_command(app, commands);
   add_consume_command(app, commands);
+  add_publish_command(app, commands);
+  add_subscribe_command(app, commands);
   add_admin_commands(app, commands);
 
   try {

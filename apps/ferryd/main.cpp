@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   std::uint64_t fsync_interval_ms = 10, segment_mb = 64, lease_ms = 30'000, heartbeat_ms = 1000,
                 heartbeat_timeout_ms = 3000, dedup_window_ms = 120'000, dedup_max_ids = 262'144,
                 dedup_retain_mb = 1024, max_message_bytes = o.max_message_bytes, max_queue_messages = 0,
-                min_free_mb = 64, max_parked = 100'000;
+                min_free_mb = 64, max_parked = 100'000, topic_retain_ms = 0, topic_retain_mb = 0,
+                topic_retain_messages = 0;
   std::uint32_t max_attempts = 5;
   std::string log_level;  // empty: $FERRY_LOG_LEVEL, else info
 
@@ -77,6 +78,13 @@ int main(int argc, char** argv) {
   app.add_option("--max-queue-messages", max_queue_messages,
                  "Refuse (queue_full) beyond this many stored "
                  "messages per queue; 0 for no limit");
+  app.add_option("--topic-retain-ms", topic_retain_ms,
+                 "Delete a topic's oldest segment once its newest message is older than this; 0 keeps all");
+  app.add_option("--topic-retain-mb", topic_retain_mb,
+                 "Delete a topic's oldest segment while the rest still holds this much; 0 for no limit");
+  app.add_option("--topic-retain-messages", topic_retain_messages,
+                 "Delete a topic's oldest segment while the rest still holds this many messages; 0 for no "
+                 "limit");
   app.add_option("--max-parked", max_parked, "Most messages held back per queue behind a busy key");
   app.add_option("--min-free-mb", min_free_mb,
                  "Refuse (disk_full) when the data directory has less free space");
@@ -112,6 +120,9 @@ int main(int argc, char** argv) {
   o.queue.max_attempts = max_attempts;
   o.queue.max_messages = max_queue_messages;
   o.queue.max_parked = max_parked;
+  o.queue.retain_age = std::chrono::milliseconds(topic_retain_ms);
+  o.queue.retain_bytes = topic_retain_mb << 20;
+  o.queue.retain_messages = topic_retain_messages;
   o.queue.dedup.max_age = std::chrono::milliseconds(dedup_window_ms);
   o.queue.dedup.max_ids = dedup_max_ids;
   o.queue.dedup_retain_bytes = dedup_retain_mb << 20;

@@ -91,10 +91,10 @@ inline constexpr std::array<queue_field, 19> queue_fields{{
      &queue_stats::disk_bytes},
     {"position", "position", "a topic's subscription: the first seq of the topic it has not settled",
      field_kind::gauge, "seq", &queue_stats::position},
-    {"retention_skipped", "retention skipped",
+    {"retention_skipped", "retention loss",
      "a topic's subscription: messages the topic's retention deleted before it settled them",
      field_kind::counter, "messages", &queue_stats::retention_skipped},
-    {"truncated_starts", "truncated starts",
+    {"truncated_starts", "late starts",
      "a topic's subscription: subscribes whose start lay before the oldest retained message",
      field_kind::counter, "subscribes", &queue_stats::truncated_starts},
 }};
