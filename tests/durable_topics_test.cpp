@@ -370,3 +370,34 @@ TEST_CASE("a PUBLISH with a bad topic name is refused per message and stores not
   CHECK(adm.stats().topics.at("good").published == 1);
   CHECK(adm.stats().topics.count("events.dlq") == 0);
 }
+
+TEST_CASE("a subscriber that handles nothing does not hold back the publisher or the other subscriptions",
+          "[topics][forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  std::atomic<bool> hold{true};
+  std::atomic<int> stuck_handled{0};
+  consumer stuck(
+      ctx, fwdr.endpoint, topic_subscription{"firehose", "stuck", start_position::first()},
+      [&](message&) {
+        while (hold.load()) std::this_thread::sleep_for(1ms);
+        ++stuck_handled;
+      },
+      consumer_options{.prefetch = 2});
+  REQUIRE(stuck.wait_ready(10s));
+  seen fast;
+  auto quick = subscribe(ctx, fwdr, {"firehose", "fast", start_position::first()}, fast);
+  // Every message is confirmed and reaches the other subscription while the stuck one holds two.
+  publish_all(ctx, fwdr, "firehose", numbered("f", 0, 5000));
+  REQUIRE(test::wait_until([&] { return fast.size() == 5000; }, 20s));
+  CHECK(stuck_handled == 0);
+  admin adm(ctx, fwdr.endpoint);
+  const queue_stats behind = queue_stats_of(adm, "firehose@stuck");
+  CHECK(behind.in_flight <= 2);
+  CHECK(behind.depth == 5000);  // it falls behind and reads from disk when it moves again
+  hold = false;
+  REQUIRE(test::wait_until([&] { return stuck_handled == 5000; }, 20s));
+  quick->stop();
+  stuck.stop();
+  CHECK(fast.sequences() == range(1, 5000));
+}
