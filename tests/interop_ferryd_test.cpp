@@ -466,7 +466,8 @@ TEST_CASE("ferryd interop: the forwarder exchanges in docs/protocol.md match a r
   std::set<std::string> verbs;
   for (const auto& m : exchanges) verbs.insert(m.verb);
   CHECK(verbs == std::set<std::string>{"HELLO", "WELCOME", "SEND", "CONFIRM", "REFUSE", "CONSUME",
-                                       "CONSUMING", "DELIVER", "NACK", "ACK", "ERROR", "PING", "PONG"});
+                                       "CONSUMING", "DELIVER", "NACK", "ACK", "ERROR", "PING", "PONG",
+                                       "PUBLISH", "SUBSCRIBE"});
   // Both protocol versions: SEND and DELIVER in frame pairs (v1) and with one block (v2).
   std::set<std::pair<std::string, std::size_t>> forms_seen;
   for (const auto& m : exchanges)

@@ -7,8 +7,9 @@ into the document when the protocol changes; tests/interop_ferryd_test.cpp repla
 against ferryd and fails when a byte differs, so the document cannot drift. Values that differ from run to
 run (tokens, ferryd's instance number, its version string in WELCOME) are marked `(varies: NAME)`.
 
-The run has two parts: protocol v1 (frame pairs, on the connections `producer` and `consumer`), then
-protocol v2 (HELLO, SEND and DELIVER blocks, on `producer-v2` and `consumer-v2`)."""
+The run has three parts: protocol v1 (frame pairs, on the connections `producer` and `consumer`), then
+protocol v2 (HELLO, SEND and DELIVER blocks, on `producer-v2` and `consumer-v2`), then a durable topic
+(PUBLISH on `producer-v2`, SUBSCRIBE on `subscriber`)."""
 
 import struct
 import sys
@@ -73,7 +74,9 @@ def map_lines(data, varies=None):
     out = [line(bytes([0x80 | len(m)]), f"fixmap, {len(m)} pair{'s' if len(m) > 1 else ''}")]
     for k, v in m.items():
         out += str_lines(k.encode(), "key ")
-        if isinstance(v, int):
+        if isinstance(v, bool):
+            out.append(line(b"\xc3" if v else b"\xc2", f"    {'true' if v else 'false'}"))
+        elif isinstance(v, int):
             out += uint_lines(v, "    ", varies.get(k))
         else:
             out += str_lines(v.encode(), "    ", varies.get(k))
@@ -114,8 +117,16 @@ def envelope_lines(env, indent=""):
         for what in ("name", "value"):
             out += fixstr_lines(env, pos, f"{indent}    {what}: ")
             pos += 1 + (env[pos] & 0x1F)
+    if pos < len(env):  # a topic's message: origin and sequence
+        if env[0] & 0x0F != 8:
+            raise ValueError("trailing bytes after the headers")
+        for n, what in ((6, "origin"), (7, "sequence")):
+            size = 1 if env[pos] < 0x80 else {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}[env[pos]]
+            value = e[what]
+            out.append(line(env[pos:pos + size], f"{indent}+{pos:<3} [{n}] {what}: {value}"))
+            pos += size
     if pos != len(env):
-        raise ValueError("examples use envelopes without stream fields")
+        raise ValueError("examples use envelopes of 6 elements, or 8 with origin and sequence")
     return out
 
 
@@ -181,7 +192,7 @@ def queue_part(frame):
 def main():
     ctx = zmq.Context.instance()
     sockets = {}
-    for name in ("producer", "consumer", "producer-v2", "consumer-v2"):
+    for name in ("producer", "consumer", "producer-v2", "consumer-v2", "subscriber"):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.connect(sys.argv[1])
@@ -291,6 +302,26 @@ def main():
                *raw_lines(cut[3:first_end], f"entry 1, {first_end - 3} bytes, as above"),
                *raw_lines(cut[first_end:], "entry 2 cut short: its envelope, c4 0c, then 5 of the 12 bytes")])])
     server("producer-v2", "bad-block", error_parts)
+
+    # --- a durable topic ----------------------------------------------------------------------------------
+    published = f.encode_block([msg])  # example 1's message, in a block of one
+    client("producer-v2", "publish", [b"PUBLISH", b"events", published],
+           [verb_part(b"PUBLISH"), ("topic", text_lines(b"events")), ("block", block_lines(published))])
+    server("producer-v2", "publish", lambda fr: [verb_part(fr[0]), ("ids", [line(fr[1], "the id, confirmed")])])
+
+    options = msgpack.packb({"name": "audit", "from": "first", "prefetch": 10, "version": 2})
+    client("subscriber", "subscribe", [b"SUBSCRIBE", b"events", options],
+           [verb_part(b"SUBSCRIBE"), ("topic", text_lines(b"events")), ("options", map_lines(options))])
+    server("subscriber", "subscribe", lambda fr: [verb_part(fr[0]), queue_part(fr[1]), (
+        "subscription", map_lines(fr[2], {"instance": "instance"}))])
+    topic_delivery = server("subscriber", "subscribe", lambda fr: [
+        verb_part(fr[0]), queue_part(fr[1]),
+        ("tokens", token_lines(fr[2], ["token 5"], "the token of entry {n}")),
+        ("block", block_lines(fr[3]))])
+
+    client("subscriber", "ack-topic", [b"ACK", b"events@audit", topic_delivery[2]],
+           [verb_part(b"ACK"), queue_part(b"events@audit"),
+            ("tokens", token_lines(topic_delivery[2], ["token 5"], "the token of entry {n}"))])
 
     for step, lines in blocks.items():
         print(f"<!-- {step} -->")
