@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
   std::printf("%s\n", ok ? "OK: every subscriber got every notification matching its prefix" : "FAILED");
   if (ok && argc > 1) {
     ok = durable_part(ctx, argv[1]);
-    std::printf("%s\n", ok ? "OK: the durable subscriber saw every notification across its restart" : "FAILED");
+    std::printf("%s\n",
+                ok ? "OK: the durable subscriber saw every notification across its restart" : "FAILED");
   }
   return ok ? 0 : 1;
 }
