@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
       argc, argv,
       {"--forwarder", "--queue", "--count", "--start", "--prefix", "--key-mod", "--keys", "--rate",
        "--payload-bytes", "--confirm-timeout-ms", "--heartbeat-ms", "--flush-timeout-ms", "--max-in-flight"},
-      {});
+      {"--topic"});
+  const bool to_topic = a.has("--topic");  // --queue names a durable topic: publish instead of send
   const std::string forwarder = a.required("--forwarder");
   ferry::producer_options o;
   o.confirm_timeout = std::chrono::milliseconds(a.number("--confirm-timeout-ms", 2000));
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
       std::lock_guard lock(out_mutex);
       payloads.emplace(m.id(), payload.substr(0, payload.find('#')));
     }
-    const ferry::send_status st = p.send(m);
+    const ferry::send_status st = to_topic ? p.publish(m) : p.send(m);
     if (st != ferry::send_status::ok) {
       std::lock_guard lock(out_mutex);
       std::printf("send-failed %llu %s\n", static_cast<unsigned long long>(i),

@@ -13,7 +13,9 @@
 // "ready" is out, so a worker that exits after its first deliveries (--exit-after) has still said it.
 //
 // Flags: --forwarder EP --queue Q [--threads N] [--prefetch P] [--sleep-ms MS] [--fail-on TEXT]
-//        [--reject-on TEXT] [--exit-after K] [--no-dedup] [--heartbeat-ms MS]
+//        [--reject-on TEXT] [--exit-after K] [--no-dedup] [--heartbeat-ms MS] [--topic T [--from-start]]
+// With --topic, Q is the name of a durable subscription of topic T (created at its first message with
+// --from-start, else at new messages).
 #include <signal.h>
 #include <unistd.h>
 
@@ -85,8 +87,8 @@ void wait_until_ready_said() {
 int main(int argc, char** argv) {
   const ferry::test_helpers::args a(argc, argv,
                                     {"--forwarder", "--queue", "--threads", "--prefetch", "--sleep-ms",
-                                     "--fail-on", "--reject-on", "--exit-after", "--heartbeat-ms"},
-                                    {"--no-dedup"});
+                                     "--fail-on", "--reject-on", "--exit-after", "--heartbeat-ms", "--topic"},
+                                    {"--no-dedup", "--from-start"});
   const std::string forwarder = a.required("--forwarder");
   const std::string queue = a.required("--queue");
   ferry::consumer_options o;
@@ -108,29 +110,31 @@ int main(int argc, char** argv) {
 
   std::atomic<std::uint64_t> calls{0};
   ferry::context ctx;
-  ferry::consumer c(
-      ctx, forwarder, queue,
-      [&](ferry::message& m) {
-        wait_until_ready_said();
-        const std::uint64_t n = ++calls;
-        report("begin", m, monotonic_ns());
-        if (exit_after != 0 && n >= exit_after) {
-          report("exiting", m, monotonic_ns());
-          std::_Exit(3);  // a crash as far as ferryd can tell: no answer, no CANCEL
-        }
-        if (sleep.count() > 0) std::this_thread::sleep_for(sleep);  // simulated work
-        const std::string_view payload = m.payload();
-        if (!fail_on.empty() && payload.find(fail_on) != std::string_view::npos) {
-          report("failed", m, monotonic_ns());
-          throw std::runtime_error("payload matched --fail-on " + fail_on);
-        }
-        if (!reject_on.empty() && payload.find(reject_on) != std::string_view::npos) {
-          report("rejected", m, monotonic_ns());
-          throw ferry::reject_message("payload matched --reject-on " + reject_on);
-        }
-        report("handled", m, monotonic_ns());
-      },
-      o);
+  auto handler = [&](ferry::message& m) {
+    wait_until_ready_said();
+    const std::uint64_t n = ++calls;
+    report("begin", m, monotonic_ns());
+    if (exit_after != 0 && n >= exit_after) {
+      report("exiting", m, monotonic_ns());
+      std::_Exit(3);  // a crash as far as ferryd can tell: no answer, no CANCEL
+    }
+    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);  // simulated work
+    const std::string_view payload = m.payload();
+    if (!fail_on.empty() && payload.find(fail_on) != std::string_view::npos) {
+      report("failed", m, monotonic_ns());
+      throw std::runtime_error("payload matched --fail-on " + fail_on);
+    }
+    if (!reject_on.empty() && payload.find(reject_on) != std::string_view::npos) {
+      report("rejected", m, monotonic_ns());
+      throw ferry::reject_message("payload matched --reject-on " + reject_on);
+    }
+    report("handled", m, monotonic_ns());
+  };
+  const std::string topic = a.text("--topic");
+  const ferry::start_position start =
+      a.has("--from-start") ? ferry::start_position::first() : ferry::start_position::new_messages();
+  ferry::consumer c = topic.empty() ? ferry::consumer(ctx, forwarder, queue, handler, o)
+                                    : ferry::consumer(ctx, forwarder, {topic, queue, start}, handler, o);
   if (!c.wait_ready(std::chrono::seconds(20))) {
     say("not-ready");
     return 2;
