@@ -9,7 +9,15 @@
 //                in the payload's first 8 bytes; steady clock, same machine). --rate paces the producers.
 //   raw-server   the raw baseline's server (durable_raw_server.cpp). Prints a "ready" line, runs until
 //                SIGTERM.
+//   replay       the producers store --count messages nobody reads; then one reader takes them all back:
+//                with --topic a new durable subscription from the first message (from disk), else a
+//                consumer of the queue (raw: of the raw server). Reports handled messages/s from the
+//                reader's start to its last message.
 //   fsync-probe  4 KiB write + fdatasync in --data-dir, --count times: the disk's sync latency.
+//
+// --topic (ferry only): the producers publish to a durable topic instead of sending to a queue; e2e reads
+// it through --subscriptions durable subscriptions (each gets every message; msgs_per_s is the rate of the
+// slowest), and produce first creates --idle-subscriptions subscriptions that nobody reads.
 //
 // --impl ferry uses ferry::producer / ferry::consumer against a real ferryd (started by bench.py or by
 // hand). --impl raw uses plain cppzmq sockets (durable.hpp's protocol) against `bench_durable --role
@@ -27,6 +35,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -66,7 +75,7 @@ bench::producer_result ferry_producer(const options& o, unsigned index, const st
   for (std::uint64_t i = 0; i < n; ++i) {
     bench::stamp_payload(payload.data(), pace.wait_turn(i));
     ferry::message m(std::string(bench::topic), payload);
-    const ferry::send_status st = p.send(m);
+    const ferry::send_status st = o.topic ? p.publish(m) : p.send(m);
     if (st != ferry::send_status::ok)
       throw std::runtime_error("producer send failed: " + std::string(ferry::to_string(st)));
     ++r.sent;
@@ -157,14 +166,29 @@ bench::json_line describe(const options& o) {
       .add("producers", static_cast<std::uint64_t>(o.producers))
       .add("count", o.count)
       .add("size", static_cast<std::uint64_t>(o.size))
-      .add("window", static_cast<std::uint64_t>(o.window));
+      .add("window", static_cast<std::uint64_t>(o.window))
+      .add("topic", o.topic)
+      .add("subscriptions", static_cast<std::uint64_t>(o.topic ? o.subscriptions : 0))
+      .add("idle_subscriptions", static_cast<std::uint64_t>(o.idle_subscriptions));
   return j;
+}
+
+// Creates `n` durable subscriptions of the bench topic (from new messages) and leaves them unread.
+void make_idle_subscriptions(const options& o, unsigned n) {
+  ferry::context ctx(1);
+  for (unsigned i = 0; i < n; ++i) {
+    ferry::consumer c(ctx, o.forwarder,
+                      ferry::topic_subscription{std::string(bench::topic), "idle-" + std::to_string(i), {}},
+                      [](ferry::message&) {}, {.prefetch = 1});
+    if (!c.wait_ready(std::chrono::seconds(30))) throw std::runtime_error("ferryd did not accept SUBSCRIBE");
+  }  // each stops: the subscription stays in ferryd, unread
 }
 
 int run_produce(const options& o) {
   bench::producer_group group;
   group.start(o.producers, producer_for(o));
   group.await_ready(std::chrono::seconds(30));
+  if (o.idle_subscriptions > 0) make_idle_subscriptions(o, o.idle_subscriptions);
   group.go();
   const bench::producer_totals t = bench::total(group.results(o.timeout()));
   auto j = describe(o);
@@ -217,7 +241,52 @@ class finish_line {
   std::int64_t last_ns_ = 0;
 };
 
+// e2e through `o.subscriptions` durable subscriptions of the topic, each of which must handle every message.
+consumed ferry_subscribe(const options& o, bench::producer_group& group, bench::latency_log& lat) {
+  consumed c;
+  ferry::context ctx(1);
+  std::vector<std::unique_ptr<finish_line>> finishes;
+  std::vector<std::unique_ptr<ferry::consumer>> consumers;
+  std::mutex lat_mutex;  // the log is filled from every subscription's handler thread
+  ferry::consumer_options co;
+  co.threads = o.threads;
+  co.prefetch = o.prefetch;
+  for (unsigned i = 0; i < o.subscriptions; ++i) {
+    auto& finish = *finishes.emplace_back(std::make_unique<finish_line>(o.count));
+    consumers.push_back(std::make_unique<ferry::consumer>(
+        ctx, o.forwarder,
+        ferry::topic_subscription{std::string(bench::topic), "sub-" + std::to_string(i),
+                                  ferry::start_position::first()},
+        [&finish, &lat, &lat_mutex](ferry::message& m) {
+          const std::int64_t now = mono_ns();
+          if (m.payload().size() >= bench::min_payload) {
+            std::lock_guard lock(lat_mutex);
+            lat.add(now - bench::payload_stamp(m.payload().data()));
+          }
+          finish.handled(now);
+        },
+        co));
+  }
+  for (auto& consumer : consumers)
+    if (!consumer->wait_ready(std::chrono::seconds(30)))
+      throw std::runtime_error("ferryd did not accept SUBSCRIBE");
+  const double cpu0 = bench::process_cpu_ns();
+  group.go();
+  for (auto& finish : finishes)
+    if (!finish->wait(o.timeout()))
+      c.error = "not every subscription handled every message within the timeout";
+  c.cpu_ns = bench::process_cpu_ns() - cpu0;
+  for (auto& consumer : consumers) consumer->stop();
+  c.handled = o.count;
+  for (auto& finish : finishes) {
+    c.handled = std::min(c.handled, finish->count());
+    c.last_ns = std::max(c.last_ns, finish->last_ns());
+  }
+  return c;
+}
+
 consumed ferry_consume(const options& o, bench::producer_group& group, bench::latency_log& lat) {
+  if (o.topic) return ferry_subscribe(o, group, lat);
   consumed c;
   ferry::context ctx(1);
   finish_line finish(o.count);
@@ -244,7 +313,7 @@ consumed ferry_consume(const options& o, bench::producer_group& group, bench::la
   return c;
 }
 
-consumed raw_consume(const options& o, bench::producer_group& group, bench::latency_log& lat) {
+consumed raw_consume(const options& o, const std::function<void()>& start, bench::latency_log& lat) {
   consumed c;
   zmq::context_t ctx(1);
   zmq::socket_t s = raw_dealer(ctx, o);
@@ -253,7 +322,7 @@ consumed raw_consume(const options& o, bench::producer_group& group, bench::late
   (void)s.send(zmq::buffer(consume), zmq::send_flags::none);
   raw_handshake(s);  // the server has the subscription before any producer starts
   const double cpu0 = bench::process_cpu_ns();
-  group.go();
+  start();
   std::string acks;
   zmq::message_t part;
   while (c.handled < o.count) {
@@ -287,10 +356,12 @@ int run_e2e(const options& o) {
   bench::producer_group group;
   group.start(o.producers, producer_for(o));  // before this process starts any thread
   group.await_ready(std::chrono::seconds(30));
-  bench::latency_log lat(o.count + o.count / 10);
+  bench::latency_log lat((o.count + o.count / 10) * (o.topic ? o.subscriptions : 1));
   consumed c;
   try {
-    c = o.impl == "ferry" ? ferry_consume(o, group, lat) : raw_consume(o, group, lat);
+    c = o.impl == "ferry" ? ferry_consume(o, group, lat)
+                          : raw_consume(
+                                o, [&group] { group.go(); }, lat);
   } catch (const std::exception& e) {
     c.error = e.what();
   }
@@ -304,6 +375,62 @@ int run_e2e(const options& o) {
   bench::add_e2e_figures(j, t, lat, o.count, ok, c.handled, c.last_ns, c.cpu_ns, o.rate, o.threads);
   j.add("prefetch", static_cast<std::uint64_t>(o.prefetch))
       .add("process_model", "one process per producer, the consumer in another")
+      .add("zmq_version", bench::zmq_version_string());
+  j.print();
+  return ok ? 0 : 1;
+}
+
+// --- catch-up replay ---------------------------------------------------------------------------------------
+
+int run_replay(const options& o) {
+  bench::producer_group group;
+  group.start(o.producers, producer_for(o));
+  group.await_ready(std::chrono::seconds(30));
+  group.go();
+  const bench::producer_totals t = bench::total(group.results(o.timeout()));
+  auto j = describe(o);
+  if (!t.ok || t.confirmed != o.count) {
+    j.add("ok", false).add("error", t.ok ? "fewer confirms than messages" : t.error).print();
+    return 1;
+  }
+  // Everything is stored and nobody has read it: one reader takes it all back (ferry: a new subscription
+  // from the first message of the topic, or a consumer of the queue; raw: a consumer of the raw server).
+  const double cpu0 = bench::process_cpu_ns();
+  const std::int64_t start_ns = mono_ns();
+  consumed c;
+  if (o.impl == "raw") {
+    bench::latency_log unused(o.count + o.count / 10);
+    c = raw_consume(
+        o, [] {}, unused);
+  } else {
+    ferry::context ctx(1);
+    finish_line finish(o.count);
+    ferry::consumer_options co;
+    co.threads = o.threads;
+    co.prefetch = o.prefetch;
+    auto handler = [&](ferry::message&) { finish.handled(mono_ns()); };
+    auto consumer =
+        o.topic
+            ? std::make_unique<ferry::consumer>(ctx, o.forwarder,
+                                                ferry::topic_subscription{std::string(bench::topic), "replay",
+                                                                          ferry::start_position::first()},
+                                                handler, co)
+            : std::make_unique<ferry::consumer>(ctx, o.forwarder, std::string(bench::topic), handler, co);
+    if (!finish.wait(o.timeout())) c.error = "not every message was handled within the timeout";
+    consumer->stop();
+    c.handled = finish.count();
+    c.last_ns = finish.last_ns();
+  }
+  const double cpu = bench::process_cpu_ns() - cpu0;
+  const double seconds = static_cast<double>(c.last_ns - start_ns) / 1e9;
+  const bool ok = c.error.empty() && c.handled >= o.count;
+  j.add("ok", ok);
+  if (!ok) j.add("error", c.error);
+  j.add("handled", c.handled)
+      .add("seconds", seconds)
+      .add("msgs_per_s", ok && seconds > 0 ? static_cast<double>(o.count) / seconds : 0.0)
+      .add("produce_msgs_per_s", t.seconds() > 0 ? static_cast<double>(t.confirmed) / t.seconds() : 0.0)
+      .add("client_cpu_ns_per_msg", cpu / static_cast<double>(o.count))
       .add("zmq_version", bench::zmq_version_string());
   j.print();
   return ok ? 0 : 1;
@@ -344,8 +471,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ferry durable benchmark: producers, end to end and the raw baseline, through ferryd or raw ZeroMQ"};
   options o;
-  app.add_option("--role", o.role, "produce, e2e, raw-server or fsync-probe")
-      ->check(CLI::IsMember({"produce", "e2e", "raw-server", "fsync-probe"}));
+  app.add_option("--role", o.role, "produce, e2e, replay, raw-server or fsync-probe")
+      ->check(CLI::IsMember({"produce", "e2e", "replay", "raw-server", "fsync-probe"}));
   app.add_option("--impl", o.impl, "ferry (ferryd) or raw (a raw-server)")
       ->check(CLI::IsMember({"ferry", "raw"}));
   app.add_option("--forwarder", o.forwarder, "ferryd's or the raw server's endpoint");
@@ -362,15 +489,25 @@ int main(int argc, char** argv) {
   app.add_option("--endpoint", o.endpoint, "raw-server: where to bind");
   app.add_option("--data-dir", o.data_dir, "raw-server, fsync-probe: an existing directory");
   app.add_option("--timeout", o.timeout_s, "seconds a run may take");
+  app.add_flag("--backlog", o.backlog, "raw-server: keep messages stored with no consumer attached");
+  app.add_flag("--topic", o.topic,
+               "ferry: publish to a durable topic; e2e and replay read subscriptions of it");
+  app.add_option("--subscriptions", o.subscriptions, "e2e with --topic: durable subscriptions reading it")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--idle-subscriptions", o.idle_subscriptions,
+                 "produce with --topic: subscriptions created first and never read")
+      ->check(CLI::Range(0, 10'000));
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if ((o.role == "produce" || o.role == "e2e") && o.forwarder.empty())
+    if (o.topic && o.impl != "ferry") throw std::invalid_argument("--topic is for --impl ferry");
+    if ((o.role == "produce" || o.role == "e2e" || o.role == "replay") && o.forwarder.empty())
       throw std::invalid_argument("--forwarder is required (ferryd's endpoint, or the raw server's)");
     if ((o.role == "raw-server" || o.role == "fsync-probe") && o.data_dir.empty())
       throw std::invalid_argument("--data-dir is required");
     if (o.role == "produce") return run_produce(o);
     if (o.role == "e2e") return run_e2e(o);
+    if (o.role == "replay") return run_replay(o);
     if (o.role == "raw-server") return run_raw_server(o);
     return run_fsync_probe(o);
   } catch (const std::exception& e) {

@@ -27,6 +27,12 @@ struct options {
   std::string endpoint = "tcp://127.0.0.1:*";
   std::string data_dir;
   int timeout_s = 300;
+  // Durable topics (ferry only): publish instead of send; e2e and replay read through this many durable
+  // subscriptions (each gets every message); produce first creates this many idle subscriptions.
+  bool topic = false;
+  unsigned subscriptions = 1;
+  unsigned idle_subscriptions = 0;
+  bool backlog = false;  // raw-server: keep what is stored while no consumer is attached, for a later one
 
   [[nodiscard]] std::chrono::seconds timeout() const { return std::chrono::seconds(timeout_s); }
 };

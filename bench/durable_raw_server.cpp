@@ -7,7 +7,8 @@
 // delivers the durable messages against credit and appends the acknowledged sequence numbers to an ack file,
 // written every loop iteration and synced with the first batch after 200 ms (as ferryd syncs its journal).
 // No checksums, dedup, leases, redelivery, dead letters, per-key order, segments or metrics; undelivered
-// messages are kept in memory. On restart it scans its file (length framing only, a torn tail is cut) and
+// messages are kept in memory: those stored while no consumer is attached only with --backlog (the replay
+// case), so the other cases do not pay for it. On restart it scans its file (length framing only, a torn tail is cut) and
 // reports how long that took.
 //
 // Threads: the loop thread owns the socket and every container but the batch being committed, which is
@@ -260,7 +261,7 @@ class raw_server {
       (void)router_.send(zmq::buffer(frame), zmq::send_flags::none);
     }
     committing_peers_.clear();
-    if (!consumers_.empty()) {  // the batch is durable: it may be delivered
+    if (!consumers_.empty() || o_.backlog) {  // the batch is durable: it may be delivered
       for (std::size_t pos = 0; pos + 4 <= committing_.size();) {
         std::uint32_t len = 0;
         std::memcpy(&len, committing_.data() + pos, 4);

@@ -145,7 +145,7 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
   }
   m.set_attempt(0);
   // A topic's messages carry their place in it: origin names the topic, sequence is its seq.
-  if (ctx.topic) m.set_stream(key_hash("topic:" + q.name()), q.next_seq());
+  if (ctx.topic) m.set_stream(q.origin(), q.next_seq());
   envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
   encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
   const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us);

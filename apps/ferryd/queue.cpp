@@ -30,7 +30,9 @@ queue::queue(std::string name, std::uint32_t index, fs::path dir, queue_config c
                                        .dedup_retain_bytes = config_.dedup_retain_bytes})),
       store_(dir_ / "journal"),
       cursor_(stream_->log()),
-      token_prefix_(token_prefix) {}
+      token_prefix_(token_prefix) {
+  if (kind_ == queue_kind::topic) origin_ = storage::key_hash("topic:" + name_);
+}
 
 queue::queue(std::string name, std::uint32_t index, queue& topic, fs::path journal_file, queue_config config,
              std::uint64_t token_prefix)

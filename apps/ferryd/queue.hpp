@@ -131,6 +131,8 @@ class queue {
         queue_config config, std::uint64_t token_prefix);
 
   [[nodiscard]] queue_kind kind() const noexcept { return kind_; }
+  /// A topic's messages carry this as their origin: the XXH3-64 hash of "topic:<name>" (never 0).
+  [[nodiscard]] std::uint64_t origin() const noexcept { return origin_; }
   /// For a topic: its subscriptions. For a subscription: its topic (nullptr otherwise).
   [[nodiscard]] const std::vector<queue*>& subscriptions() const noexcept { return subscriptions_; }
   [[nodiscard]] queue* topic() const noexcept { return topic_; }
@@ -325,6 +327,7 @@ class queue {
   std::vector<queue*> subscriptions_;  // a topic's
   queue* topic_ = nullptr;             // a subscription's
   std::uint64_t skipped_unseen_ = 0;   // see take_skipped_unseen
+  std::uint64_t origin_ = 0;           // a topic's: see origin()
   queue_counters counters_;
   std::unordered_map<std::uint64_t, std::string> last_error_;  // why the last attempt failed, by seq
 

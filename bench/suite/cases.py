@@ -1,7 +1,8 @@
 """The suite: every case scripts/bench.sh runs. Add cases here."""
 
-from .model import Case, FERRY, RAW1, RAW3, FERRY_D, RAW_D, REDIS, NATS, NATS_SYNC
-from .runners import run_durable_e2e, run_durable_produce, run_lat, run_memory, run_recovery, run_thr
+from .model import Case, FERRY, RAW1, RAW3, FERRY_D, RAW_D, REDIS, NATS, NATS_SYNC, FERRY_T, FERRY_Q, FERRY_T_NONE
+from .runners import (run_durable_e2e, run_durable_produce, run_lat, run_memory, run_recovery, run_replay,
+                      run_thr)
 
 TRANSPORTS = ["tcp", "ipc", "inproc"]
 SIZES = [16, 256, 4096]
@@ -65,6 +66,28 @@ CASES = [
          "latency paced at half of ferry's first flat-out rate, every variant at that same rate (a fresh server; "
          "no latency for a variant that cannot keep up with it)",
          params={"producers": 2, "threads": 2, "prefetch": 1024}, peer_variants=[REDIS]),
+    # Durable topics (issue 8): the subject publishes to a topic; the queue variant does the same work on a
+    # queue in the same run (the ratio the targets name), the raw baseline as in the durable cases.
+    Case("topic-publish-8", "durable_produce", ["tcp"], [256], [FERRY_T, FERRY_Q, RAW_D], run_durable_produce,
+         {"quick": lambda size: 20_000, "full": lambda size: 1_000_000},
+         "8 producer processes publishing to a durable topic (no subscription) vs sending to a durable queue, "
+         "and the raw baseline", params={"producers": 8}),
+    Case("topic-fanout-4", "durable_e2e", ["tcp"], [256], [FERRY_T, FERRY_Q, RAW_D], run_durable_e2e,
+         {"quick": lambda size: 20_000, "full": lambda size: 250_000},
+         "2 producer processes publish; 4 durable subscriptions (one consumer each, 2 handler threads, prefetch "
+         "1024, all in one process) each handle every message: msgs/s is the slowest subscription's rate; "
+         "ferry queue and raw are durable-e2e's single consumer; latency paced as durable-e2e",
+         params={"producers": 2, "threads": 2, "prefetch": 1024, "subscriptions": 4}),
+    Case("topic-replay", "replay", ["tcp"], [256], [FERRY_T, FERRY_Q, RAW_D], run_replay,
+         {"quick": lambda size: 100_000, "full": lambda size: 1_000_000},
+         "4 producer processes store N messages nobody reads; then one reader (2 handler threads, prefetch "
+         "1024) takes them all back: a new subscription from the topic's first message (from disk), a consumer "
+         "of the queue, the raw server's consumer (from its memory)",
+         params={"threads": 2, "prefetch": 1024}, max_reps=3),
+    Case("topic-idle-100", "durable_produce", ["tcp"], [256], [FERRY_T, FERRY_T_NONE, RAW_D], run_durable_produce,
+         {"quick": lambda size: 20_000, "full": lambda size: 1_000_000},
+         "8 producer processes publishing to a topic with 100 durable subscriptions nobody reads vs none; "
+         "ferryd's RSS growth over the run in the info", params={"producers": 8, "idle_subscriptions": 100}),
     Case("recovery", "recovery", ["tcp"], [256], [FERRY_D, RAW_D], run_recovery,
          {"quick": lambda size: 50_000, "full": lambda size: 1_000_000},
          "fill with unsettled messages, SIGTERM, time a new server from spawn to ready (warm page cache)",

@@ -23,9 +23,11 @@ KINDS = {
                             "Durable produce (messages/s confirmed durable, first send to last confirm; "
                             "higher is better)"),
     "durable_e2e": Kind(["msgs_per_s", "cpu_ns_per_msg", "p50_us", "p99_us", "p999_us", "paced_rate"],
-                        {"ratio": "msgs_per_s", "p99_ratio": "p99_us"},
+                        {"ratio": "msgs_per_s", "p50_ratio": "p50_us", "p99_ratio": "p99_us"},
                         "Durable end to end (produce -> store -> handler -> ack: messages/s handled flat out; "
                         "produce-to-handler latency in µs at the paced rate)"),
+    "replay": Kind(["msgs_per_s", "cpu_ns_per_msg"], {"ratio": "msgs_per_s"},
+                   "Catch-up replay (messages/s a new subscription reads back from disk; higher is better)"),
     "recovery": Kind(["recovery_s", "startup_s", "hwm_mib"], {"ratio": "recovery_s"},
                      "Recovery (seconds from start to ready on a data dir of unsettled messages; lower is better)"),
     "memory": Kind(["hwm_mib", "rss_mib", "restart_s", "restart_hwm_mib"], {"ratio": "hwm_mib"},
@@ -33,7 +35,7 @@ KINDS = {
 }
 
 
-DURABLE_KINDS = {"durable_produce", "durable_e2e", "recovery", "memory"}
+DURABLE_KINDS = {"durable_produce", "durable_e2e", "replay", "recovery", "memory"}
 
 
 @dataclass
@@ -57,6 +59,10 @@ RAW_D = Variant("raw", "raw", "raw_")
 REDIS = Variant("redis (fsync always)", "redis", "redis_", "_redis")
 NATS = Variant("nats js (not syncing each write)", "nats", "nats_", "_nats")
 NATS_SYNC = Variant("nats js (sync always)", "nats-sync", "nats_sync_", "_nats_sync")
+# Durable topics: ferry publishing to a topic (the subject), next to ferry sending to a queue in the same run.
+FERRY_T = Variant("ferry topic", "ferry-topic", "")
+FERRY_Q = Variant("ferry queue", "ferry", "queue_", "_queue")
+FERRY_T_NONE = Variant("ferry topic, no subscription", "ferry-topic", "none_", "_none")
 
 
 @dataclass

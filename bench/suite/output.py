@@ -131,7 +131,7 @@ def print_tables(lines, cases):
                 return [with_range(l, v.prefix + "msgs_per_s", fmt_rate) for v in variants] + \
                        [f"{l[v.prefix + 'cpu_ns_per_msg']:.0f}" if v.prefix + "cpu_ns_per_msg" in l else "–"
                         for v in variants] + [f"{frames:.3g}" if frames is not None else "–"]
-        elif kind_name == "durable_produce":
+        elif kind_name in ("durable_produce", "replay"):
             head = [v.label for v in variants] + [f"CPU ns/msg {v.label}" for v in variants]
 
             def cells_for(l):
@@ -200,6 +200,12 @@ TARGETS = [
     (("durable-produce-8",), "ratio", ">=", 1.0, "the raw baseline", "durable produce, 8 producers"),
     (("durable-e2e",), "ratio", ">=", 0.8, "the raw baseline", "durable end to end, flat out"),
     (("durable-e2e",), "p99_ratio", "<=", 1.5, "raw's p99 at the same rate", "durable end to end p99, paced"),
+    # Issue 8: durable topics.
+    (("topic-publish-8",), "ratio_queue", ">=", 0.9, "durable produce to a queue", "topic publish, 8 producers"),
+    (("topic-fanout-4",), "p50_ratio_queue", "<=", 1.5, "the queue's end-to-end p50",
+     "fan-out to 4 subscriptions, p50 produce to handler"),
+    (("topic-idle-100",), "ratio_none", ">=", 0.9, "the same topic without subscriptions",
+     "publish with 100 idle subscriptions"),
 ]
 
 
@@ -246,7 +252,7 @@ def target_lines(lines):
         for l in lines:
             if l["case"] not in cases:
                 continue
-            durable = l["case"].startswith("durable")
+            durable = l["case"].startswith("durable") or l["case"].startswith("topic")
             head = label if durable else f"{label}: {l['case']} {l['transport']} {size_text(l['size'])}"
             goal = f"target {'≥' if op == '>=' else '≤'} {threshold:.2f}"
             if field not in l:
@@ -271,6 +277,21 @@ def other_lines(lines):
             p99 = (f"; p99 {l['p99_us'] / 1000:.2f} ms at {l['paced_rate']:.0f} msgs/s" if "p99_us" in l else "")
             out.append(f"durable end to end: {l['msgs_per_s']:.0f} msgs/s{p99} (information: the earlier absolute "
                        f"targets were >= 250,000 msgs/s and p99 < 5 ms at >= 125,000 msgs/s)")
+        info = l.get("info", {})
+        if l["case"] == "topic-fanout-4" and "ferry topic" in info:
+            v = info["ferry topic"].get("per_subscription_vs_publish")
+            if v is not None:
+                out.append(f"fan-out to 4 subscriptions: each handled {v:.2f} of the publish rate in the same "
+                           f"run ({'met' if v >= 0.8 else 'MISSED'}, target >= 0.80)")
+        if l["case"] == "topic-replay" and "msgs_per_s" in l:
+            out.append(f"catch-up replay of {l.get('count', '?')} stored messages: {l['msgs_per_s']:.0f} msgs/s "
+                       f"({'met' if l['msgs_per_s'] >= 1_000_000 else 'MISSED'}, target >= 1,000,000 msgs/s; "
+                       f"{l.get('ratio_queue', 0):.2f} of a queue's drain, {l.get('ratio', 0):.2f} of raw)")
+        if l["case"] == "topic-idle-100" and "ferry topic" in info:
+            g = info["ferry topic"].get("server_rss_growth_mib")
+            if g is not None:
+                out.append(f"100 idle subscriptions: ferryd's RSS grew {g:.1f} MiB over the run "
+                           f"({'met' if g < 20 else 'MISSED'}, target < 20 MiB)")
         if l["case"] == "recovery" and "recovery_s" in l:
             out.append(f"recovery of {l.get('info', {}).get('ferry', {}).get('records', '?')} unsettled: "
                        f"{l['recovery_s']:.3f} s ({'met' if l['recovery_s'] < 1 else 'MISSED'}, target < 1 s "

@@ -178,9 +178,10 @@ def start_ferryd(settings, data_dir, timeout=120):
     return srv
 
 
-def start_raw_server(settings, data_dir, timeout=120):
+def start_raw_server(settings, data_dir, timeout=120, extra=()):
     srv = Server([os.path.join(settings["bin"], "bench_durable"), "--role=raw-server", f"--data-dir={data_dir}",
-                  "--endpoint=tcp://127.0.0.1:*"], lambda line: '"ready":true' in line, timeout, "raw server")
+                  "--endpoint=tcp://127.0.0.1:*"] + list(extra), lambda line: '"ready":true' in line, timeout,
+                 "raw server")
     info = next(json.loads(line) for line in srv.lines if '"ready":true' in line)
     srv.endpoint = info["endpoint"]
     srv.info = info
@@ -214,11 +215,11 @@ def start_nats(settings, data_dir, synced, timeout=60):
     return srv
 
 
-def start_server(variant, settings, data_dir):
-    if variant.impl == "ferry":
+def start_server(variant, settings, data_dir, raw_extra=()):
+    if variant.impl in ("ferry", "ferry-topic"):
         return start_ferryd(settings, data_dir)
     if variant.impl == "raw":
-        return start_raw_server(settings, data_dir)
+        return start_raw_server(settings, data_dir, extra=raw_extra)
     if variant.impl == "redis":
         return start_redis(settings, data_dir)
     if variant.impl in ("nats", "nats-sync"):
@@ -230,6 +231,9 @@ def durable_client(variant, settings, role, endpoint, count, size, producers, ex
     """argv of the client program for `variant`: bench_durable for ferry and raw, bench_peers for the peers."""
     common = [f"--role={role}", f"--count={count}", f"--size={size}", f"--producers={producers}",
               f"--timeout={settings['durable_timeout']}"] + list(extra)
+    if variant.impl == "ferry-topic":
+        return [os.path.join(settings["bin"], "bench_durable"), "--impl=ferry", "--topic",
+                f"--forwarder={endpoint}"] + common
     if variant.impl in ("ferry", "raw"):
         return [os.path.join(settings["bin"], "bench_durable"), f"--impl={variant.impl}",
                 f"--forwarder={endpoint}"] + common

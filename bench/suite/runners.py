@@ -72,16 +72,40 @@ def run_durable_produce(case, variant, transport, size, settings):
     """One produce measurement on a fresh server: confirmed msgs/s, and CPU per message of the producers
     plus the server."""
     count = case.counts[settings["mode"]](size)
+    # A topic case's subject may first create idle subscriptions (its "none_" variant does not).
+    idle = case.params.get("idle_subscriptions", 0) if variant.impl == "ferry-topic" and variant.prefix == "" else 0
+    extra = [f"--idle-subscriptions={idle}"] if idle else []
     with data_dir(settings, variant.impl) as d:
         srv = start_server(variant, settings, d)
         try:
+            rss0 = srv.memory_mib()[1]
             cpu0 = srv.cpu_ns()
             j = run_client(durable_client(variant, settings, "produce", srv.endpoint, count, size,
-                                          case.params["producers"]), settings, f"{variant.label} producers")
+                                          case.params["producers"], extra), settings, f"{variant.label} producers")
             server_cpu = srv.cpu_ns() - cpu0
+            rss1 = srv.memory_mib()[1]
         finally:
             srv.stop()
-    return {"msgs_per_s": j["msgs_per_s"], "cpu_ns_per_msg": j["client_cpu_ns_per_msg"] + server_cpu / count}
+    return {"msgs_per_s": j["msgs_per_s"], "cpu_ns_per_msg": j["client_cpu_ns_per_msg"] + server_cpu / count,
+            "info": {"server_rss_start_mib": round(rss0, 1), "server_rss_end_mib": round(rss1, 1),
+                     "server_rss_growth_mib": round(rss1 - rss0, 1), "idle_subscriptions": idle}}
+
+
+def run_replay(case, variant, transport, size, settings):
+    """Stores `count` messages nobody reads (4 producer processes), then times one reader taking them all
+    back on the same server: a new subscription of the topic from its first message, a consumer of the queue,
+    or the raw server's consumer."""
+    count = case.counts[settings["mode"]](size)
+    extra = [f"--threads={case.params['threads']}", f"--prefetch={case.params['prefetch']}"]
+    with data_dir(settings, variant.impl) as d:
+        srv = start_server(variant, settings, d, raw_extra=["--backlog"])
+        try:
+            j = run_client(durable_client(variant, settings, "replay", srv.endpoint, count, size, 4, extra),
+                           settings, f"{variant.label} replay")
+        finally:
+            srv.stop()
+    return {"msgs_per_s": j["msgs_per_s"], "cpu_ns_per_msg": j["client_cpu_ns_per_msg"],
+            "info": {"fill_msgs_per_s": round(j["produce_msgs_per_s"])}}
 
 
 def run_durable_e2e(case, variant, transport, size, settings):
@@ -90,8 +114,10 @@ def run_durable_e2e(case, variant, transport, size, settings):
     variant that cannot keep up with it reports no latency (its figures would measure a growing backlog)."""
     count = case.counts[settings["mode"]](size)
     extra = [f"--threads={case.params['threads']}"]
-    if variant.impl in ("ferry", "raw"):
+    if variant.impl in ("ferry", "ferry-topic", "raw"):
         extra.append(f"--prefetch={case.params['prefetch']}")
+    if variant.impl == "ferry-topic":
+        extra.append(f"--subscriptions={case.params.get('subscriptions', 1)}")
     producers = case.params["producers"]
     with data_dir(settings, variant.impl) as d:
         srv = start_server(variant, settings, d)
@@ -117,7 +143,11 @@ def run_durable_e2e(case, variant, transport, size, settings):
             srv.stop()
     out = {"msgs_per_s": flat["msgs_per_s"], "cpu_ns_per_msg": flat["client_cpu_ns_per_msg"] + server_cpu / count,
            "paced_rate": rate, "info": {"paced_achieved_msgs_per_s": round(paced["msgs_per_s"]),
-                                        "paced_max_us": paced["max_us"]}}
+                                        "paced_max_us": paced["max_us"],
+                                        "publish_msgs_per_s": round(flat["produce_msgs_per_s"]),
+                                        "per_subscription_vs_publish": round(
+                                            flat["msgs_per_s"] / flat["produce_msgs_per_s"], 3)
+                                        if flat["produce_msgs_per_s"] else 0}}
     if paced["msgs_per_s"] >= 0.95 * rate:
         out.update({m: paced[m] for m in ("p50_us", "p99_us", "p999_us")})
     else:
