@@ -8,8 +8,8 @@
 // written every loop iteration and synced with the first batch after 200 ms (as ferryd syncs its journal).
 // No checksums, dedup, leases, redelivery, dead letters, per-key order, segments or metrics; undelivered
 // messages are kept in memory: those stored while no consumer is attached only with --backlog (the replay
-// case), so the other cases do not pay for it. On restart it scans its file (length framing only, a torn tail is cut) and
-// reports how long that took.
+// case), so the other cases do not pay for it. On restart it scans its file (length framing only, a torn
+// tail is cut) and reports how long that took.
 //
 // Threads: the loop thread owns the socket and every container but the batch being committed, which is
 // handed to the sync thread under the mutex and back through an eventfd.
