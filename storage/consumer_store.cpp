@@ -15,7 +15,10 @@ void consumer_store::replay(recovery_report& report) {
   journal_.recover(report, [&](const journal_record& r) {
     switch (r.type) {
       case record_type::watermark:
+        // detail 1: a subscription's start, which may lie beyond what the stream holds yet; it settles
+        // what comes before it but says nothing of where the stream's sequence numbers stand.
         replayed_watermark_ = std::max(replayed_watermark_, r.seq);
+        if (r.detail != watermark_start) replayed_settled_through_ = std::max(replayed_settled_through_, r.seq);
         break;
       case record_type::settle:
         settled_.insert(r.seq);
@@ -53,10 +56,10 @@ bool consumer_store::recovered(const message_record& rec, const record_location&
 }
 
 std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
-  next_seq = std::max(next_seq, replayed_watermark_);
+  next_seq = std::max(next_seq, replayed_settled_through_);
   start_ = replayed_watermark_;  // a group that started late (a topic's subscription) keeps its start
   if (!settled_.empty()) next_seq = std::max(next_seq, *settled_.rbegin() + 1);
-  low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : next_seq;
+  low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : std::max(next_seq, replayed_watermark_);
   for (const std::uint64_t s : gaps_)
     if (s > low_watermark_) settled_.insert(s);
   std::erase_if(settled_, [&](std::uint64_t s) { return s < low_watermark_; });
@@ -72,7 +75,7 @@ void consumer_store::start_at(std::uint64_t first_seq,
   open();
   start_ = first_seq;
   low_watermark_ = std::max(low_watermark_, first_seq);
-  journal_.append({record_type::watermark, 0, 0, first_seq});
+  journal_.append({record_type::watermark, watermark_start, 0, first_seq});
   if (const int err = journal_.flush(); err != 0)
     throw error("cannot write the journal of a new subscription: " + std::string(std::strerror(err)));
   if (const int err = journal_.sync(); err != 0)
@@ -169,7 +172,11 @@ void consumer_store::compact(
     const std::function<void(const std::function<void(std::uint64_t, std::uint32_t)>&)>& held) {
   if (journal_.file_bytes() <= threshold) return;
   std::string snap;
-  append_journal_record(snap, {record_type::watermark, 0, 0, low_watermark_});
+  // A watermark still at the start (nothing settled past it) is written as the start: it may lie beyond
+  // the stream's end.
+  append_journal_record(snap, {record_type::watermark,
+                               low_watermark_ <= start_ ? watermark_start : std::uint8_t{0}, 0,
+                               low_watermark_});
   for (const std::uint64_t s : settled_) append_journal_record(snap, {record_type::settle, 0, 0, s});
   for (const auto& [seq, n] : attempts_) append_journal_record(snap, {record_type::attempts, 0, n, seq});
   held([&](std::uint64_t seq, std::uint32_t n) {

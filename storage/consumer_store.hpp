@@ -25,6 +25,9 @@ namespace ferry::storage {
 
 class consumer_store {
  public:
+  /// The `detail` of a watermark record that holds a subscription's start (see start_at()).
+  static constexpr std::uint8_t watermark_start = 1;
+
   explicit consumer_store(std::filesystem::path journal_file);
   consumer_store(const consumer_store&) = delete;
   consumer_store& operator=(const consumer_store&) = delete;
@@ -99,6 +102,7 @@ class consumer_store {
   std::unordered_map<std::uint64_t, std::uint32_t> attempts_;
   // Recovery only.
   std::uint64_t replayed_watermark_ = 1;
+  std::uint64_t replayed_settled_through_ = 1;  // the highest watermark that settled stored messages
   std::uint64_t last_recovered_ = 0;
   std::uint64_t lowest_unsettled_ = 0;
   std::vector<std::uint64_t> gaps_;

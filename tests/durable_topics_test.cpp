@@ -401,3 +401,30 @@ TEST_CASE("a subscriber that handles nothing does not hold back the publisher or
   stuck.stop();
   CHECK(fast.sequences() == range(1, 5000));
 }
+
+TEST_CASE(
+    "a subscription starting past the topic's end waits there, and a restart does not move the topic's "
+    "numbers",
+    "[topics][forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  publish_all(ctx, fwdr, "sparse", numbered("s", 1, 11));  // seqs 1..10
+  seen ahead;
+  {
+    auto c = subscribe(ctx, fwdr, {"sparse", "ahead", start_position::at_seq(14)}, ahead);
+    c->stop();
+  }
+  fwdr.stop();
+  fwdr.start();
+  auto c = subscribe(ctx, fwdr, {"sparse", "ahead"}, ahead);
+  publish_all(ctx, fwdr, "sparse", numbered("s", 11, 16));  // seqs 11..15: only 14 and 15 are for it
+  REQUIRE(test::wait_until([&] { return ahead.size() == 2; }, 10s));
+  std::this_thread::sleep_for(100ms);
+  c->stop();
+  CHECK(ahead.sequences() == std::vector<std::uint64_t>{14, 15});
+  admin adm(ctx, fwdr.endpoint);
+  const forwarder_stats st = adm.stats();
+  CHECK(st.topics.at("sparse").last_seq == 15);  // dense: the subscription's start did not move it
+  CHECK(st.queues.at("sparse@ahead").position == 16);
+  CHECK(st.queues.at("sparse@ahead").depth == 0);
+}
