@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <msgpack.hpp>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -113,6 +115,10 @@ class forwarder {
   void refuse(const std::string& identity, const message_id& id, std::string_view code,
               const std::string& text, std::string_view queue_name);
   void send_error(const std::string& identity, std::string_view code, const std::string& text);
+  /// CONSUMING | name | {prefetch, lease_ms, heartbeat_ms, instance, then `extra_fields` more from `extra`}.
+  void send_consuming(const std::string& identity, std::string_view name, std::uint64_t prefetch,
+                      std::uint32_t extra_fields,
+                      const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& extra);
   void send_frames(const std::string& identity, std::vector<zmq::message_t>& frames);
   void queue_confirm(const std::string& identity, const message_id& id);
 

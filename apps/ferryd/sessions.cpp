@@ -115,11 +115,17 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
   slot.q->subscribe(identity, static_cast<std::uint32_t>(prefetch), static_cast<std::uint32_t>(version));
   peers_.consuming(identity, slot.q->index(), steady::now());
   logger().info("consumer {} on queue {} (prefetch {})", peer_name(identity), name, prefetch);
+  send_consuming(identity, name, prefetch, 0, {});
+}
+
+void forwarder::send_consuming(const std::string& identity, std::string_view name, std::uint64_t prefetch,
+                               std::uint32_t extra_fields,
+                               const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& extra) {
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::consuming));
   reply.push_back(frame(name));
   reply.push_back(frame(packed([&](auto& pk) {
-    pk.pack_map(4);
+    pk.pack_map(4 + extra_fields);
     pk.pack("prefetch");
     pk.pack(prefetch);
     pk.pack("lease_ms");
@@ -128,6 +134,7 @@ void forwarder::on_consume(const std::string& identity, std::vector<zmq::message
     pk.pack(static_cast<std::uint64_t>(options_.heartbeat_interval.count()));
     pk.pack("instance");
     pk.pack(instance_);
+    if (extra) extra(pk);
   })));
   send_frames(identity, reply);
 }

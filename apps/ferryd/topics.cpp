@@ -261,19 +261,7 @@ void forwarder::on_subscribe(const std::string& identity, std::vector<zmq::messa
   peers_.consuming(identity, q.index(), steady::now());
   logger().info("consumer {} on subscription {} (prefetch {}{})", peer_name(identity), qname, prefetch,
                 created ? fmt::format(", created at seq {}", first) : std::string());
-  std::vector<zmq::message_t> reply;
-  reply.push_back(frame(fwd::consuming));
-  reply.push_back(frame(qname));
-  reply.push_back(frame(packed([&](auto& pk) {
-    pk.pack_map(9);
-    pk.pack("prefetch");
-    pk.pack(prefetch);
-    pk.pack("lease_ms");
-    pk.pack(static_cast<std::uint64_t>(options_.queue.lease.count()));
-    pk.pack("heartbeat_ms");
-    pk.pack(static_cast<std::uint64_t>(options_.heartbeat_interval.count()));
-    pk.pack("instance");
-    pk.pack(instance_);
+  send_consuming(identity, qname, prefetch, 5, [&](msgpack::packer<msgpack::sbuffer>& pk) {
     pk.pack("created");
     pk.pack(created);
     pk.pack("position");  // the first seq this subscription has not settled
@@ -284,8 +272,7 @@ void forwarder::on_subscribe(const std::string& identity, std::vector<zmq::messa
     pk.pack(truncated);
     pk.pack("skipped");  // messages retention deleted before it settled them, since it was last here
     pk.pack(skipped);
-  })));
-  send_frames(identity, reply);
+  });
 }
 
 }  // namespace ferry::ferryd

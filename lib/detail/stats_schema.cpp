@@ -33,26 +33,21 @@ std::string encode_stats(const forwarder_stats& stats) {
     pk.pack(f.name);
     std::visit([&](auto member) { pk.pack(stats.*member); }, f.member);
   }
-  pk.pack("queues");
-  pk.pack_map(static_cast<std::uint32_t>(stats.queues.size()));
-  for (const auto& [name, q] : stats.queues) {
-    pk.pack(name);
-    pk.pack_map(static_cast<std::uint32_t>(queue_fields.size()));
-    for (const auto& f : queue_fields) {
-      pk.pack(f.name);
-      pk.pack(q.*f.member);
+  // A map of names to maps of fields, as decode_stats reads them.
+  auto pack_entries = [&](std::string_view key, const auto& entries, const auto& fields) {
+    pk.pack(key);
+    pk.pack_map(static_cast<std::uint32_t>(entries.size()));
+    for (const auto& [name, entry] : entries) {
+      pk.pack(name);
+      pk.pack_map(static_cast<std::uint32_t>(fields.size()));
+      for (const auto& f : fields) {
+        pk.pack(f.name);
+        pk.pack(entry.*f.member);
+      }
     }
-  }
-  pk.pack("topics");
-  pk.pack_map(static_cast<std::uint32_t>(stats.topics.size()));
-  for (const auto& [name, t] : stats.topics) {
-    pk.pack(name);
-    pk.pack_map(static_cast<std::uint32_t>(topic_fields.size()));
-    for (const auto& f : topic_fields) {
-      pk.pack(f.name);
-      pk.pack(t.*f.member);
-    }
-  }
+  };
+  pack_entries("queues", stats.queues, queue_fields);
+  pack_entries("topics", stats.topics, topic_fields);
   return std::string(buf.data(), buf.size());
 }
 
