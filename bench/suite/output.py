@@ -7,7 +7,7 @@ import platform
 import statistics
 import subprocess
 
-from .model import KINDS
+from .model import Variant, KINDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -119,6 +119,12 @@ def print_tables(lines, cases):
         for c in cases:
             if c.kind == kind_name:
                 variants += [v for v in c.variants if v not in variants]
+        # Variants of different cases that share a prefix (each case's subject has "") share a column.
+        by_prefix = {}
+        for v in variants:
+            by_prefix.setdefault(v.prefix, []).append(v)
+        variants = [Variant(" / ".join(dict.fromkeys(x.label for x in vs)), vs[0].impl, p, vs[0].ratio_suffix)
+                    for p, vs in by_prefix.items()]
         baselines = variants[1:]
         ratio_names = list(kind.ratios)
         if kind_name == "throughput":
@@ -175,7 +181,8 @@ def print_tables(lines, cases):
                     out.append(f"{with_range(l, p + 'p50_us', fmt_us)} / {fmt_us(l[p + 'p99_us'])} / "
                                f"{fmt_us(l[p + 'p999_us'])}" if p + "p50_us" in l else "–")
                 return out
-        ratio_cols = [(r + b.ratio_suffix, f"{r + b.ratio_suffix}") for r in ratio_names for b in baselines]
+        ratio_cols = list(dict.fromkeys((r + b.ratio_suffix, f"{r + b.ratio_suffix}")
+                                        for r in ratio_names for b in baselines))
         head = ["case", "transport", "size"] + head + [title for _, title in ratio_cols]
         print(f"\n### {kind.title}\n")
         print("| " + " | ".join(head) + " |")
@@ -284,14 +291,16 @@ def other_lines(lines):
                 out.append(f"fan-out to 4 subscriptions: each handled {v:.2f} of the publish rate in the same "
                            f"run ({'met' if v >= 0.8 else 'MISSED'}, target >= 0.80)")
         if l["case"] == "topic-replay" and "msgs_per_s" in l:
-            out.append(f"catch-up replay of {l.get('count', '?')} stored messages: {l['msgs_per_s']:.0f} msgs/s "
+            out.append(f"catch-up replay of the stored messages: {l['msgs_per_s']:.0f} msgs/s "
                        f"({'met' if l['msgs_per_s'] >= 1_000_000 else 'MISSED'}, target >= 1,000,000 msgs/s; "
                        f"{l.get('ratio_queue', 0):.2f} of a queue's drain, {l.get('ratio', 0):.2f} of raw)")
-        if l["case"] == "topic-idle-100" and "ferry topic" in info:
+        if l["case"] == "topic-idle-100" and "ferry topic" in info and "ferry topic, no subscription" in info:
             g = info["ferry topic"].get("server_rss_growth_mib")
-            if g is not None:
-                out.append(f"100 idle subscriptions: ferryd's RSS grew {g:.1f} MiB over the run "
-                           f"({'met' if g < 20 else 'MISSED'}, target < 20 MiB)")
+            g0 = info["ferry topic, no subscription"].get("server_rss_growth_mib")
+            if g is not None and g0 is not None:
+                out.append(f"100 idle subscriptions: ferryd's RSS grew {g:.1f} MiB over the run, {g - g0:+.1f} MiB "
+                           f"more than without them ({g0:.1f} MiB; last repetition) "
+                           f"({'met' if g - g0 < 20 else 'MISSED'}, target < 20 MiB)")
         if l["case"] == "recovery" and "recovery_s" in l:
             out.append(f"recovery of {l.get('info', {}).get('ferry', {}).get('records', '?')} unsettled: "
                        f"{l['recovery_s']:.3f} s ({'met' if l['recovery_s'] < 1 else 'MISSED'}, target < 1 s "
