@@ -428,3 +428,45 @@ TEST_CASE(
   CHECK(st.queues.at("sparse@ahead").position == 16);
   CHECK(st.queues.at("sparse@ahead").depth == 0);
 }
+
+TEST_CASE("retention by age and by bytes deletes the oldest whole segments and keeps the newest",
+          "[topics][forwarder]") {
+  const bool by_age = GENERATE(true, false);
+  INFO((by_age ? "--topic-retain-ms 3000" : "--topic-retain-mb: 64 KiB"));
+  ferryd::forwarder_options o;
+  o.queue.segment_bytes = 16 * 1024;
+  if (by_age) {
+    o.queue.retain_age = std::chrono::milliseconds(3000);
+  } else {
+    o.queue.retain_bytes = 64 * 1024;
+  }
+  running_forwarder fwdr(o);
+  context ctx;
+  publish_all(ctx, fwdr, "history", std::vector<std::string>(1000, std::string(200, 'h')));  // ~20 segments
+  admin adm(ctx, fwdr.endpoint);
+  if (by_age) {
+    // Nothing is old yet; once it is, everything but the segment being written goes.
+    CHECK(adm.stats().topics.at("history").first_seq == 1);
+    REQUIRE(test::wait_until([&] { return adm.stats().topics.at("history").first_seq > 1; }, 10s));
+    const topic_stats t = adm.stats().topics.at("history");
+    CHECK(t.disk_bytes <= 2 * 16 * 1024);  // the active segment (and at most one rolled meanwhile)
+    CHECK(t.first_seq + t.messages == 1001);
+  } else {
+    REQUIRE(test::wait_until([&] { return adm.stats().topics.at("history").first_seq > 1; }, 10s));
+    std::this_thread::sleep_for(300ms);  // housekeeping has run again: nothing more goes
+    const topic_stats t = adm.stats().topics.at("history");
+    CHECK(t.disk_bytes >= 64 * 1024);             // at least the limit is kept
+    CHECK(t.disk_bytes < 64 * 1024 + 20 * 1024);  // and less than a segment more
+    CHECK(t.first_seq + t.messages == 1001);
+  }
+  // A new subscription from the first message starts at the oldest retained one, in order, none missing.
+  seen got;
+  const std::uint64_t first = adm.stats().topics.at("history").first_seq;
+  auto c = subscribe(ctx, fwdr, {"history", "reader", start_position::first()}, got);
+  REQUIRE(test::wait_until([&] { return got.size() >= 1001 - first; }, 10s));
+  c->stop();
+  const auto seqs = got.sequences();
+  REQUIRE(!seqs.empty());
+  CHECK(seqs.front() >= first);
+  CHECK(seqs == range(seqs.front(), 1000));
+}
