@@ -18,7 +18,8 @@ void consumer_store::replay(recovery_report& report) {
         // detail 1: a subscription's start, which may lie beyond what the stream holds yet; it settles
         // what comes before it but says nothing of where the stream's sequence numbers stand.
         replayed_watermark_ = std::max(replayed_watermark_, r.seq);
-        if (r.detail != watermark_start) replayed_settled_through_ = std::max(replayed_settled_through_, r.seq);
+        if (r.detail != watermark_start)
+          replayed_settled_through_ = std::max(replayed_settled_through_, r.seq);
         break;
       case record_type::settle:
         settled_.insert(r.seq);
@@ -174,9 +175,9 @@ void consumer_store::compact(
   std::string snap;
   // A watermark still at the start (nothing settled past it) is written as the start: it may lie beyond
   // the stream's end.
-  append_journal_record(snap, {record_type::watermark,
-                               low_watermark_ <= start_ ? watermark_start : std::uint8_t{0}, 0,
-                               low_watermark_});
+  append_journal_record(
+      snap, {record_type::watermark, low_watermark_ <= start_ ? watermark_start : std::uint8_t{0}, 0,
+             low_watermark_});
   for (const std::uint64_t s : settled_) append_journal_record(snap, {record_type::settle, 0, 0, s});
   for (const auto& [seq, n] : attempts_) append_journal_record(snap, {record_type::attempts, 0, n, seq});
   held([&](std::uint64_t seq, std::uint32_t n) {

@@ -53,19 +53,8 @@ TEST_CASE("a worker consuming through three SIGKILL restarts of ferryd runs its 
   // Consumer-side dedup on (the default): acks lost with a killed ferryd bring redeliveries it must absorb.
   auto worker = start_worker(port, "busy", {"--threads", "2", "--sleep-ms", "1", "--heartbeat-ms", "100"});
   auto producer = start_producer(port, "busy", total, {"--rate", "1000", "--payload-bytes", "300"});
-  for (std::size_t round = 1; round <= 3; ++round) {
-    INFO("kill " << round);
-    REQUIRE(wait_for([&] { return events_of(*worker, "handled").size() >= round * 600; }, 30s,
-                     {ferryd.get(), worker.get(), producer.get()}));
-    ferryd->kill(SIGKILL);
-    REQUIRE(wait_exit(*ferryd, 10s, {worker.get(), producer.get()}).value_or(-1) == 128 + SIGKILL);
-    ferryd = start_ferryd(dir.path(), port, flags);
-  }
-  const auto code = wait_exit(*producer, 60s, {ferryd.get(), worker.get()});
-  INFO("producer stderr:\n" << producer->err());
-  REQUIRE(code.value_or(-1) == 0);
-  const produced sent = outcome_of(*producer);
-  REQUIRE(sent.confirmed.size() == total);
+  kill_while_handling(ferryd, dir.path(), port, flags, *worker, *producer, 3, 600);
+  const produced sent = finished(*producer, total, {ferryd.get(), worker.get()});
 
   ferry::context ctx;
   ferry::admin admin(ctx, endpoint(port));

@@ -86,19 +86,8 @@ TEST_CASE("publishing and subscribing through SIGKILL restarts of ferryd loses n
                              {"--topic", "feed", "--from-start", "--threads", "2", "--heartbeat-ms", "100"});
   auto producer =
       start_producer(port, "feed", total, {"--topic", "--rate", "1000", "--payload-bytes", "300"});
-  for (std::size_t round = 1; round <= 2; ++round) {
-    INFO("kill " << round);
-    REQUIRE(wait_for([&] { return events_of(*reader, "handled").size() >= round * 800; }, 30s,
-                     {ferryd.get(), reader.get(), producer.get()}));
-    ferryd->kill(SIGKILL);
-    REQUIRE(wait_exit(*ferryd, 10s, {reader.get(), producer.get()}).value_or(-1) == 128 + SIGKILL);
-    ferryd = start_ferryd(dir.path(), port, flags);
-  }
-  const auto code = wait_exit(*producer, 60s, {ferryd.get(), reader.get()});
-  INFO("producer stderr:\n" << producer->err());
-  REQUIRE(code.value_or(-1) == 0);
-  const produced sent = outcome_of(*producer);
-  REQUIRE(sent.confirmed.size() == total);
+  kill_while_handling(ferryd, dir.path(), port, flags, *reader, *producer, 2, 800);
+  const produced sent = finished(*producer, total, {ferryd.get(), reader.get()});
 
   ferry::context ctx;
   ferry::admin admin(ctx, endpoint(port));

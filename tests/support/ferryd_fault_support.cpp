@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
@@ -133,6 +134,28 @@ std::size_t count_events(const std::vector<child_process*>& workers, const std::
   std::size_t n = 0;
   for (auto* w : workers) n += events_of(*w, kind).size();
   return n;
+}
+
+void kill_while_handling(std::unique_ptr<child_process>& ferryd, const fs::path& data_dir, int port,
+                         const std::vector<std::string>& flags, child_process& worker,
+                         child_process& producer, std::size_t rounds, std::size_t every) {
+  for (std::size_t round = 1; round <= rounds; ++round) {
+    INFO("kill " << round);
+    REQUIRE(wait_for([&] { return events_of(worker, "handled").size() >= round * every; }, 30s,
+                     {ferryd.get(), &worker, &producer}));
+    ferryd->kill(SIGKILL);
+    REQUIRE(wait_exit(*ferryd, 10s, {&worker, &producer}).value_or(-1) == 128 + SIGKILL);
+    ferryd = start_ferryd(data_dir, port, flags);
+  }
+}
+
+produced finished(child_process& producer, std::size_t total, const std::vector<child_process*>& others) {
+  const auto code = wait_exit(producer, 60s, others);
+  INFO("producer stderr:\n" << producer.err());
+  REQUIRE(code.value_or(-1) == 0);
+  produced sent = outcome_of(producer);
+  REQUIRE(sent.confirmed.size() == total);
+  return sent;
 }
 
 produced outcome_of(child_process& producer) {

@@ -75,6 +75,13 @@ struct produced {
   std::map<std::string, std::string> refused_payload;
 };
 
+/// Kills `ferryd` with SIGKILL `rounds` times, each once `worker` has reported `every` more handled
+/// messages, and starts it again on `data_dir` with `flags` (the new process replaces `ferryd`).
+void kill_while_handling(std::unique_ptr<child_process>& ferryd, const std::filesystem::path& data_dir,
+                         int port, const std::vector<std::string>& flags, child_process& worker,
+                         child_process& producer, std::size_t rounds, std::size_t every);
+/// Waits for `producer` to exit 0 and returns what it reported; requires `total` confirmed.
+produced finished(child_process& producer, std::size_t total, const std::vector<child_process*>& others);
 produced outcome_of(child_process& producer);
 std::size_t confirmed_count(child_process& producer);
 /// Runs a producer to its end and requires exit code 0 (every message confirmed).
