@@ -99,8 +99,14 @@ struct consumer::impl {
   std::mutex stop_mutex;
   bool stopped = false;
 
-  static consumer_options check(consumer_options o, const std::string& queue, const message_handler& h) {
-    if (!fwd::valid_queue_name(queue) && !fwd::is_subscription_queue(queue))
+  static consumer_options check(consumer_options o, const std::string& queue, const message_handler& h,
+                                bool topic) {
+    // A subscription's dead letters ("topic@name.dlq") are a queue; the subscription itself is not.
+    const bool subscription_dlq = fwd::is_subscription_queue(queue) && fwd::is_dlq_name(queue);
+    if (!topic && fwd::is_subscription_queue(queue) && !subscription_dlq)
+      throw error("consumer: '" + queue + "' is a topic's subscription: construct the consumer with a " +
+                  "topic_subscription instead of a queue name");
+    if (!topic && !fwd::valid_queue_name(queue) && !subscription_dlq)
       throw error("consumer: queue '" + queue +
                   "' is not a queue name: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.'");
     if (!h) throw error("consumer: a handler is required");
@@ -124,7 +130,7 @@ struct consumer::impl {
 
   impl(context& ctx, const std::string& forwarder, std::string q, message_handler h, consumer_options o,
        std::optional<topic_subscription> sub = std::nullopt)
-      : options(check(std::move(o), q, h)),
+      : options(check(std::move(o), q, h, sub.has_value())),
         subscription(std::move(sub)),
         queue_name(std::move(q)),
         handler(std::move(h)),

@@ -470,3 +470,24 @@ TEST_CASE("retention by age and by bytes deletes the oldest whole segments and k
   CHECK(seqs.front() >= first);
   CHECK(seqs == range(seqs.front(), 1000));
 }
+
+TEST_CASE("a consumer refuses a subscription's name as a queue, and takes its dead-letter queue",
+          "[topics][forwarder]") {
+  running_forwarder fwdr;
+  context ctx;
+  auto nothing = [](message&) {};
+  try {
+    consumer wrong(ctx, fwdr.endpoint, "events@audit", nothing);
+    FAIL("a subscription's name was taken as a queue");
+  } catch (const ferry::error& e) {
+    CHECK(std::string(e.what()).find("topic_subscription") != std::string::npos);
+  }
+  consumer dead_letters(ctx, fwdr.endpoint, "events@audit.dlq", nothing);
+  CHECK(dead_letters.wait_ready(10s));
+  try {
+    consumer bad(ctx, fwdr.endpoint, topic_subscription{"events", "~mine", {}}, nothing);
+    FAIL("a '~' name was taken as a durable name");
+  } catch (const ferry::error& e) {
+    CHECK(std::string(e.what()).find("is not valid") != std::string::npos);
+  }
+}

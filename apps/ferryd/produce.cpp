@@ -197,7 +197,9 @@ void forwarder::maybe_submit() {
   for (auto& slot : queues_) {
     if (!slot.q->has_pending()) continue;
     batch.appends.push_back({slot.q->writer(), slot.q->index(), slot.q->take_pending()});
-    slot.committing = std::move(slot.gathering);
+    // Swapped, not moved: the emptied vector of the last commit keeps its capacity for the next batch
+    // (moving left `gathering` without any, to regrow on every batch).
+    std::swap(slot.committing, slot.gathering);
     slot.gathering.clear();
   }
   // Settlements and attempt counts are written to the journal every loop iteration (so a killed ferryd
