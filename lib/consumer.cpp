@@ -58,6 +58,10 @@ std::string subscription_queue_of(const topic_subscription& sub) {
     throw error("consumer: subscription name '" + sub.name +
                 "' is not valid: 1-200 characters of A-Z a-z 0-9 . _ - not starting with '.', not ending "
                 "in .dlq (leave it empty for an ephemeral subscription)");
+  if (sub.topic.size() + 1 + sub.name.size() > fwd::max_queue_name)
+    throw error("consumer: '" + sub.topic + "@" + sub.name +
+                "' is too long: the topic and subscription names " + "take at most " +
+                std::to_string(fwd::max_queue_name) + " bytes together with the '@'");
   return fwd::subscription_queue(sub.topic, sub.name);
 }
 

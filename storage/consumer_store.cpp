@@ -18,8 +18,11 @@ void consumer_store::replay(recovery_report& report) {
         // detail 1: a subscription's start, which may lie beyond what the stream holds yet; it settles
         // what comes before it but says nothing of where the stream's sequence numbers stand.
         replayed_watermark_ = std::max(replayed_watermark_, r.seq);
-        if (r.detail != watermark_start)
+        if (r.detail == watermark_start) {
+          replayed_start_ = std::max(replayed_start_, r.seq);
+        } else {
           replayed_settled_through_ = std::max(replayed_settled_through_, r.seq);
+        }
         break;
       case record_type::settle:
         settled_.insert(r.seq);
@@ -58,7 +61,7 @@ bool consumer_store::recovered(const message_record& rec, const record_location&
 
 std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
   next_seq = std::max(next_seq, replayed_settled_through_);
-  start_ = replayed_watermark_;  // a group that started late (a topic's subscription) keeps its start
+  start_ = replayed_start_;  // a group that started late (a topic's subscription) keeps its start; queues: 1
   if (!settled_.empty()) next_seq = std::max(next_seq, *settled_.rbegin() + 1);
   low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : std::max(next_seq, replayed_watermark_);
   for (const std::uint64_t s : gaps_)
@@ -94,6 +97,7 @@ void consumer_store::stored(std::uint64_t base, std::uint64_t records, std::uint
 }
 
 void consumer_store::settle(std::uint64_t seq, std::uint64_t base, settle_reason reason) {
+  if (settled(seq)) return;  // already settled (e.g. skipped by a topic's retention): counted once
   journal_.append({record_type::settle, static_cast<std::uint8_t>(reason), 0, seq});
   attempts_.erase(seq);
   if (const auto it = per_segment_.find(base); it != per_segment_.end()) {

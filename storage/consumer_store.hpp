@@ -103,6 +103,7 @@ class consumer_store {
   // Recovery only.
   std::uint64_t replayed_watermark_ = 1;
   std::uint64_t replayed_settled_through_ = 1;  // the highest watermark that settled stored messages
+  std::uint64_t replayed_start_ = 1;            // the highest start record (subscriptions only)
   std::uint64_t last_recovered_ = 0;
   std::uint64_t lowest_unsettled_ = 0;
   std::vector<std::uint64_t> gaps_;

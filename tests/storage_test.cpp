@@ -7,7 +7,9 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "consumer_store.hpp"
 #include "file_io.hpp"
 #include "group_commit.hpp"
 #include "journal.hpp"
@@ -530,4 +532,48 @@ TEST_CASE(
                Catch::Contains("CORRUPTION") && Catch::Contains("durable up to offset"));
     CHECK(report.lost_durable_bytes == record_size);
   }
+}
+
+TEST_CASE(
+    "a subscription's store counts from its start, and a message retention skipped is not settled twice",
+    "[storage]") {
+  test::temp_dir dir;
+  std::map<std::uint64_t, storage::segment_info> segments;
+  segments[1] = {.base = 1, .committed = 1000, .records = 10, .last_seq = 10};
+  segments[11] = {.base = 11, .committed = 1000, .records = 10, .last_seq = 20};
+  {
+    storage::consumer_store store(dir.path() / "sub.journal");
+    store.start_at(5, segments);  // 5..20 are its messages
+    CHECK(store.unsettled() == 16);
+    CHECK(store.unsettled_in(1) == 6);
+    CHECK(store.low_watermark() == 5);
+    store.stored(21, 5, 25);  // a later batch
+    CHECK(store.unsettled() == 21);
+    // Retention deletes segment 1: its 6 unsettled messages are skipped, once.
+    CHECK(store.skip_before(1, 11) == 6);
+    CHECK(store.unsettled() == 15);
+    store.settle(7, 1, storage::settle_reason::dead_lettered);  // a move that finished after the skip
+    CHECK(store.unsettled() == 15);
+    store.settle(12, 11, storage::settle_reason::acked);
+    CHECK(store.unsettled() == 14);
+    REQUIRE(store.file().flush() == 0);
+  }
+  // After a restart the start is kept; the skip's watermark and the settled 12 say the log reached 12.
+  storage::consumer_store again(dir.path() / "sub.journal");
+  storage::recovery_report report;
+  again.replay(report);
+  CHECK(again.finish_recovery(3) == 13);
+  CHECK(again.start() == 5);
+
+  // A start past the log's end alone does not move the log's next sequence number.
+  {
+    storage::consumer_store ahead(dir.path() / "ahead.journal");
+    ahead.start_at(50, {});
+    REQUIRE(ahead.file().flush() == 0);
+  }
+  storage::consumer_store ahead(dir.path() / "ahead.journal");
+  ahead.replay(report);
+  CHECK(ahead.finish_recovery(3) == 3);
+  CHECK(ahead.start() == 50);
+  CHECK(ahead.low_watermark() == 50);
 }

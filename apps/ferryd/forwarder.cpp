@@ -294,7 +294,8 @@ void forwarder::on_timer(steady::time_point now) {
   if (!commit_->busy()) {
     flush_journals();  // housekeeping may rewrite a journal: what is buffered goes first (and gets synced)
     const std::int64_t now_us = unix_now_us();
-    for (auto& slot : queues_) slot.q->housekeeping(now_us);
+    for (auto& slot : queues_)
+      if (!slot.retired) slot.q->housekeeping(now_us);
   }
 }
 

@@ -615,6 +615,16 @@ void queue::skip_through(std::uint64_t last_seq, std::uint64_t base) {
       if (w.key_hash == it->first) ++ks.ready;
     it = (!ks.busy && ks.ready == 0 && ks.parked.empty()) ? keys_.erase(it) : std::next(it);
   }
+  // Dead letters of deleted messages cannot be moved any more: they are gone with the rest.
+  for (auto it = dead_lettering_.begin(); it != dead_lettering_.end();) {
+    if (it->first > last_seq) {
+      ++it;
+      continue;
+    }
+    release_key(it->second.key_hash);
+    it = dead_lettering_.erase(it);
+  }
+  std::erase_if(dead_letters_, [&](const dead_letter_request& r) { return r.seq <= last_seq; });
   // Deliveries of deleted messages: their tokens become stale (the answer still frees the credit).
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
     if (it->second.msg.seq > last_seq) {

@@ -210,6 +210,12 @@ void forwarder::on_subscribe(const std::string& identity, std::vector<zmq::messa
                     "-, not starting with '.', not ending in .dlq; a leading '~' makes it "
                     "ephemeral",
                     printable(o.name)));
+  if (topic_name.size() + 1 + o.name.size() > fwd::max_queue_name)
+    return send_error(
+        identity, fwd::code::bad_queue,
+        fmt::format("'{}@{}' is too long: a topic's name and its subscription's together take at "
+                    "most {} bytes with the '@'",
+                    printable(topic_name), printable(o.name), fwd::max_queue_name));
   if (o.from != "new" && o.from != "first" && o.from != "seq" && o.from != "time") {
     ++malformed_frames_;
     return send_error(identity, fwd::code::bad_frames,

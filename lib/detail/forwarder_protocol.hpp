@@ -99,10 +99,12 @@ inline std::string subscription_queue(std::string_view topic, std::string_view n
   return out;
 }
 
-/// True for "topic@name" and its dead-letter queue "topic@name.dlq".
+/// True for "topic@name" (at most 200 bytes in all, like a queue name) and its dead-letter queue
+/// "topic@name.dlq".
 inline bool is_subscription_queue(std::string_view name) noexcept {
   const auto at = name.find(subscription_separator);
   if (at == std::string_view::npos) return false;
+  if (name.size() > max_queue_name + (is_dlq_name(name) ? dlq_suffix.size() : 0)) return false;
   std::string_view sub = name.substr(at + 1);
   if (is_dlq_name(sub)) sub.remove_suffix(dlq_suffix.size());
   return valid_queue_name(name.substr(0, at)) && valid_subscription_name(sub);
