@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -270,4 +271,52 @@ TEST_CASE(
   CHECK(code.value_or(-1) == 0);
   CHECK_FALSE(contains(ferryd->err(), "cannot write and sync its journal"));
   CHECK(listing(dir.path()) == before);
+}
+
+TEST_CASE(
+    "a queue or topic whose files cannot be opened fails its requests with io_error, ferryd keeps serving",
+    "[ferryd][fault]") {
+  ferry::test::temp_dir dir("ferryd-fault");
+  const int port = ferry::test::free_port();
+  // Directories replaced by plain files: unusable whatever the user's permissions (root included).
+  fs::create_directories(dir.path() / "queues");
+  fs::create_directories(dir.path() / "topics");
+  for (const auto& file : {dir.path() / "queues" / "blocked", dir.path() / "topics" / "blocked-topic"})
+    std::ofstream(file) << "not a directory";
+  auto ferryd = start_ferryd(dir.path(), port);
+  raw_client c(endpoint(port));
+  ferry::message m("blocked", "x");
+  const std::string env = envelope_of(m);
+  const std::string sub_options = "\x81\xa4name\xa1s";  // {"name": "s"}
+  const std::vector<std::vector<std::string>> requests{
+      {"SEND", "blocked", env, "x"},
+      {"PUBLISH", "blocked-topic", env, "x"},
+      {"SUBSCRIBE", "blocked-topic", sub_options},
+      {"CONSUME", "blocked"},
+  };
+  for (int round = 0; round < 2; ++round) {  // the second time it is tried from disk again, not half-open
+    for (const auto& frames : requests) {
+      const auto reply = c.exchange(frames);
+      INFO(frames[0] << " (round " << round << "): reply " << show_frames(reply));
+      REQUIRE(reply.size() >= 3);
+      CHECK(reply[0] == "ERROR");
+      CHECK(reply[1] == "io_error");
+      REQUIRE(ferryd->running());
+    }
+  }
+  INFO("ferryd stderr:\n" << ferryd->err());
+  CHECK(ferryd->err().find("failed") != std::string::npos);
+  // Everything else still works: a queue and a topic next to the broken ones.
+  auto worker = start_worker(port, "q", {"--no-dedup"});
+  const produced sent = produce_all(port, "q", 20, {}, {ferryd.get(), worker.get()});
+  ferry::context ctx;
+  ferry::admin admin(ctx, endpoint(port));
+  const bool empty = wait_for([&] { return depth_of(admin, "q") == 0; }, 20s, {ferryd.get(), worker.get()});
+  CHECK(empty);
+  check_each_handled_once(sent.confirmed, events_of(*worker, "handled"));
+  const auto published = c.exchange({"PUBLISH", "fine-topic", env, "x"});
+  INFO("PUBLISH to a usable topic: " << show_frames(published));
+  REQUIRE(!published.empty());
+  CHECK(published[0] == "CONFIRM");
+  CHECK(ferryd->running());
 }

@@ -238,8 +238,21 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
   const std::string identity(view(frames[0]));
   const std::string_view verb = view(frames[1]);
   peers_.heard_from(identity, steady::now());
-  for (const auto& v : verbs)
-    if (v.verb == verb) return (this->*v.handle)(identity, frames);
+  for (const auto& v : verbs) {
+    if (v.verb != verb) continue;
+    try {
+      (this->*v.handle)(identity, frames);
+    } catch (const std::exception& e) {
+      // Opening a queue or topic whose files cannot be read (a directory replaced by a file, an unreadable
+      // journal) fails that request, before anything of it was stored; ferryd keeps serving the others.
+      if (dynamic_cast<const ferry::error*>(&e) == nullptr &&
+          dynamic_cast<const std::filesystem::filesystem_error*>(&e) == nullptr)
+        throw;
+      logger().error("{} from {} failed: {}", verb, peer_name(identity), e.what());
+      send_error(identity, fwd::code::io_error, fmt::format("{} failed: {}", verb, e.what()));
+    }
+    return;
+  }
   ++malformed_frames_;
   send_error(identity, fwd::code::unknown_verb, fmt::format("unknown verb '{}'", printable(verb)));
 }

@@ -82,6 +82,7 @@ class forwarder {
   queue_slot* find_topic(std::string_view name);
   /// Opens (recovering from disk) a topic and the durable subscriptions stored with it.
   queue_slot& open_topic(const std::string& name);
+  queue_slot& open_topic_from_disk(const std::string& name);
   /// A new subscription of `topic` starting at `first_seq`. Throws ferry::error.
   queue_slot& create_subscription(queue_slot& topic, const std::string& name, std::uint64_t first_seq);
   /// An ephemeral subscription whose last consumer went: it is forgotten and its journal deleted.

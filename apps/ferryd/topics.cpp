@@ -97,6 +97,23 @@ forwarder::queue_slot* forwarder::find_topic(std::string_view name) {
 
 forwarder::queue_slot& forwarder::open_topic(const std::string& name) {
   if (auto* slot = find_topic(name)) return *slot;
+  // A topic that cannot be opened (its files unreadable) is not registered: the request that asked for it
+  // fails, and a later one tries again from disk instead of using a topic that was never recovered.
+  const std::size_t slots_before = queues_.size();
+  try {
+    return open_topic_from_disk(name);
+  } catch (...) {
+    while (queues_.size() > slots_before) {
+      const auto& q = queues_.back().q;
+      if (q && q->kind() == queue_kind::subscription) queue_index_.erase(q->name());
+      queues_.pop_back();
+    }
+    topic_index_.erase(name);
+    throw;
+  }
+}
+
+forwarder::queue_slot& forwarder::open_topic_from_disk(const std::string& name) {
   const fs::path dir = options_.data_dir / "topics" / name;
   const auto index = static_cast<std::uint32_t>(queues_.size());
   queues_.push_back({});
