@@ -115,7 +115,7 @@ TEST_CASE("cli durable: ferryd's config file errors name the key, the line and w
   const auto [body, expected] = GENERATE(table<std::string, std::string>({
       {"lease-msec = 100\n",
        "line 3: unknown key 'lease-msec' (did you mean 'lease-ms'?); the keys are the flag names without "
-       "'--': data-dir, bind, fsync, "},
+       "'--': data-dir, bind, feed, fsync, "},
       {"lease_ms = 100\n", "line 3: unknown key 'lease_ms' (did you mean 'lease-ms'?)"},
       {"[extra]\nlease-ms = 100\n",
        "line 3: section [extra] is not accepted: ferryd's config file has no sections; write every key at "

@@ -39,6 +39,7 @@ struct send_flags {
 struct receive_flags {
   endpoint_flags where;
   std::vector<std::string> prefixes{""};  // sub only
+  std::string repair_from;                // sub only: ferryd's endpoint, to fill gaps of its live feed
   std::uint64_t count = 0;
   std::int64_t timeout_ms = 0;
   std::string format = "text";
@@ -80,7 +81,7 @@ void add_receive_flags(CLI::App& cmd, receive_flags& f) {
   cmd.add_flag("-u,--unbuffered", f.unbuffered,
                "Flush stdout after every line (otherwise within 100 ms, and always at exit)");
   cmd.add_flag("--stats", f.stats,
-               "Print received, handled, malformed, gaps, dropped and frames on stderr at exit");
+               "Print received, handled, malformed, gaps, dropped, frames and repaired on stderr at exit");
 }
 
 receive_session_options session_options(const receive_flags& f) {
@@ -120,13 +121,13 @@ void print_receive_stats(const ferry::receive_stats& s, const receive_session& s
   // handled = printed; messages taken after --count or after the stop began were not printed: dropped.
   std::fprintf(stderr,
                "ferry: received %llu, handled %llu, malformed %llu, gaps %llu, dropped %llu, frames %llu (v1 "
-               "%llu)\n",
+               "%llu), repaired %llu\n",
                static_cast<unsigned long long>(s.received),
                static_cast<unsigned long long>(session.printed()),
                static_cast<unsigned long long>(s.malformed), static_cast<unsigned long long>(s.gaps),
                static_cast<unsigned long long>(s.dropped + session.skipped()),
                static_cast<unsigned long long>(s.v1_frames + s.v2_frames),
-               static_cast<unsigned long long>(s.v1_frames));
+               static_cast<unsigned long long>(s.v1_frames), static_cast<unsigned long long>(s.repaired));
 }
 
 // Sends every input line through `send` (which sends a batch and returns a batch_status). Lines already read
@@ -260,6 +261,7 @@ int run_sub(const receive_flags& f) {
   ferry::context ctx;
   ferry::subscriber_options options;
   options.socket = receive_socket_options(f);
+  if (!f.repair_from.empty()) options.repair = ferry::gap_repair{.forwarder = f.repair_from};
   ferry::subscriber sub(
       ctx, where, f.prefixes, [&](ferry::message& m) { session.on_message(m); }, options);
   announce_bound(sub.bound());
@@ -349,6 +351,10 @@ void add_brokerless_commands(CLI::App& app, std::vector<command>& commands) {
                     "Receive topics starting with PREFIX (repeatable; default: every topic)")
         ->type_name("PREFIX")
         ->allow_extra_args(false);
+    cmd->add_option("--repair-from", f->repair_from,
+                    "With --connect to ferryd's live feed (ferryd --feed): fetch messages missing from a "
+                    "topic's sequence from ferryd at ENDPOINT (its --bind) and print them in order")
+        ->type_name("ENDPOINT");
     cmd->footer(receive_footer);
     commands.push_back({cmd, [f] { return run_sub(*f); }});
   }

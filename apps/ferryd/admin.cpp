@@ -38,6 +38,9 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
       ts.deduplicated = q.counters().deduplicated;
       ts.refused = q.counters().refused;
       ts.subscriptions = q.subscriptions().size();
+      ts.fed = q.counters().fed;
+      ts.fetches = q.counters().fetches;
+      ts.fetched = q.counters().fetched;
       continue;
     }
     const queue_counters& c = q.counters();

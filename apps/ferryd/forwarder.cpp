@@ -62,6 +62,19 @@ forwarder::forwarder(forwarder_options options)
       throw startup_error(exit_endpoint, e.what());
     }
   }
+  if (!options_.feed.empty()) {
+    socket_options fo;
+    fo.linger = std::chrono::milliseconds(0);  // the feed is at most once: repair reads the log
+    fo.send_hwm = 10'000;                      // frames; a subscriber behind that misses some, then FETCHes
+    feed_.emplace(ctx_.make_socket(zmq::socket_type::pub, fo));
+    for (const auto& ep : options_.feed) {
+      try {
+        feed_bound_.push_back(ferry::bind(*feed_, ep));
+      } catch (const ferry::error& e) {
+        throw startup_error(exit_endpoint, e.what());
+      }
+    }
+  }
   logger().info("ferryd started in {:.3f} s: {} queue(s), fsync {}, data dir {}",
                 std::chrono::duration<double>(steady::now() - t0).count(), queues_.size(),
                 options_.fsync == fsync_policy::always
@@ -69,6 +82,7 @@ forwarder::forwarder(forwarder_options options)
                     : fmt::format("every {} ms", options_.fsync_interval.count()),
                 options_.data_dir.string());
   for (const auto& ep : bound_) logger().info("listening on {}", ep);
+  for (const auto& ep : feed_bound_) logger().info("live feed of topics on {}", ep);
 }
 
 forwarder::~forwarder() {
@@ -234,6 +248,7 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
       {fwd::cancel, &forwarder::on_cancel}, {fwd::hello, &forwarder::on_hello},
       {fwd::stats, &forwarder::on_stats},   {fwd::dlq, &forwarder::on_dlq},
       {fwd::publish, &forwarder::on_send},  {fwd::subscribe, &forwarder::on_subscribe},
+      {fwd::fetch, &forwarder::on_fetch},
   };
   const std::string identity(view(frames[0]));
   const std::string_view verb = view(frames[1]);

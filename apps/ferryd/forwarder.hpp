@@ -31,6 +31,9 @@ namespace ferry::ferryd {
 struct forwarder_options {
   std::filesystem::path data_dir;
   std::vector<std::string> bind{"tcp://127.0.0.1:5570"};
+  // The live feed: a PUB socket on each of these publishing every topic message once it is stored, in wire
+  // v2 frames a ferry::subscriber reads (each with its topic's origin and seq, so a gap is seen and FETCHed).
+  std::vector<std::string> feed;
   fsync_policy fsync = fsync_policy::always;
   std::chrono::milliseconds fsync_interval{10};
   queue_config queue;
@@ -54,6 +57,8 @@ class forwarder {
   void stop() noexcept;
 
   [[nodiscard]] const std::vector<std::string>& bound() const noexcept { return bound_; }
+  /// The live feed's endpoints, as bound (empty without forwarder_options::feed).
+  [[nodiscard]] const std::vector<std::string>& feed_bound() const noexcept { return feed_bound_; }
 
  private:
   struct pending_append {
@@ -88,6 +93,10 @@ class forwarder {
   /// An ephemeral subscription whose last consumer went: it is forgotten and its journal deleted.
   void retire_if_ephemeral(queue_slot& slot);
   void on_subscribe(const std::string& identity, std::vector<zmq::message_t>& frames);  // topics.cpp
+  void on_fetch(const std::string& identity, std::vector<zmq::message_t>& frames);      // topics.cpp
+  /// Publishes on the live feed the message records of `records` (a topic's committed batch) with a seq up
+  /// to `through`, in frames of at most fwd::max_deliver messages.
+  void publish_feed(queue& topic, std::string_view records, std::uint64_t through);  // topics.cpp
 
   // The verb table (forwarder.cpp); each handler gets the sender's routing id and every frame of the request
   // (frames[0] is the routing id, frames[1] the verb).
@@ -153,6 +162,9 @@ class forwarder {
   context ctx_;
   zmq::socket_t router_;
   std::vector<std::string> bound_;
+  std::optional<zmq::socket_t> feed_;  // with forwarder_options::feed
+  std::vector<std::string> feed_bound_;
+  std::vector<std::pair<std::string_view, std::string_view>> feed_entries_;  // one frame's (reused)
   int commit_fd_ = -1;
   std::unique_ptr<group_commit> commit_;
   std::uint64_t batch_number_ = 0;

@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", data_dir, "Directory holding the queues (must exist and be writable)")
       ->required();
   app.add_option("--bind", bind, "Endpoint to listen on, repeatable")->default_str(o.bind.front());
+  app.add_option("--feed", o.feed,
+                 "Endpoint of the live feed, repeatable: every topic message, once stored, published "
+                 "there for ferry::subscriber (which FETCHes what it misses); none by default");
   app.add_option("--fsync", fsync,
                  "always: confirm after fdatasync (default); interval: confirm after write, "
                  "sync every --fsync-interval-ms (a machine crash can lose that much)")
@@ -135,6 +138,12 @@ int main(int argc, char** argv) {
     return exit_usage;
   }
 
+  for (const auto& ep : o.feed) {
+    if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0) {
+      std::cerr << "ferryd: --feed " << ep << ": use tcp://HOST:PORT or ipc://PATH\n";
+      return exit_usage;
+    }
+  }
   for (const auto& ep : o.bind) {
     if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0) {
       std::cerr << "ferryd: --bind " << ep << ": use tcp://HOST:PORT or ipc://PATH\n";

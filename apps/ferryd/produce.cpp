@@ -244,8 +244,11 @@ void forwarder::handle_commit(commit_result& result) {
     queue_slot& slot = queues_[index];
     queue& q = *slot.q;
     q.committed(outcome);
-    if (n < result.buffers.size()) q.recycle(std::move(result.buffers[n]));
     const bool failed = outcome.error != 0;
+    if (feed_ && q.kind() == queue_kind::topic && n < result.buffers.size() &&
+        (!failed || outcome.durable_through != 0))
+      publish_feed(q, result.buffers[n], failed ? outcome.durable_through : ~0ull);
+    if (n < result.buffers.size()) q.recycle(std::move(result.buffers[n]));
     if (failed) {
       if (is_space_error(outcome.error)) {
         disk_full_until_ = steady::now() + std::chrono::seconds(1);

@@ -88,6 +88,35 @@ std::uint64_t queue::stream_messages() const noexcept {
   return n;
 }
 
+std::size_t queue::fetch(std::uint64_t from, std::size_t max_count, std::size_t max_bytes,
+                         std::string& entries, std::uint64_t& next) const {
+  next = std::max(from, first_retained());
+  if (next > stream_->committed_through() || max_count == 0) return 0;
+  const auto& segments = stream_->log().segments();
+  auto it = segments.upper_bound(next);  // the segment holding `next`: the last one based at or before it
+  if (it == segments.begin()) return 0;
+  --it;
+  storage::log_cursor c(stream_->log());
+  c.seek(it->first, 0);
+  storage::log_cursor::entry e;
+  std::size_t n = 0;
+  std::size_t bytes = 0;
+  while (n < max_count && c.peek(e)) {
+    if (e.record.seq >= next) {
+      const std::size_t size = detail::block_entry_size(e.record.envelope.size(), e.record.payload.size());
+      if (n > 0 && bytes + size > max_bytes) break;
+      const std::size_t at = entries.size();
+      entries.resize(at + size);
+      detail::write_block_entry(entries.data() + at, e.record.envelope, e.record.payload);
+      bytes += size;
+      ++n;
+      next = e.record.seq + 1;
+    }
+    c.advance();
+  }
+  return n;
+}
+
 std::uint64_t queue::first_seq_at(std::int64_t time_us) const {
   for (const auto& [base, seg] : stream_->log().segments()) {
     if (seg.records == 0 || seg.last_stored_at_us < time_us) continue;

@@ -85,6 +85,10 @@ struct queue_counters {
   std::uint64_t retention_skipped = 0;
   // Subscriptions: SUBSCRIBEs whose start lay before the oldest retained message (told so in CONSUMING).
   std::uint64_t truncated_starts = 0;
+  // Topics: messages published on the live feed, FETCH requests and the messages they read.
+  std::uint64_t fed = 0;
+  std::uint64_t fetches = 0;
+  std::uint64_t fetched = 0;
 };
 
 /// A consumer connection's subscription to this queue.
@@ -276,6 +280,12 @@ class queue {
   }
   /// Messages the stream holds (a topic's retained messages).
   [[nodiscard]] std::uint64_t stream_messages() const noexcept;
+  /// A topic's stored messages from `from` on (FETCH): appends up to `max_count` of them to `entries` as
+  /// block entries (envelope, payload as bin; at least one whatever `max_bytes` says) and returns how many.
+  /// `next` receives the seq after the last one taken (or where reading would start: `from`, or the oldest
+  /// retained message when `from` lies before it).
+  std::size_t fetch(std::uint64_t from, std::size_t max_count, std::size_t max_bytes, std::string& entries,
+                    std::uint64_t& next) const;
 
  private:
   struct waiting {

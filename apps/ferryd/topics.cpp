@@ -1,9 +1,12 @@
 // Durable topics: PUBLISH stores a message once in the topic's stream (the commit pipeline of produce.cpp);
 // SUBSCRIBE opens a named subscription, a consumer store of its own over that stream, consumed, answered and
 // cancelled under the name "topic@subscription" like a queue. Subscriptions whose names start with '~' are
-// ephemeral: they end with their last consumer.
+// ephemeral: they end with their last consumer. With --feed, every stored message is also published on a
+// PUB socket (the live feed), and FETCH reads a range of a topic back for a subscriber that saw a gap.
 #include <fmt/format.h>
 #include <algorithm>
+#include <cstring>
+#include <optional>
 #include <system_error>
 
 #include "detail/forwarder_protocol.hpp"
@@ -11,6 +14,7 @@
 #include "ferry/error.hpp"
 #include "forwarder.hpp"
 #include "protocol_helpers.hpp"
+#include "record.hpp"
 
 namespace ferry::ferryd {
 namespace fs = std::filesystem;
@@ -296,6 +300,145 @@ void forwarder::on_subscribe(const std::string& identity, std::vector<zmq::messa
     pk.pack("skipped");  // messages retention deleted before it settled them, since it was last here
     pk.pack(skipped);
   });
+}
+
+namespace {
+
+// FETCH's options, read without trusting them.
+struct fetch_options {
+  std::uint64_t from = 0;
+  std::uint64_t count = fwd::max_deliver;
+  std::optional<std::uint64_t> origin;
+};
+
+std::string parse_fetch_options(std::string_view bytes, fetch_options& out) {
+  msgpack::object_handle oh;
+  try {
+    oh = msgpack::unpack(bytes.data(), bytes.size());
+  } catch (const std::exception&) {
+    return "the options frame is not MessagePack";
+  }
+  const msgpack::object& o = oh.get();
+  if (o.type != msgpack::type::MAP) return "the options frame is not a MessagePack map";
+  for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) continue;
+    const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+    if (key != "from" && key != "count" && key != "origin") continue;
+    if (kv.val.type != msgpack::type::POSITIVE_INTEGER)
+      return fmt::format("\"{}\" must be an unsigned integer", key);
+    const std::uint64_t v = kv.val.via.u64;
+    if (key == "from") out.from = v;
+    if (key == "count") out.count = v;
+    if (key == "origin") out.origin = v;
+  }
+  if (out.from == 0) return "\"from\" must be given, a sequence number from 1";
+  return {};
+}
+
+}  // namespace
+
+void forwarder::on_fetch(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  // FETCH | topic | {from, count, origin}  ->  FETCHED | topic | {from, next, count, first_retained, last}
+  //                                                    | block
+  if (frames.size() < 4) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      "FETCH needs: topic, then a MessagePack map with at least \"from\"");
+  }
+  const std::string topic_name(view(frames[2]));
+  if (!fwd::valid_queue_name(topic_name) || fwd::is_dlq_name(topic_name))
+    return send_error(identity, fwd::code::bad_queue,
+                      fmt::format("'{}' is not a valid topic name", printable(topic_name)));
+  fetch_options o;
+  if (const std::string problem = parse_fetch_options(view(frames[3]), o); !problem.empty()) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames, "FETCH options: " + problem);
+  }
+  queue_slot* slot = find_topic(topic_name);
+  std::error_code ec;
+  if (slot == nullptr && fs::is_directory(options_.data_dir / "topics" / topic_name, ec))
+    slot = &open_topic(topic_name);
+  if (slot == nullptr)
+    return send_error(identity, fwd::code::no_topic,
+                      fmt::format("no topic named '{}' is stored here", printable(topic_name)));
+  queue& topic = *slot->q;
+  if (o.origin && *o.origin != topic.origin())
+    return send_error(identity, fwd::code::other_origin,
+                      fmt::format("origin {:016x} is not topic {}'s stream here (its origin is {:016x}): "
+                                  "only messages ferryd stored can be fetched",
+                                  *o.origin, topic_name, topic.origin()));
+  read_buffer_.clear();
+  std::uint64_t next = 0;
+  const std::size_t n = topic.fetch(o.from, std::clamp<std::uint64_t>(o.count, 1, fwd::max_deliver),
+                                    fwd::max_deliver_bytes, read_buffer_, next);
+  ++topic.counters().fetches;
+  topic.counters().fetched += n;
+  msgpack::sbuffer meta;
+  msgpack::packer<msgpack::sbuffer> pk(meta);
+  pk.pack_map(5);
+  pk.pack("from");
+  pk.pack(o.from);
+  pk.pack("next");  // the seq after the last one in the block: where the next FETCH goes on
+  pk.pack(next);
+  pk.pack("count");
+  pk.pack(static_cast<std::uint64_t>(n));
+  pk.pack("first_retained");  // a `from` before it was deleted by retention: the block starts here
+  pk.pack(topic.first_retained());
+  pk.pack("last");  // the newest stored seq
+  pk.pack(topic.committed_through());
+  zmq::message_t block(detail::block_header_size(n) + read_buffer_.size());
+  char* p = detail::write_block_header(static_cast<char*>(block.data()), n);
+  if (!read_buffer_.empty()) std::memcpy(p, read_buffer_.data(), read_buffer_.size());
+  std::vector<zmq::message_t> reply;
+  reply.push_back(frame(fwd::fetched));
+  reply.push_back(frame(topic_name));
+  reply.push_back(zmq::message_t(meta.data(), meta.size()));
+  reply.push_back(std::move(block));
+  send_frames(identity, reply);
+}
+
+void forwarder::publish_feed(queue& topic, std::string_view records, std::uint64_t through) {
+  // The batch was framed by this process a moment ago; it is parsed back (checksums and all, cheap next
+  // to the fsync it waited for) rather than kept twice.
+  const std::string& name = topic.name();
+  std::size_t bytes = 0;
+  auto flush = [&] {
+    if (feed_entries_.empty()) return;
+    zmq::message_t out(name.size() + 1 + detail::block_header_size(feed_entries_.size()) + bytes);
+    char* p = static_cast<char*>(out.data());
+    std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = detail::topic_separator;
+    p = detail::write_block_header(p, feed_entries_.size());
+    for (const auto& [envelope, payload] : feed_entries_) p = detail::write_block_entry(p, envelope, payload);
+    try {
+      if (feed_->send(out, zmq::send_flags::dontwait)) topic.counters().fed += feed_entries_.size();
+    } catch (const zmq::error_t& e) {
+      logger().warn("topic {}: live feed send failed: {}", name, e.what());
+    }
+    feed_entries_.clear();
+    bytes = 0;
+  };
+  std::size_t pos = 0;
+  while (pos < records.size()) {
+    std::string_view body;
+    std::size_t total = 0;
+    if (storage::check_frame(records.data() + pos, records.size() - pos, body, total) !=
+        storage::frame_status::ok)
+      break;
+    pos += total;
+    const auto rec = storage::parse_message(body);
+    if (!rec) continue;
+    if (rec->seq > through) break;
+    const std::size_t size = detail::block_entry_size(rec->envelope.size(), rec->payload.size());
+    if (!feed_entries_.empty() &&
+        (feed_entries_.size() == fwd::max_deliver || bytes + size > fwd::max_deliver_bytes))
+      flush();
+    feed_entries_.emplace_back(rec->envelope, rec->payload);
+    bytes += size;
+  }
+  flush();
 }
 
 }  // namespace ferry::ferryd

@@ -53,6 +53,9 @@ struct topic_stats {
   std::uint64_t deduplicated = 0;   ///< resent copies confirmed without being stored again
   std::uint64_t refused = 0;        ///< REFUSEs for this topic
   std::uint64_t subscriptions = 0;  ///< subscriptions, durable and ephemeral
+  std::uint64_t fed = 0;            ///< messages published on ferryd's live feed (--feed)
+  std::uint64_t fetches = 0;        ///< FETCH requests answered (subscribers repairing gaps)
+  std::uint64_t fetched = 0;        ///< messages those requests read back
 
   friend bool operator==(const topic_stats&, const topic_stats&) = default;
 };

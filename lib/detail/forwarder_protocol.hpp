@@ -30,6 +30,7 @@ inline constexpr std::string_view stats = "STATS";      //
 inline constexpr std::string_view dlq = "DLQ";          // | queue | op | msgpack map
 inline constexpr std::string_view publish = "PUBLISH";  // | topic | block (v2), or (envelope | payload) x n
 inline constexpr std::string_view subscribe = "SUBSCRIBE";  // | topic | msgpack map {name, from, ...}
+inline constexpr std::string_view fetch = "FETCH";          // | topic | msgpack map {from, count, origin}
 
 // ferryd -> client
 inline constexpr std::string_view welcome = "WELCOME";      // | msgpack map
@@ -43,6 +44,7 @@ inline constexpr std::string_view pong = "PONG";  // | instance (8 bytes)
 inline constexpr std::string_view stats_reply = "STATS";  // | msgpack map
 inline constexpr std::string_view dlq_reply = "DLQ";      // | msgpack map
 inline constexpr std::string_view error = "ERROR";        // | code | text
+inline constexpr std::string_view fetched = "FETCHED";    // | topic | msgpack map | block
 
 // Refusal and error codes (ASCII, stable).
 namespace code {
@@ -55,6 +57,8 @@ inline constexpr std::string_view io_error = "io_error";
 inline constexpr std::string_view unknown_verb = "unknown_verb";
 inline constexpr std::string_view bad_frames = "bad_frames";
 inline constexpr std::string_view not_consuming = "not_consuming";
+inline constexpr std::string_view no_topic = "no_topic";          // FETCH: no such stored topic
+inline constexpr std::string_view other_origin = "other_origin";  // FETCH: not the topic's stream
 }  // namespace code
 
 inline constexpr std::size_t max_batch = 4096;    // messages per SEND

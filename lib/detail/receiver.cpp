@@ -68,9 +68,30 @@ void receiver::run_handler(message& msg, counter& handled, counter& failed) {
   }
 }
 
+bool receiver::dispatch(message& msg, handler_counters& own) {
+  if (dedup_ && dedup_->check_and_insert(msg.id())) {
+    duplicates_.add();
+    return true;
+  }
+  if (config_.threads == 1) {
+    if (stopping_.load(std::memory_order_relaxed)) return false;  // stopping inside a batch
+    run_handler(msg, own.handled, own.failed);
+    return true;
+  }
+  std::unique_lock lock(queue_mutex_);
+  queue_not_full_.wait(
+      lock, [&] { return queue_.size() < queue_capacity_ || stopping_.load(std::memory_order_relaxed); });
+  if (queue_.size() >= queue_capacity_) return false;  // stopping with no room
+  queue_.push_back(std::move(msg));
+  lock.unlock();
+  queue_not_empty_.notify_one();
+  return true;
+}
+
 void receiver::receive_loop() {
   frame_reader reader(config_.limits);
   handler_counters& own = *per_thread_[0];
+  std::vector<message> repaired;
   while (!stopping_.load(std::memory_order_relaxed)) {
     const receive_status st = reader.receive(socket_, true);
     if (st == receive_status::would_block) continue;  // the timeout: look at stopping_ again
@@ -88,29 +109,25 @@ void receiver::receive_loop() {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       message& msg = batch[i];
       received_.add();
-      if (config_.observe) gaps_.add(config_.observe(msg));
-      if (dedup_ && dedup_->check_and_insert(msg.id())) {
-        duplicates_.add();
-        continue;
-      }
-      if (config_.threads == 1) {
-        if (stopping_.load(std::memory_order_relaxed)) {  // stopping inside a batch: the rest is not handled
-          dropped_.add(batch.size() - i);
-          break;
+      if (config_.observe) {
+        std::uint64_t missing = config_.observe(msg);
+        if (missing > 0 && config_.repair) {
+          repaired.clear();
+          missing = config_.repair(msg, missing, repaired);
+          repaired_.add(repaired.size());
+          std::size_t j = 0;
+          while (j < repaired.size() && dispatch(repaired[j], own)) ++j;
+          if (j < repaired.size()) {  // stopping: these and the rest of the batch are not handled
+            dropped_.add(repaired.size() - j + batch.size() - i);
+            break;
+          }
         }
-        run_handler(msg, own.handled, own.failed);
-        continue;
+        gaps_.add(missing);
       }
-      std::unique_lock lock(queue_mutex_);
-      queue_not_full_.wait(
-          lock, [&] { return queue_.size() < queue_capacity_ || stopping_.load(std::memory_order_relaxed); });
-      if (queue_.size() >= queue_capacity_) {  // stopping with no room: these are not handled
+      if (!dispatch(msg, own)) {
         dropped_.add(batch.size() - i);
         break;
       }
-      queue_.push_back(std::move(msg));
-      lock.unlock();
-      queue_not_empty_.notify_one();
     }
   }
 
@@ -164,6 +181,7 @@ receive_stats receiver::stats() const noexcept {
   s.duplicates = duplicates_.get();
   s.dropped = dropped_.get();
   s.gaps = gaps_.get();
+  s.repaired = repaired_.get();
   for (const auto& c : per_thread_) {
     s.handled += c->handled.get();
     s.failed += c->failed.get();

@@ -26,6 +26,11 @@ namespace ferry::detail {
 /// Called in the receiving thread for each well-formed message before dedup and dispatch; returns how many
 /// messages it found missing before this one (sequence gaps), 0 when none.
 using message_observer = std::function<std::uint64_t(const message&)>;
+/// Called in the receiving thread when the observer found `missing` messages missing before `msg`: appends
+/// to `found`, in order, those it could get from elsewhere (they are handled before `msg`) and returns how
+/// many stay missing.
+using gap_repairer =
+    std::function<std::uint64_t(const message& msg, std::uint64_t missing, std::vector<message>& found)>;
 
 struct receiver_config {
   std::string name;  // for logs: "worker_pool", "subscriber"
@@ -33,10 +38,15 @@ struct receiver_config {
   std::optional<dedup_options> dedup;
   decode_limits limits;
   message_observer observe;
+  gap_repairer repair;  // optional, with `observe`
 };
 
 /// Thread safety: stop() and stats() may be called from any thread; the handler runs on receiver threads.
 class receiver {
+  struct handler_counters {
+    counter handled, failed;
+  };
+
  public:
   receiver(zmq::socket_t socket, receiver_config config, message_handler handler);
   ~receiver();
@@ -52,6 +62,8 @@ class receiver {
   void receive_loop();
   void handler_loop(std::size_t index);
   void run_handler(message& msg, counter& handled, counter& failed);
+  /// Dedup, then the handler (one thread) or the hand-off queue. False when stopping kept `msg` from it.
+  bool dispatch(message& msg, handler_counters& own);
 
   receiver_config config_;
   message_handler handler_;
@@ -61,10 +73,7 @@ class receiver {
   bool stopped_ = false;
 
   std::optional<dedup_window> dedup_;
-  counter received_, malformed_, duplicates_, dropped_, gaps_, v1_frames_, v2_frames_;
-  struct handler_counters {
-    counter handled, failed;
-  };
+  counter received_, malformed_, duplicates_, dropped_, gaps_, repaired_, v1_frames_, v2_frames_;
   std::vector<std::unique_ptr<handler_counters>> per_thread_;
   log_limiter reject_log_{5};
   log_limiter failure_log_{5};

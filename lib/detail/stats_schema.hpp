@@ -109,7 +109,7 @@ struct topic_field {
 };
 
 // The STATS map also has "topics": topic name -> these fields.
-inline constexpr std::array<topic_field, 8> topic_fields{{
+inline constexpr std::array<topic_field, 11> topic_fields{{
     {"first_seq", "first seq", "sequence number of the oldest retained message", field_kind::gauge, "seq",
      &topic_stats::first_seq},
     {"last_seq", "last seq", "sequence number of the newest stored message", field_kind::gauge, "seq",
@@ -124,6 +124,12 @@ inline constexpr std::array<topic_field, 8> topic_fields{{
     {"refused", "refused", "REFUSEs for this topic", field_kind::counter, "messages", &topic_stats::refused},
     {"subscriptions", "subscriptions", "subscriptions of the topic, durable and ephemeral", field_kind::gauge,
      "subscriptions", &topic_stats::subscriptions},
+    {"fed", "fed", "messages published on the live feed (--feed)", field_kind::counter, "messages",
+     &topic_stats::fed},
+    {"fetches", "fetches", "FETCH requests answered (gap repair)", field_kind::counter, "requests",
+     &topic_stats::fetches},
+    {"fetched", "fetched", "messages FETCH read back", field_kind::counter, "messages",
+     &topic_stats::fetched},
 }};
 
 /// The STATS map (MessagePack) for `stats`: every field of both tables, under its name.
