@@ -1,6 +1,7 @@
 #include "ferry/consumer.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -29,6 +30,13 @@ enum class verdict { ack, nack, reject };
 
 struct work {
   message msg;
+};
+
+// The deliveries of one message being handled: almost always one, more when ferryd redelivered it while
+// a handler had it (no allocation for the usual one).
+struct pending {
+  std::uint64_t first = 0;
+  std::vector<std::uint64_t> more;
 };
 
 struct result {
@@ -80,8 +88,9 @@ struct consumer::impl {
   std::condition_variable work_ready;
   std::deque<work> queue;
   std::vector<result> results;
-  bool stopping = false;  // handlers take no new work
-  bool closing = false;   // the I/O thread ends
+  bool stopping = false;                    // handlers take no new work
+  std::atomic<bool> stop_requested{false};  // `stopping`, read between the messages of a taken batch
+  bool closing = false;                     // the I/O thread ends
   std::condition_variable ready_cv;
   bool subscribed = false;
 
@@ -90,13 +99,14 @@ struct consumer::impl {
   detail::log_limiter failure_log;            // handler threads
 
   // I/O thread only.
-  std::unordered_map<message_id, std::vector<std::uint64_t>> in_progress;  // id -> tokens to answer
+  std::unordered_map<message_id, pending> in_progress;  // id -> the deliveries to answer
   std::optional<dedup_window> dedup;
   steady::time_point next_consume{};
   std::string acks;                    // tokens to acknowledge in one ACK
   std::uint64_t highest_sequence = 0;  // a topic subscription: the highest sequence number received
   std::vector<message> decoded;        // a v2 DELIVER's messages (reused)
   std::vector<detail::payload_span> payloads;
+  std::vector<message_id> prefetch_ids;  // ids whose dedup window slots are about to be looked up
 
   std::vector<std::thread> handlers;
   std::thread io;
@@ -206,35 +216,61 @@ struct consumer::impl {
     send(frames);
   }
 
+  // Each handler thread takes its share of what is queued (at most `max_take` messages) under one lock
+  // and hands the results back under one lock with one wake-up, so a busy consumer pays for the lock and
+  // the I/O thread's wake-up per batch, not per message. An idle one takes one message at a time.
+  static constexpr std::size_t max_take = 16;
+
   void handler_loop() {
+    std::vector<work> taken;
+    std::vector<result> done;
+    taken.reserve(max_take);
+    done.reserve(max_take);
     for (;;) {
-      std::unique_lock lock(mutex);
-      work_ready.wait(lock, [&] { return stopping || !queue.empty(); });
-      if (stopping) return;  // what is still queued goes back to ferryd with CANCEL
-      work w = std::move(queue.front());
-      queue.pop_front();
-      lock.unlock();
-      result r;
-      r.id = w.msg.id();
-      try {
-        handler(w.msg);
-        r.v = verdict::ack;
-      } catch (const reject_message& e) {
-        r.v = verdict::reject;
-        r.reason = e.what();
-      } catch (const std::exception& e) {
-        r.v = verdict::nack;
-        r.reason = e.what();
-      } catch (...) {
-        r.v = verdict::nack;
-        r.reason = "handler threw a non-standard exception";
+      {
+        std::unique_lock lock(mutex);
+        work_ready.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;  // what is still queued goes back to ferryd with CANCEL
+        const std::size_t share = std::clamp<std::size_t>(queue.size() / options.threads, 1, max_take);
+        for (std::size_t i = 0; i < share; ++i) {
+          taken.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
       }
-      if (r.v != verdict::ack) log_failure(w.msg, r);
-      lock.lock();
-      results.push_back(std::move(r));
-      lock.unlock();
+      for (work& w : taken) {
+        // A stop between two messages leaves the rest unanswered: CANCEL gives them back to ferryd.
+        if (stop_requested.load(std::memory_order_relaxed)) break;
+        done.push_back(handle_one(w.msg));
+      }
+      taken.clear();
+      if (done.empty()) continue;
+      {
+        std::lock_guard lock(mutex);
+        for (result& r : done) results.push_back(std::move(r));
+      }
+      done.clear();
       wake.notify();
     }
+  }
+
+  result handle_one(message& m) {
+    result r;
+    r.id = m.id();
+    try {
+      handler(m);
+      r.v = verdict::ack;
+    } catch (const reject_message& e) {
+      r.v = verdict::reject;
+      r.reason = e.what();
+    } catch (const std::exception& e) {
+      r.v = verdict::nack;
+      r.reason = e.what();
+    } catch (...) {
+      r.v = verdict::nack;
+      r.reason = "handler threw a non-standard exception";
+    }
+    if (r.v != verdict::ack) log_failure(m, r);
+    return r;
   }
 
   // Handler threads: what became of a message whose handler did not return, as worker_pool logs it.
@@ -253,23 +289,24 @@ struct consumer::impl {
     }
   }
 
-  void answer(const std::vector<std::uint64_t>& tokens, verdict v, const std::string& reason) {
-    for (const std::uint64_t t : tokens) {
-      if (v == verdict::ack) {
-        char b[8];
-        fwd::put_u64(b, t);
-        acks.append(b, 8);
-        continue;
-      }
-      std::vector<zmq::message_t> frames;
-      frames.push_back(frame(v == verdict::nack ? fwd::nack : fwd::reject));
-      frames.push_back(frame(queue_name));
-      char b[8];
-      fwd::put_u64(b, t);
-      frames.emplace_back(b, 8);
-      frames.push_back(frame(reason));
-      send(frames);
+  void answer(const pending& p, verdict v, const std::string& reason) {
+    answer(p.first, v, reason);
+    for (const std::uint64_t t : p.more) answer(t, v, reason);
+  }
+
+  void answer(std::uint64_t t, verdict v, const std::string& reason) {
+    char b[8];
+    fwd::put_u64(b, t);
+    if (v == verdict::ack) {
+      acks.append(b, 8);
+      return;
     }
+    std::vector<zmq::message_t> frames;
+    frames.push_back(frame(v == verdict::nack ? fwd::nack : fwd::reject));
+    frames.push_back(frame(queue_name));
+    frames.emplace_back(b, 8);
+    frames.push_back(frame(reason));
+    send(frames);
   }
 
   void flush_acks() {
@@ -289,6 +326,12 @@ struct consumer::impl {
       done.swap(results);
     }
     if (done.empty()) return;
+    if (dedup) {
+      prefetch_ids.clear();
+      for (const auto& r : done)
+        if (r.v == verdict::ack) prefetch_ids.push_back(r.id);
+      dedup->prefetch(prefetch_ids.data(), prefetch_ids.size());
+    }
     const auto now = steady::now();
     for (auto& r : done) {
       auto it = in_progress.find(r.id);
@@ -332,11 +375,16 @@ struct consumer::impl {
         for (std::size_t i = 0; i < n; ++i) {
           received.add();
           malformed.add();
-          answer({fwd::get_u64(tokens + 8 * i)}, verdict::reject, why);
+          answer(fwd::get_u64(tokens + 8 * i), verdict::reject, why);
         }
         return;
       }
       block = std::make_shared<const zmq::message_t>(std::move(frames[3]));
+      if (dedup) {  // the window's slots for these ids are fetched while the loop below works
+        prefetch_ids.clear();
+        for (std::size_t i = 0; i < n; ++i) prefetch_ids.push_back(decoded[i].id());
+        dedup->prefetch(prefetch_ids.data(), n);
+      }
     }
     const auto now = steady::now();  // one clock read for the whole DELIVER
     std::vector<work> fresh;
@@ -351,21 +399,22 @@ struct consumer::impl {
                      decode_envelope(frames[3 + 2 * i].to_string_view(), w.msg, options.limits);
                  err != decode_error::none) {
         malformed.add();
-        answer({token}, verdict::reject,
+        answer(token, verdict::reject,
                std::string("consumer could not decode the envelope: ") + std::string(to_string(err)));
         continue;
       }
       if (dedup && dedup->contains(w.msg.id(), now)) {
         duplicates.add();
-        answer({token}, verdict::ack, {});
+        answer(token, verdict::ack, {});
         continue;
       }
       auto [it, fresh_id] = in_progress.try_emplace(w.msg.id());
-      it->second.push_back(token);
       if (!fresh_id) {  // the same message is being handled now: answer both tokens when it is done
+        it->second.more.push_back(token);
         duplicates.add();
         continue;
       }
+      it->second.first = token;
       if (subscription) {
         highest_sequence = std::max(highest_sequence, w.msg.sequence());
         w.msg.set_topic(subscription->topic);
@@ -518,6 +567,7 @@ struct consumer::impl {
     {
       std::lock_guard lock(mutex);
       stopping = true;
+      stop_requested = true;
     }
     work_ready.notify_all();
     for (auto& t : handlers) t.join();
@@ -553,6 +603,7 @@ void consumer::request_stop() noexcept {
   {
     std::lock_guard lock(impl_->mutex);
     impl_->stopping = true;
+    impl_->stop_requested = true;
   }
   impl_->work_ready.notify_all();
 }
