@@ -217,30 +217,49 @@ struct consumer::impl {
   }
 
   // Each handler thread takes its share of what is queued (at most `max_take` messages) under one lock
-  // and hands the results back under one lock with one wake-up, so a busy consumer pays for the lock and
-  // the I/O thread's wake-up per batch, not per message. An idle one takes one message at a time.
+  // and hands the results back under one lock with one wake-up, so a busy consumer with quick handlers
+  // pays for the lock and the I/O thread's wake-up per batch, not per message. A handler call slower than
+  // `slow_handler` gives the rest of its batch back to the queue's front (its siblings take them) and its
+  // thread takes one message at a time until a call is quick again. A thread starts that way, so slow
+  // handlers never batch; one that is usually quick and suddenly blocks delays at most max_take - 1
+  // messages it had taken, for that one call.
   static constexpr std::size_t max_take = 16;
+  static constexpr std::chrono::microseconds slow_handler{100};
 
   void handler_loop() {
     std::vector<work> taken;
     std::vector<result> done;
     taken.reserve(max_take);
     done.reserve(max_take);
+    bool slow = true;
     for (;;) {
       {
         std::unique_lock lock(mutex);
         work_ready.wait(lock, [&] { return stopping || !queue.empty(); });
         if (stopping) return;  // what is still queued goes back to ferryd with CANCEL
-        const std::size_t share = std::clamp<std::size_t>(queue.size() / options.threads, 1, max_take);
+        const std::size_t share =
+            slow ? 1 : std::clamp<std::size_t>(queue.size() / options.threads, 1, max_take);
         for (std::size_t i = 0; i < share; ++i) {
           taken.push_back(std::move(queue.front()));
           queue.pop_front();
         }
       }
-      for (work& w : taken) {
+      auto started = steady::now();
+      for (std::size_t k = 0; k < taken.size(); ++k) {
         // A stop between two messages leaves the rest unanswered: CANCEL gives them back to ferryd.
         if (stop_requested.load(std::memory_order_relaxed)) break;
-        done.push_back(handle_one(w.msg));
+        done.push_back(handle_one(taken[k].msg));
+        const auto finished = steady::now();
+        slow = finished - started > slow_handler;
+        started = finished;
+        if (slow && k + 1 < taken.size()) {
+          {
+            std::lock_guard lock(mutex);
+            for (std::size_t j = taken.size(); j > k + 1; --j) queue.push_front(std::move(taken[j - 1]));
+          }
+          work_ready.notify_all();
+          break;
+        }
       }
       taken.clear();
       if (done.empty()) continue;
