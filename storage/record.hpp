@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,6 +60,15 @@ struct journal_record {
 /// Total bytes a message record takes on disk.
 [[nodiscard]] constexpr std::size_t message_record_size(std::size_t envelope, std::size_t payload) noexcept {
   return record_header_size + message_fixed_size + envelope + payload;
+}
+
+/// How long before `now_us` a record was stored, from its stored_at_us as read back: 0 for a time after
+/// `now_us` (the clock was set back since), and saturated instead of overflowing for any value the bytes
+/// hold. Use it rather than subtracting: a record's time comes from disk.
+[[nodiscard]] constexpr std::int64_t stored_age_us(std::int64_t now_us, std::int64_t stored_at_us) noexcept {
+  if (stored_at_us >= now_us) return 0;
+  std::int64_t age = 0;
+  return __builtin_sub_overflow(now_us, stored_at_us, &age) ? std::numeric_limits<std::int64_t>::max() : age;
 }
 
 /// Appends a framed message record to `out`.

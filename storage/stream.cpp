@@ -69,9 +69,8 @@ void stream::recover(recovery_report& report, std::int64_t now_us, const segment
       report,
       [&](const message_record& rec, const record_location& where) {
         next_seq_ = std::max(next_seq_, rec.seq + 1);
-        if (now_us - rec.stored_at_us < window_us)
-          dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(now_us - rec.stored_at_us),
-                                  rec.seq);
+        if (const std::int64_t age_us = stored_age_us(now_us, rec.stored_at_us); age_us < window_us)
+          dedup_.check_and_insert(rec.id, now - std::chrono::microseconds(age_us), rec.seq);
         visit(rec, where);
       },
       durable_end);
@@ -176,7 +175,7 @@ void stream::remove_segments(std::int64_t now_us, const std::function<bool(const
   for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
     const segment_info& s = it->second;
     if (s.base == active || !unneeded(s)) continue;
-    const bool recent = now_us - s.last_stored_at_us < window_us;
+    const bool recent = stored_age_us(now_us, s.last_stored_at_us) < window_us;
     if (recent && kept_bytes + s.committed <= config_.dedup_retain_bytes) {
       kept_bytes += s.committed;
       continue;

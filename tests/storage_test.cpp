@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "consumer_store.hpp"
@@ -471,6 +472,39 @@ TEST_CASE("a stream keeps settled segments as spares and writes new segments ove
 }
 
 // ---- torn writes and corruption at the end -----------------------------------------------------------
+
+TEST_CASE("a record's stored time from disk never overflows an age, whatever its value", "[storage]") {
+  // Found by fuzz/storage_fuzz.cpp: recovery subtracted a record's stored_at_us from the clock (signed
+  // overflow, undefined, for a time far in the past or the future) to place its id in the dedup window.
+  constexpr std::int64_t now = 1'700'000'000'000'000;
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  CHECK(stored_age_us(now, now - 5) == 5);
+  CHECK(stored_age_us(now, now + 5) == 0);  // the clock was set back since
+  CHECK(stored_age_us(now, max) == 0);
+  CHECK(stored_age_us(now, min) == max);
+  CHECK(stored_age_us(-now, max) == 0);
+
+  test::temp_dir dir;
+  const fs::path qdir = dir.path() / "q";
+  fs::create_directories(qdir);
+  const message_id ancient = message_id::generate(), future = message_id::generate(),
+                   recent = message_id::generate();
+  std::string bytes;
+  append_message_record(bytes, 1, min, ancient, 0, "env", "a");
+  append_message_record(bytes, 2, max, future, 0, "env", "f");
+  append_message_record(bytes, 3, now - 1'000'000, recent, 0, "env", "r");
+  std::ofstream(qdir / segment_file_name(1), std::ios::binary) << bytes;
+  stream s(qdir, {});
+  recovery_report report;
+  std::size_t n = 0;
+  s.recover(report, now, [&](const message_record&, const record_location&) { ++n; });
+  CHECK(n == 3);
+  const auto at = stream::clock::now();
+  CHECK(!s.seen(ancient, at));  // older than the window
+  CHECK(s.seen(future, at));    // counts as stored now
+  CHECK(s.seen(recent, at));
+}
 
 TEST_CASE(
     "damage at the end of a log is corruption before its checkpointed durable end, a torn write after it",

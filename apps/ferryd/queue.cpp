@@ -610,7 +610,8 @@ void queue::retain(std::int64_t now_us) {
       std::chrono::duration_cast<std::chrono::microseconds>(config_.retain_age).count();
   while (segs.size() > 1) {
     const segment_info& oldest = segs.begin()->second;
-    const bool too_old = max_age_us > 0 && now_us - oldest.last_stored_at_us > max_age_us;
+    const bool too_old =
+        max_age_us > 0 && storage::stored_age_us(now_us, oldest.last_stored_at_us) > max_age_us;
     // By size and count, a segment goes only when what remains still holds the limit (as Kafka does): the
     // topic keeps at least retain_bytes / retain_messages, and less than a segment more.
     const bool too_big = config_.retain_bytes > 0 && bytes - oldest.committed >= config_.retain_bytes;
