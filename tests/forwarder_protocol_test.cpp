@@ -15,6 +15,7 @@
 #include "detail/wire.hpp"
 #include "ferry/consumer.hpp"
 #include "ferry/producer.hpp"
+#include "protocol_helpers.hpp"
 #include "support/ferryd_client.hpp"
 #include "support/running_forwarder.hpp"
 #include "support/test_support.hpp"
@@ -211,6 +212,31 @@ TEST_CASE("CONSUME with options ferryd cannot take says what is wrong with them"
     CHECK(r[1] == "bad_frames");
     CHECK(r[2].find(expected) == 0);
   }
+}
+
+TEST_CASE("option frames are unpacked within limits their size implies, and deep nesting is refused",
+          "[forwarder]") {
+  // Found by fuzz/ferryd_fuzz.cpp: an array header claiming 0xdddddddd elements, five bytes in all, made
+  // msgpack-cxx allocate 85 GiB for them before finding the frame short (bad_alloc, caught, in a plain
+  // build; an abort under AddressSanitizer; a large overcommitted allocation where the kernel allows it).
+  CHECK_THROWS_AS(ferry::ferryd::unpack_untrusted(std::string("\xdd\xdd\xdd\xdd\xdd", 5)),
+                  msgpack::size_overflow);
+  CHECK_THROWS_AS(ferry::ferryd::unpack_untrusted(std::string("\xdf\x00\x10\x00\x00", 5)),
+                  msgpack::size_overflow);
+  CHECK_THROWS_AS(ferry::ferryd::unpack_untrusted(std::string(33, '\x91') + '\x01'), msgpack::size_overflow);
+  CHECK(ferry::ferryd::unpack_untrusted(std::string(32, '\x91') + '\x01').get().type == msgpack::type::ARRAY);
+
+  running_forwarder fwdr;
+  raw_client c(fwdr.endpoint);
+  const std::string nested = std::string("\x81\xa8prefetch", 10) + std::string(1'000'000, '\x91') + '\x01';
+  for (const std::string& options : {std::string("\x81\xa8prefetch\xdd\xff\xff\xff\xff", 14), nested}) {
+    const auto r = c.exchange({"CONSUME", "jobs", options});
+    INFO(test::show_frames(r));
+    REQUIRE(r.size() == 3);
+    CHECK(r[0] == "ERROR");
+    CHECK(r[1] == "bad_frames");
+  }
+  CHECK(c.exchange({"PING"}).at(0) == "PONG");
 }
 
 TEST_CASE("a v2 SEND whose block does not decode is one ERROR: nothing stored, counted, ferryd keeps serving",

@@ -24,6 +24,13 @@ std::string packed(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>
   return {buf.data(), buf.size()};
 }
 
+msgpack::object_handle unpack_untrusted(std::string_view bytes) {
+  const std::size_t n = bytes.size();
+  constexpr std::size_t max_depth = 32;
+  return msgpack::unpack(bytes.data(), n, nullptr, nullptr,
+                         msgpack::unpack_limit(n, n / 2, n, n, n, max_depth));
+}
+
 bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out, std::uint64_t fallback,
               std::string* problem) {
   out = fallback;
@@ -33,7 +40,7 @@ bool map_uint(std::string_view bytes, std::string_view field, std::uint64_t& out
     return false;
   };
   try {
-    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
+    msgpack::object_handle oh = unpack_untrusted(bytes);
     const msgpack::object& o = oh.get();
     if (o.type != msgpack::type::MAP) return fail("the frame is not a MessagePack map");
     for (std::uint32_t i = 0; i < o.via.map.size; ++i) {

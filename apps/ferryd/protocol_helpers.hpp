@@ -27,6 +27,12 @@ inline zmq::message_t frame(std::string_view s) {
 /// The bytes `fill` packs with a msgpack packer.
 std::string packed(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& fill);
 
+/// Unpacks a MessagePack value from the network (an options frame) within limits its size implies: no
+/// array, map, string or binary longer than the frame, and nesting at most 32 deep. So a count in the bytes
+/// never makes it allocate more than a few times the frame, and nothing built from it recurses deeply.
+/// Throws a std::exception (msgpack::size_overflow for a count or depth over the limits) for anything else.
+msgpack::object_handle unpack_untrusted(std::string_view bytes);
+
 /// Reads an unsigned field from a small msgpack map frame; `fallback` when absent. False when the frame is
 /// not a map or the field has the wrong type; `problem`, when given, then says which, for an error reply
 /// (e.g. "\"prefetch\" is -1, not an unsigned integer").

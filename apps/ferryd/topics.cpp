@@ -43,7 +43,7 @@ struct subscribe_options {
 std::string parse_subscribe_options(std::string_view bytes, subscribe_options& out) {
   msgpack::object_handle oh;
   try {
-    oh = msgpack::unpack(bytes.data(), bytes.size());
+    oh = unpack_untrusted(bytes);
   } catch (const std::exception&) {
     return "the options frame is not MessagePack";
   }
@@ -314,7 +314,7 @@ struct fetch_options {
 std::string parse_fetch_options(std::string_view bytes, fetch_options& out) {
   msgpack::object_handle oh;
   try {
-    oh = msgpack::unpack(bytes.data(), bytes.size());
+    oh = unpack_untrusted(bytes);
   } catch (const std::exception&) {
     return "the options frame is not MessagePack";
   }
