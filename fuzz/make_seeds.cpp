@@ -1,6 +1,6 @@
 // Writes the seed corpus of every fuzz target: valid inputs made with ferry's own encoders, so the fuzzers
-// start from what ferry really sends and stores. Run from scripts/fuzz.sh --seeds (or by hand):
-//   make_seeds <dir>     writes <dir>/<target>/<name> for each target
+// start from what ferry really sends and stores. Run it by hand:
+//   build-fuzz/fuzz/ferry_fuzz_seeds fuzz/corpus     writes fuzz/corpus/<target>/<name> for each target
 // The seeds are committed under fuzz/corpus/; regenerate them when a format changes.
 #include <msgpack.hpp>
 

@@ -10,6 +10,9 @@ ferry_packages=(
   python3 python3-zmq python3-msgpack
 )
 
+# Only scripts/fuzz.sh needs these: clang and its runtime libraries (libFuzzer, the sanitizers).
+ferry_fuzz_packages=(clang libclang-rt-dev)
+
 ferry_install_deps() {
   local missing=() pkg
   for pkg in "${ferry_packages[@]}" "$@"; do
