@@ -47,8 +47,10 @@ void consumer_store::open() {
 
 bool consumer_store::recovered(const message_record& rec, const record_location& where) {
   // Sequence numbers are dense: a missing one was never durable or was lost to damage; it counts as
-  // settled.
-  if (last_recovered_ != 0)
+  // settled. Only gaps above the first unsettled record are kept: finish_recovery() puts the watermark at
+  // that record, so the ones below it are settled by it (a damaged stretch of an acknowledged prefix costs
+  // no memory, however many sequence numbers it spans).
+  if (last_recovered_ != 0 && lowest_unsettled_ != 0)
     for (std::uint64_t s = last_recovered_ + 1; s < rec.seq && gaps_.size() < 10'000'000; ++s)
       gaps_.push_back(s);
   last_recovered_ = rec.seq;
