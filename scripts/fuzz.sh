@@ -43,12 +43,17 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   cp fuzz/corpus/"$t"/* "$corpus"/
   echo "fuzz: $t for ${seconds} s"
-  if TMPDIR="$scratch" "$build/fuzz/$t" -max_total_time="$seconds" -timeout=30 -print_final_stats=1 \
-    -artifact_prefix="$root/$build/crashes/$t-" "$corpus" >"$work/$t.log" 2>&1; then
+  rc=0
+  TMPDIR="$scratch" "$build/fuzz/$t" -max_total_time="$seconds" -timeout=30 -print_final_stats=1 \
+    -artifact_prefix="$root/$build/crashes/$t-" "$corpus" >"$work/$t.log" 2>&1 || rc=$?
+  if [ "$rc" -eq 0 ]; then
     grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|Done)" "$work/$t.log" | sed "s/^/fuzz: $t: /"
   else
-    echo "fuzz: $t FAILED; its log:" >&2
-    grep -v -E "^#[0-9]+\s+(NEW|REDUCE|pulse)" "$work/$t.log" | tail -n 80 >&2
+    # rc above 128 without a libFuzzer report is a signal from outside (the OOM killer's 137, say).
+    echo "fuzz: $t FAILED with exit status $rc; the end of its log (progress lines left out):" >&2
+    { grep -v -E "^#[0-9]+\s+(NEW|REDUCE|pulse|INITED|RELOAD)" "$work/$t.log" || true; } | tail -n 80 >&2
+    echo "fuzz: $t: last progress line: $(grep -E '^#[0-9]+' "$work/$t.log" | tail -n 1)" >&2
+    cp "$work/$t.log" "$build/crashes/$t.log"
     failed+=("$t")
   fi
 done
