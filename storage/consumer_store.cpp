@@ -25,7 +25,9 @@ void consumer_store::replay(recovery_report& report) {
         }
         break;
       case record_type::settle:
-        settled_.insert(r.seq);
+        // `value` counts the seqs after `seq` the record settles too (a compacted run); 0 for one seq.
+        // A run's attempt counts are dropped by finish_recovery().
+        settled_.insert(r.seq, r.seq < UINT64_MAX - r.value ? r.seq + r.value + 1 : UINT64_MAX);
         attempts_.erase(r.seq);
         break;
       case record_type::attempts:
@@ -50,11 +52,9 @@ bool consumer_store::recovered(const message_record& rec, const record_location&
   // settled. Only gaps above the first unsettled record are kept: finish_recovery() puts the watermark at
   // that record, so the ones below it are settled by it (a damaged stretch of an acknowledged prefix costs
   // no memory, however many sequence numbers it spans).
-  if (last_recovered_ != 0 && lowest_unsettled_ != 0)
-    for (std::uint64_t s = last_recovered_ + 1; s < rec.seq && gaps_.size() < 10'000'000; ++s)
-      gaps_.push_back(s);
+  if (last_recovered_ != 0 && lowest_unsettled_ != 0) gaps_.insert(last_recovered_ + 1, rec.seq);
   last_recovered_ = rec.seq;
-  if (rec.seq < replayed_watermark_ || settled_.count(rec.seq) != 0) return false;
+  if (rec.seq < replayed_watermark_ || settled_.contains(rec.seq)) return false;
   ++unsettled_;
   ++per_segment_[where.segment];
   if (lowest_unsettled_ == 0) lowest_unsettled_ = rec.seq;
@@ -64,15 +64,14 @@ bool consumer_store::recovered(const message_record& rec, const record_location&
 std::uint64_t consumer_store::finish_recovery(std::uint64_t next_seq) {
   next_seq = std::max(next_seq, replayed_settled_through_);
   start_ = replayed_start_;  // a group that started late (a topic's subscription) keeps its start; queues: 1
-  if (!settled_.empty()) next_seq = std::max(next_seq, *settled_.rbegin() + 1);
+  if (!settled_.empty()) next_seq = std::max(next_seq, settled_.end());
   low_watermark_ = lowest_unsettled_ != 0 ? lowest_unsettled_ : std::max(next_seq, replayed_watermark_);
-  for (const std::uint64_t s : gaps_)
-    if (s > low_watermark_) settled_.insert(s);
-  std::erase_if(settled_, [&](std::uint64_t s) { return s < low_watermark_; });
+  gaps_.for_each([&](std::uint64_t first, std::uint64_t end) { settled_.insert(first, end); });
+  gaps_ = seq_ranges{};
+  settled_.erase_below(low_watermark_);
+  low_watermark_ = settled_.advance(low_watermark_);
   std::erase_if(attempts_,
-                [&](const auto& kv) { return kv.first < low_watermark_ || settled_.count(kv.first); });
-  gaps_.clear();
-  gaps_.shrink_to_fit();
+                [&](const auto& kv) { return kv.first < low_watermark_ || settled_.contains(kv.first); });
   return next_seq;
 }
 
@@ -125,12 +124,9 @@ std::uint64_t consumer_store::skip_before(std::uint64_t base, std::uint64_t seq)
   journal_.append({record_type::watermark, 0, 0, seq});
   low_watermark_ = seq;
   start_ = std::max(start_, seq);
-  settled_.erase(settled_.begin(), settled_.lower_bound(seq));
+  settled_.erase_below(seq);
   std::erase_if(attempts_, [&](const auto& kv) { return kv.first < seq; });
-  while (!settled_.empty() && *settled_.begin() == low_watermark_) {
-    settled_.erase(settled_.begin());
-    ++low_watermark_;
-  }
+  low_watermark_ = settled_.advance(low_watermark_);
   return skipped;
 }
 
@@ -142,10 +138,7 @@ void consumer_store::mark_settled(std::uint64_t seq) {
   } else {
     settled_.insert(seq);
   }
-  while (!settled_.empty() && *settled_.begin() == low_watermark_) {
-    settled_.erase(settled_.begin());
-    ++low_watermark_;
-  }
+  low_watermark_ = settled_.advance(low_watermark_);
 }
 
 void consumer_store::record_attempts(std::uint64_t seq, std::uint32_t attempts) {
@@ -184,7 +177,14 @@ void consumer_store::compact(
   append_journal_record(
       snap, {record_type::watermark, low_watermark_ <= start_ ? watermark_start : std::uint8_t{0}, 0,
              low_watermark_});
-  for (const std::uint64_t s : settled_) append_journal_record(snap, {record_type::settle, 0, 0, s});
+  // One record per run of settled seqs: `value` counts the seqs after `seq` it settles too.
+  settled_.for_each([&](std::uint64_t first, std::uint64_t end) {
+    while (first < end) {
+      const std::uint64_t n = std::min<std::uint64_t>(end - first, std::uint64_t{UINT32_MAX} + 1);
+      append_journal_record(snap, {record_type::settle, 0, static_cast<std::uint32_t>(n - 1), first});
+      first += n;
+    }
+  });
   for (const auto& [seq, n] : attempts_) append_journal_record(snap, {record_type::attempts, 0, n, seq});
   held([&](std::uint64_t seq, std::uint32_t n) {
     if (n > 0) append_journal_record(snap, {record_type::attempts, 0, n, seq});

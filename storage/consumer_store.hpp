@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "journal.hpp"
 #include "record.hpp"
 #include "segment_log.hpp"
+#include "seq_ranges.hpp"
 
 namespace ferry::storage {
 
@@ -53,7 +53,7 @@ class consumer_store {
   // ---- settlement ---------------------------------------------------------------------------------------
   /// True when `seq` is settled (or was never stored).
   [[nodiscard]] bool settled(std::uint64_t seq) const noexcept {
-    return seq < low_watermark_ || settled_.count(seq) != 0;
+    return seq < low_watermark_ || settled_.contains(seq);
   }
   /// `records` new messages, the last of them `last_seq`, became durable in segment `base`: those at or
   /// after start() are unsettled.
@@ -96,7 +96,7 @@ class consumer_store {
   std::uint64_t unsettled_ = 0;
   std::uint64_t low_watermark_ = 1;                     // every seq below is settled
   std::uint64_t start_ = 1;                             // the first seq this group takes
-  std::set<std::uint64_t> settled_;                     // settled seqs at or above the watermark
+  seq_ranges settled_;                                  // settled seqs above the watermark
   std::map<std::uint64_t, std::uint64_t> per_segment_;  // segment base -> unsettled messages in it
   // Deliveries so far of unsettled messages the reader has not read back yet (recovered from the journal).
   std::unordered_map<std::uint64_t, std::uint32_t> attempts_;
@@ -106,7 +106,7 @@ class consumer_store {
   std::uint64_t replayed_start_ = 1;            // the highest start record (subscriptions only)
   std::uint64_t last_recovered_ = 0;
   std::uint64_t lowest_unsettled_ = 0;
-  std::vector<std::uint64_t> gaps_;
+  seq_ranges gaps_;  // seqs missing from the stream above its first unsettled record
 };
 
 }  // namespace ferry::storage

@@ -17,6 +17,7 @@
 #include "record.hpp"
 #include "segment_log.hpp"
 #include "segment_writer.hpp"
+#include "seq_ranges.hpp"
 #include "stream.hpp"
 #include "support/test_support.hpp"
 
@@ -610,4 +611,103 @@ TEST_CASE(
   CHECK(ahead.finish_recovery(3) == 3);
   CHECK(ahead.start() == 50);
   CHECK(ahead.low_watermark() == 50);
+}
+
+TEST_CASE("seq_ranges merges what touches and advances a watermark over a run", "[storage]") {
+  seq_ranges r;
+  r.insert(10);
+  r.insert(12);
+  CHECK(r.ranges() == 2);
+  r.insert(11);  // joins both
+  CHECK(r.ranges() == 1);
+  CHECK(r.contains(10));
+  CHECK(r.contains(12));
+  CHECK_FALSE(r.contains(13));
+  CHECK_FALSE(r.contains(9));
+  r.insert(20, 30);
+  r.insert(5, 25);  // swallows [10,13) and reaches into [20,30)
+  CHECK(r.ranges() == 1);
+  CHECK(r.lowest() == 5);
+  CHECK(r.end() == 30);
+  r.insert(40, 50);
+  r.erase_below(27);
+  CHECK(r.lowest() == 27);
+  CHECK_FALSE(r.contains(26));
+  CHECK(r.advance(26) == 26);  // 26 is not in it: the watermark stays
+  CHECK(r.advance(27) == 30);  // the run 27..29 goes
+  CHECK(r.ranges() == 1);
+  r.insert(7, 7);  // empty: nothing
+  CHECK(r.ranges() == 1);
+  r.erase_below(1000);
+  CHECK(r.empty());
+}
+
+TEST_CASE("a huge gap in a recovered stream settles as one run, and a compacted journal keeps its runs",
+          "[storage]") {
+  test::temp_dir dir;
+  const fs::path journal_file = dir.path() / "journal";
+  const std::uint64_t far = 1'000'000'000'000;  // the next record's seq after damage, say
+  {
+    consumer_store store(journal_file);
+    recovery_report report;
+    store.replay(report);
+    auto recover = [&](std::uint64_t seq, std::uint64_t segment) {
+      message_record rec;
+      rec.seq = seq;
+      return store.recovered(rec, {.segment = segment, .offset = 0, .size = 0});
+    };
+    CHECK(recover(1, 1));
+    CHECK(recover(2, 1));
+    CHECK(recover(far, far));  // 3 .. far-1 are missing: one run, not a trillion entries
+    CHECK(recover(far + 1, far));
+    CHECK(store.finish_recovery(far + 2) == far + 2);
+    CHECK(store.unsettled() == 4);
+    CHECK(store.low_watermark() == 1);
+    CHECK_FALSE(store.settled(2));
+    CHECK(store.settled(3));
+    CHECK(store.settled(far - 1));
+    CHECK_FALSE(store.settled(far));
+    // Settle 2 and far+1 (out of order), and then 1: the watermark runs over the gap to far.
+    store.settle(2, 1, settle_reason::acked);
+    store.settle(far + 1, far, settle_reason::acked);
+    CHECK(store.low_watermark() == 1);
+    store.settle(1, 1, settle_reason::acked);
+    CHECK(store.low_watermark() == far);
+    CHECK(store.unsettled() == 1);
+    CHECK_FALSE(store.settled(far));
+    CHECK(store.settled(far + 1));
+    REQUIRE(store.file().flush() == 0);
+  }
+  {
+    // Many out-of-order settlements above an unsettled message, then a compaction: the run of them is one
+    // record, and a restart reads it back as every one of them.
+    consumer_store store(journal_file);
+    recovery_report report;
+    store.replay(report);
+    message_record rec;
+    for (std::uint64_t seq = far; seq < far + 1000; ++seq) {
+      rec.seq = seq;
+      store.recovered(rec, {.segment = far, .offset = 0, .size = 0});
+    }
+    CHECK(store.finish_recovery(far + 1000) == far + 1000);
+    CHECK(store.unsettled() == 999);  // far, and far+2 .. far+999 (far+1 was settled before)
+    for (std::uint64_t seq = far + 2; seq < far + 1000; ++seq) store.settle(seq, far, settle_reason::acked);
+    CHECK(store.low_watermark() == far);
+    REQUIRE(store.file().flush() == 0);
+    const auto before = store.file().file_bytes();
+    store.compact(0, [](const auto&) {});
+    CHECK(store.file().file_bytes() < before / 10);
+  }
+  consumer_store again(journal_file);
+  recovery_report report;
+  again.replay(report);
+  message_record rec;
+  for (std::uint64_t seq = far; seq < far + 1000; ++seq) {
+    rec.seq = seq;
+    CHECK(again.recovered(rec, {.segment = far, .offset = 0, .size = 0}) == (seq == far));
+  }
+  CHECK(again.finish_recovery(far + 1000) == far + 1000);
+  CHECK(again.unsettled() == 1);
+  CHECK(again.low_watermark() == far);
+  CHECK(again.settled(far + 999));
 }
