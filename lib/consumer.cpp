@@ -22,6 +22,13 @@
 
 namespace ferry {
 namespace fwd = detail::fwd;
+
+retry_message::retry_message(std::chrono::milliseconds delay, const std::string& reason)
+    : std::runtime_error(reason), delay_(delay) {
+  if (delay.count() < 0 || static_cast<std::uint64_t>(delay.count()) > fwd::max_nack_delay_ms)
+    throw std::invalid_argument("ferry::retry_message: the delay must be 0 to 86400000 ms (24 h), not " +
+                                std::to_string(delay.count()) + " ms");
+}
 using steady = std::chrono::steady_clock;
 
 namespace {
@@ -43,6 +50,7 @@ struct result {
   message_id id;
   verdict v = verdict::ack;
   std::string reason;
+  std::optional<std::chrono::milliseconds> delay;  // a NACK's "retry in"
 };
 
 zmq::message_t frame(std::string_view s) {
@@ -281,6 +289,10 @@ struct consumer::impl {
     } catch (const reject_message& e) {
       r.v = verdict::reject;
       r.reason = e.what();
+    } catch (const retry_message& e) {
+      r.v = verdict::nack;
+      r.reason = e.what();
+      r.delay = e.delay();
     } catch (const std::exception& e) {
       r.v = verdict::nack;
       r.reason = e.what();
@@ -301,6 +313,11 @@ struct consumer::impl {
           "consumer: handler rejected message {} of queue {} (attempt {}): {}; it goes to {}{}{}",
           m.id().to_hex(), queue_name, m.attempt(), r.reason, queue_name, fwd::dlq_suffix,
           detail::suppressed_note(held));
+    } else if (r.delay) {
+      detail::logger().info(
+          "consumer: handler asked to retry message {} of queue {} (attempt {}) in {} ms: {}{}",
+          m.id().to_hex(), queue_name, m.attempt(), r.delay->count(), r.reason,
+          detail::suppressed_note(held));
     } else {
       detail::logger().warn(
           "consumer: handler threw on message {} of queue {} (attempt {}): {}; it is nacked{}",
@@ -308,12 +325,14 @@ struct consumer::impl {
     }
   }
 
-  void answer(const pending& p, verdict v, const std::string& reason) {
-    answer(p.first, v, reason);
-    for (const std::uint64_t t : p.more) answer(t, v, reason);
+  void answer(const pending& p, verdict v, const std::string& reason,
+              std::optional<std::chrono::milliseconds> delay = std::nullopt) {
+    answer(p.first, v, reason, delay);
+    for (const std::uint64_t t : p.more) answer(t, v, reason, delay);
   }
 
-  void answer(std::uint64_t t, verdict v, const std::string& reason) {
+  void answer(std::uint64_t t, verdict v, const std::string& reason,
+              std::optional<std::chrono::milliseconds> delay = std::nullopt) {
     char b[8];
     fwd::put_u64(b, t);
     if (v == verdict::ack) {
@@ -325,6 +344,11 @@ struct consumer::impl {
     frames.push_back(frame(queue_name));
     frames.emplace_back(b, 8);
     frames.push_back(frame(reason));
+    if (delay) {
+      char d[8];
+      fwd::put_u64(d, static_cast<std::uint64_t>(delay->count()));
+      frames.emplace_back(d, 8);
+    }
     send(frames);
   }
 
@@ -367,7 +391,7 @@ struct consumer::impl {
           rejected.add();
           break;
       }
-      answer(it->second, r.v, r.reason);
+      answer(it->second, r.v, r.reason, r.delay);
       in_progress.erase(it);
     }
   }

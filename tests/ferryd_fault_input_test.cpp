@@ -170,6 +170,12 @@ TEST_CASE("ferryd start-up errors exit with their documented codes and say what 
   expect("bad number", ferryd_args(data, {"--lease-ms", "soon"}), 2, "--lease-ms");
   expect("number out of range", ferryd_args(data, {"--lease-ms", "5"}), 2, "--lease-ms");
   expect("bad choice", ferryd_args(data, {"--fsync", "sometimes"}), 2, "--fsync");
+  expect("a back-off step of 0 ms", ferryd_args(data, {"--backoff-ms", "1000,0"}), 2, "--backoff-ms");
+  expect("a back-off step that is not a number", ferryd_args(data, {"--backoff-ms", "1s,5s"}), 2,
+         "--backoff-ms");
+  std::string many = "1";
+  for (int i = 0; i < 100; ++i) many += ",1";
+  expect("more than 100 back-off steps", ferryd_args(data, {"--backoff-ms", many}), 2, "at most 100");
   expect("heartbeat timeout not above the interval",
          ferryd_args(data, {"--heartbeat-ms", "1000", "--heartbeat-timeout-ms", "500"}), 2, "must be larger");
   expect("no data dir", {ferryd_program, "--bind", endpoint(port)}, 2, "--data-dir");

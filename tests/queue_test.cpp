@@ -320,3 +320,152 @@ TEST_CASE("a queue only consumed from leaves nothing on disk", "[queue]") {
   q.housekeeping(unix_now_us());
   CHECK_FALSE(std::filesystem::exists(dir.path() / "typo"));
 }
+
+// ---- redelivery delays: a NACK's own, and the back-off schedule ---------------------------------------
+
+TEST_CASE("a NACK with a delay holds its message back until it is due, and the message's key with it",
+          "[queue][backoff]") {
+  harness h;
+  h.put("a1", "A");
+  h.put("a2", "A");
+  h.put("free");
+  h.commit();
+  h.q->subscribe("w", 10);
+  auto got = h.dispatch();
+  REQUIRE(payloads(got.at("w")) == std::vector<std::string>{"a1", "free"});  // a2 waits behind a1
+  REQUIRE(h.q->nack("w", got.at("w")[0].token, "db down", 5s) == queue::answer::settled);
+  CHECK(h.q->delayed() == 1);
+  REQUIRE(h.q->next_due().has_value());
+  CHECK(*h.q->next_due() > steady::now() + 4s);
+  CHECK(h.dispatch().empty());  // not a1 (not due), not a2 (its key is still taken)
+  h.q->release_due(steady::now() + 1s);
+  CHECK(h.dispatch().empty());
+  CHECK(h.q->depth() == 3);  // still stored and unsettled throughout
+
+  h.q->release_due(steady::now() + 6s);
+  CHECK(h.q->delayed() == 0);
+  CHECK_FALSE(h.q->next_due().has_value());
+  got = h.dispatch();
+  REQUIRE(got.at("w").size() == 1);
+  CHECK(got.at("w")[0].payload == "a1");
+  CHECK(got.at("w")[0].attempt == 2);
+  REQUIRE(h.q->ack("w", got.at("w")[0].token) == queue::answer::settled);
+  got = h.dispatch();
+  REQUIRE(got.at("w").size() == 1);
+  CHECK(got.at("w")[0].payload == "a2");
+}
+
+TEST_CASE("the back-off schedule delays each redelivery by attempt, after NACKs and expired leases alike",
+          "[queue][backoff]") {
+  queue_config c;
+  c.backoff = {1000ms, 10'000ms};
+  c.max_attempts = 4;
+  c.lease = 30s;
+  harness h(c);
+  h.put("m");
+  h.commit();
+  h.q->subscribe("w", 1);
+  auto deliver = [&] {
+    auto got = h.dispatch();
+    REQUIRE(got.count("w") == 1);
+    REQUIRE(got.at("w").size() == 1);
+    return got.at("w")[0];
+  };
+  auto first = deliver();
+  CHECK(first.attempt == 1);
+  // Attempt 1 failed (NACK without a delay): the schedule's first step, 1 s.
+  REQUIRE(h.q->nack("w", first.token, "timeout") == queue::answer::settled);
+  REQUIRE(h.q->next_due().has_value());
+  const auto due1 = *h.q->next_due();
+  CHECK(due1 > steady::now() + 500ms);
+  CHECK(due1 <= steady::now() + 1000ms);
+  h.q->release_due(due1 - 1ms);
+  CHECK(h.dispatch().empty());
+  h.q->release_due(due1);
+  auto second = deliver();
+  CHECK(second.attempt == 2);
+
+  // Attempt 2 times out: its lease expires at h.now + 30 s, and the second step, 10 s, starts from there.
+  const auto expiry = h.now + 30s;
+  h.q->expire_leases(expiry);
+  CHECK(h.q->delayed() == 1);
+  CHECK(*h.q->next_due() == expiry + 10s);
+  h.q->release_due(expiry + 9s);
+  CHECK(h.q->delayed() == 1);
+  h.q->release_due(expiry + 10s);
+  h.q->ack("w", second.token);  // the stale token frees its credit
+  auto third = deliver();
+  CHECK(third.attempt == 3);
+
+  // Later attempts repeat the last step.
+  REQUIRE(h.q->nack("w", third.token, "timeout") == queue::answer::settled);
+  const auto due3 = *h.q->next_due();
+  CHECK(due3 > steady::now() + 9s);
+  h.q->release_due(due3);
+  auto fourth = deliver();
+  CHECK(fourth.attempt == 4);
+
+  // The last attempt failed: no waiting, straight to the dead-letter queue.
+  REQUIRE(h.q->nack("w", fourth.token, "timeout") == queue::answer::settled);
+  CHECK(h.q->delayed() == 0);
+  const auto dead = h.q->take_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK_THAT(dead[0].reason, Catch::Contains("4 attempts failed; last error: timeout"));
+}
+
+TEST_CASE("with backoff_nack_only an expired lease redelivers at once, and a clean cancel always does",
+          "[queue][backoff]") {
+  queue_config c;
+  c.backoff = {60s};
+  SECTION("backoff_nack_only") {
+    c.backoff_nack_only = true;
+    harness h(c);
+    h.put("m");
+    h.commit();
+    h.q->subscribe("w", 2);
+    REQUIRE(h.dispatch().at("w").size() == 1);
+    h.q->expire_leases(h.now + c.lease);
+    CHECK(h.q->delayed() == 0);
+    const auto got = h.dispatch();
+    REQUIRE(got.at("w").size() == 1);
+    CHECK(got.at("w")[0].attempt == 2);
+  }
+  SECTION("a dead consumer's messages wait; a cancelled consumer's do not") {
+    harness h(c);
+    h.put("m");
+    h.commit();
+    h.q->subscribe("dead", 1);
+    REQUIRE(h.dispatch().at("dead").size() == 1);
+    h.q->unsubscribe("dead", true);  // heartbeat timeout: a failed attempt
+    CHECK(h.q->delayed() == 1);
+    h.q->release_due(steady::now() + 61s);
+    h.q->subscribe("quitter", 1);
+    REQUIRE(h.dispatch().at("quitter").size() == 1);
+    h.q->unsubscribe("quitter", false);  // CANCEL: not an attempt, no wait
+    CHECK(h.q->delayed() == 0);
+    h.q->subscribe("next", 1);
+    const auto got = h.dispatch();
+    REQUIRE(got.at("next").size() == 1);
+    CHECK(got.at("next")[0].attempt == 2);
+  }
+}
+
+TEST_CASE("a delayed message can be purged, and it is listed while it waits", "[queue][backoff]") {
+  harness h;
+  h.put("k1", "K");
+  h.put("k2", "K");
+  h.commit();
+  h.q->subscribe("w", 5);
+  auto got = h.dispatch();
+  REQUIRE(got.at("w").size() == 1);
+  REQUIRE(h.q->nack("w", got.at("w")[0].token, "later", 1h) == queue::answer::settled);
+  const auto listed = h.q->list(10);
+  REQUIRE(listed.size() == 2);
+  const std::uint64_t seq = listed[0].seq;
+  REQUIRE(h.q->settle_waiting(seq, settle_reason::purged));
+  CHECK(h.q->delayed() == 0);
+  CHECK(h.q->depth() == 1);
+  got = h.dispatch();  // its key is free again: k2 goes
+  REQUIRE(got.at("w").size() == 1);
+  CHECK(got.at("w")[0].payload == "k2");
+}

@@ -50,6 +50,12 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
     qs.parked = q.parked();
     qs.consumers = q.subscribers();
     qs.disk_bytes = q.disk_bytes();
+    qs.delayed = q.delayed();
+    if (const auto due = q.next_due()) {
+      // At least 1 while one waits, so 0 means none.
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*due - steady::now()).count();
+      qs.next_due_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(1, left));
+    }
     qs.confirmed = c.confirmed;
     qs.delivered = c.delivered;
     qs.acked = c.acked;

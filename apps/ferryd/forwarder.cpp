@@ -316,7 +316,10 @@ void forwarder::credit_stall(steady::time_point woke, std::chrono::milliseconds 
 
 void forwarder::on_timer(steady::time_point now) {
   next_timer_ = now + std::chrono::milliseconds(100);
-  for (auto& slot : queues_) slot.q->expire_leases(now);
+  for (auto& slot : queues_) {
+    slot.q->expire_leases(now);
+    slot.q->release_due(now);
+  }
   expire_silent_consumers(now);
   check_free_space(now);
   if (!commit_->busy()) {

@@ -64,6 +64,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(100, 86'400'000));
   app.add_option("--max-attempts", max_attempts, "Deliveries before a message goes to <queue>.dlq")
       ->check(CLI::Range(1, 1'000'000));
+  std::vector<std::uint64_t> backoff_ms;
+  app.add_option("--backoff-ms", backoff_ms,
+                 "Redelivery back-off by attempt, comma-separated (1000,5000,30000: after the first failed "
+                 "attempt wait 1 s, after the second 5 s, then 30 s); none: redeliver at once")
+      ->delimiter(',')
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{86'400'000}));
+  bool backoff_nack_only = false;
+  app.add_flag("--backoff-nack-only", backoff_nack_only,
+               "Apply --backoff-ms to NACKs only: an expired lease or a dead consumer redelivers at once");
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval clients are asked to use")
       ->check(CLI::Range(50, 60'000));
   app.add_option("--heartbeat-timeout-ms", heartbeat_timeout_ms,
@@ -121,6 +130,12 @@ int main(int argc, char** argv) {
   o.queue.segment_bytes = segment_mb << 20;
   o.queue.lease = std::chrono::milliseconds(lease_ms);
   o.queue.max_attempts = max_attempts;
+  if (backoff_ms.size() > 100) {
+    std::cerr << "ferryd: --backoff-ms takes at most 100 delays (the last one repeats)\n";
+    return exit_usage;
+  }
+  for (const std::uint64_t ms : backoff_ms) o.queue.backoff.emplace_back(ms);
+  o.queue.backoff_nack_only = backoff_nack_only;
   o.queue.max_messages = max_queue_messages;
   o.queue.max_parked = max_parked;
   o.queue.retain_age = std::chrono::milliseconds(topic_retain_ms);

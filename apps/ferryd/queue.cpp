@@ -226,6 +226,7 @@ void queue::unsubscribe(const std::string& identity, bool penalty) {
   for (const auto& [token, d] : in_flight_)
     if (d.sub == &sub) held.emplace_back(d.msg.seq, token);
   std::sort(held.begin(), held.end());
+  const auto now = steady::now();
   for (const auto& [seq, token] : held) {
     const auto d = in_flight_.find(token);
     waiting w = d->second.msg;
@@ -233,10 +234,11 @@ void queue::unsubscribe(const std::string& identity, bool penalty) {
     if (!penalty && w.attempts > 0) {
       --w.attempts;  // handed back untouched: this delivery does not count
       record_attempts(w.seq, w.attempts);
+      return_to_ready(w);
     } else {
       last_error_[w.seq] = "consumer went away (heartbeat timeout)";
+      return_after_failure(w, std::nullopt, !config_.backoff_nack_only, now);
     }
-    return_to_ready(w);
   }
   subs_.erase(it);
 }
@@ -258,6 +260,24 @@ void queue::return_to_ready(waiting w) {
     ++ks.ready;
   }
   ready_[w.seq] = w;
+}
+
+void queue::return_after_failure(waiting w, std::optional<std::chrono::milliseconds> delay, bool scheduled,
+                                 steady::time_point now) {
+  if (!delay && scheduled && !config_.backoff.empty() && w.attempts > 0)
+    delay = config_.backoff[std::min<std::size_t>(w.attempts, config_.backoff.size()) - 1];
+  // No attempt left, or no delay: at once (return_to_ready dead-letters what has no attempt left).
+  if (!delay || delay->count() <= 0 || w.attempts >= config_.max_attempts) return return_to_ready(w);
+  if (w.key_hash != 0) keys_[w.key_hash].busy = true;  // it was in flight: its key stays taken
+  delayed_.emplace(now + *delay, w);
+}
+
+void queue::release_due(steady::time_point now) {
+  while (!delayed_.empty() && delayed_.begin()->first <= now) {
+    const waiting w = delayed_.begin()->second;
+    delayed_.erase(delayed_.begin());
+    return_to_ready(w);
+  }
 }
 
 void queue::release_key(std::uint64_t key_hash) {
@@ -299,7 +319,8 @@ queue::answer queue::ack(const std::string& identity, std::uint64_t token) {
   return answer::unknown;
 }
 
-queue::answer queue::nack(const std::string& identity, std::uint64_t token, std::string reason) {
+queue::answer queue::nack(const std::string& identity, std::uint64_t token, std::string reason,
+                          std::optional<std::chrono::milliseconds> delay) {
   const auto s = subs_.find(identity);
   if (s == subs_.end()) return answer::unknown;
   subscription& sub = *s->second;
@@ -310,7 +331,7 @@ queue::answer queue::nack(const std::string& identity, std::uint64_t token, std:
     --sub.unacked;
     last_error_[w.seq] = std::move(reason);
     ++counters_.nacked;
-    return_to_ready(w);
+    return_after_failure(w, delay, true, steady::now());
     return answer::settled;
   }
   if (sub.expired.erase(token) != 0) {
@@ -357,7 +378,7 @@ void queue::expire_leases(steady::time_point now) {
     sub->expired.insert(token);  // its credit stays taken until the consumer answers
     last_error_[w.seq] = fmt::format("lease of {} ms expired", config_.lease.count());
     ++counters_.expired;
-    return_to_ready(w);
+    return_after_failure(w, std::nullopt, !config_.backoff_nack_only, now);
   }
 }
 
@@ -532,13 +553,14 @@ void queue::dead_letter_failed(dead_letter_request req, std::chrono::millisecond
 std::vector<queue::listed> queue::list(std::size_t limit) const {
   std::vector<listed> out;
   for (const auto& [seq, w] : ready_) out.push_back({seq, w.where});
+  for (const auto& [due, w] : delayed_) out.push_back({w.seq, w.where});
   for (const auto& [key, ks] : keys_)
     for (const auto& w : ks.parked) out.push_back({w.seq, w.where});
   // Then what the cursor has not reached, read by a cursor of its own.
   storage::log_cursor ahead(stream_->log());
   ahead.seek(cursor_.segment(), cursor_.offset());
   storage::log_cursor::entry e;
-  while (out.size() < limit + ready_.size() + parked_total_ && ahead.peek(e)) {
+  while (out.size() < limit + ready_.size() + delayed_.size() + parked_total_ && ahead.peek(e)) {
     if (!store_.settled(e.record.seq)) out.push_back({e.record.seq, e.where});
     ahead.advance();
   }
@@ -559,6 +581,14 @@ bool queue::settle_waiting(std::uint64_t seq, settle_reason reason) {
       auto& ks = keys_[w.key_hash];
       if (ks.ready > 0) --ks.ready;
     }
+    settle(seq, w.where.segment, reason);
+    release_key(w.key_hash);
+    return true;
+  }
+  for (auto d = delayed_.begin(); d != delayed_.end(); ++d) {
+    if (d->second.seq != seq) continue;
+    const waiting w = d->second;
+    delayed_.erase(d);
     settle(seq, w.where.segment, reason);
     release_key(w.key_hash);
     return true;
@@ -593,6 +623,7 @@ void queue::housekeeping(std::int64_t now_us) {
   store_.compact(journal_compact_bytes, [&](const auto& emit) {
     for (const auto& [token, d] : in_flight_) emit(d.msg.seq, d.msg.attempts);
     for (const auto& [seq, w] : ready_) emit(w.seq, w.attempts);
+    for (const auto& [due, w] : delayed_) emit(w.seq, w.attempts);
     for (const auto& [seq, w] : dead_lettering_) emit(w.seq, w.attempts);
     for (const auto& [key, ks] : keys_)
       for (const auto& w : ks.parked) emit(w.seq, w.attempts);
@@ -655,6 +686,14 @@ void queue::skip_through(std::uint64_t last_seq, std::uint64_t base) {
     it = dead_lettering_.erase(it);
   }
   std::erase_if(dead_letters_, [&](const dead_letter_request& r) { return r.seq <= last_seq; });
+  for (auto it = delayed_.begin(); it != delayed_.end();) {
+    if (it->second.seq > last_seq) {
+      ++it;
+      continue;
+    }
+    release_key(it->second.key_hash);
+    it = delayed_.erase(it);
+  }
   // Deliveries of deleted messages: their tokens become stale (the answer still frees the credit).
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
     if (it->second.msg.seq > last_seq) {

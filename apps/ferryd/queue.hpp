@@ -55,6 +55,11 @@ using steady = std::chrono::steady_clock;
 struct queue_config {
   std::uint32_t max_attempts = 5;
   std::chrono::milliseconds lease{30'000};
+  // Redelivery back-off: after a failed attempt n (1 for the first delivery) the message waits backoff[n-1]
+  // (the last entry for later attempts) before it is delivered again. Empty: at once. A NACK's own delay
+  // takes its place. With backoff_nack_only, lease expiry and a dead consumer redeliver at once.
+  std::vector<std::chrono::milliseconds> backoff;
+  bool backoff_nack_only = false;
   std::uint64_t segment_bytes = 64ull << 20;
   std::uint64_t max_messages = 0;  // 0: unlimited
   std::size_t max_parked = 100'000;
@@ -231,7 +236,10 @@ class queue {
 
   enum class answer { settled, stale, unknown };
   answer ack(const std::string& identity, std::uint64_t token);
-  answer nack(const std::string& identity, std::uint64_t token, std::string reason);
+  /// `delay`: redeliver no earlier than this from now (a consumer's "retry in"); nullopt follows the queue's
+  /// back-off schedule.
+  answer nack(const std::string& identity, std::uint64_t token, std::string reason,
+              std::optional<std::chrono::milliseconds> delay = std::nullopt);
   answer reject(const std::string& identity, std::uint64_t token, std::string reason);
 
   /// Hands messages to subscribers with free credit; fills each subscription's out_* fields and appends
@@ -245,6 +253,8 @@ class queue {
 
   /// Returns expired leases to the queue.
   void expire_leases(steady::time_point now);
+  /// Returns to the queue the messages whose redelivery delay has passed.
+  void release_due(steady::time_point now);
   /// Moves every lease's deadline `by` later (time ferryd was not running does not count against them).
   void extend_leases(steady::duration by);
 
@@ -275,6 +285,12 @@ class queue {
   [[nodiscard]] std::uint64_t depth() const noexcept { return store_.unsettled(); }
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_.size(); }
   [[nodiscard]] std::size_t parked() const noexcept { return parked_total_; }
+  /// Messages waiting out a redelivery delay, and when the first of them is due (nullopt when none).
+  [[nodiscard]] std::size_t delayed() const noexcept { return delayed_.size(); }
+  [[nodiscard]] std::optional<steady::time_point> next_due() const noexcept {
+    if (delayed_.empty()) return std::nullopt;
+    return delayed_.begin()->first;
+  }
   [[nodiscard]] std::uint64_t disk_bytes() const noexcept {
     return kind_ == queue_kind::subscription ? 0 : stream_->disk_bytes();
   }
@@ -314,6 +330,10 @@ class queue {
   void advance(const peeked& p);
   void settle(std::uint64_t seq, std::uint64_t segment, settle_reason reason);
   void return_to_ready(waiting msg);
+  /// A failed attempt (NACK, lease expiry, dead consumer): back to the queue after `delay`, or after the
+  /// back-off schedule's delay for its attempt when nullopt (and `scheduled`), else at once.
+  void return_after_failure(waiting msg, std::optional<std::chrono::milliseconds> delay, bool scheduled,
+                            steady::time_point now);
   void release_key(std::uint64_t key_hash);
   subscription* best_subscription();
   void deliver(subscription& sub, const waiting& msg, std::string_view envelope, std::string_view payload,
@@ -346,6 +366,9 @@ class queue {
   std::map<std::uint64_t, waiting> ready_;
   std::unordered_map<std::uint64_t, key_state> keys_;
   std::size_t parked_total_ = 0;
+  // Messages waiting out a redelivery delay, by due time; their keys stay busy meanwhile (so the next
+  // message of a key does not overtake one that failed). In memory: a restart makes them due at once.
+  std::multimap<steady::time_point, waiting> delayed_;
   std::unordered_map<std::uint64_t, delivery> in_flight_;  // by token
   std::priority_queue<std::pair<steady::time_point, std::uint64_t>,
                       std::vector<std::pair<steady::time_point, std::uint64_t>>, std::greater<>>

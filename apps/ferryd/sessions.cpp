@@ -183,9 +183,25 @@ void forwarder::on_answer(const std::string& identity, std::vector<zmq::message_
   } else {
     std::string reason =
         frames.size() >= 5 ? std::string(view(frames[4]).substr(0, 1024)) : std::string("no reason given");
+    std::optional<std::chrono::milliseconds> delay;
+    if (frames.size() >= 6) {
+      const std::uint64_t ms = frames[5].size() == 8
+                                   ? fwd::get_u64(static_cast<const char*>(frames[5].data()))
+                                   : fwd::max_nack_delay_ms + 1;
+      if (verb != fwd::nack || ms > fwd::max_nack_delay_ms) {
+        ++malformed_frames_;
+        return send_error(identity, fwd::code::bad_frames,
+                          verb != fwd::nack
+                              ? std::string("REJECT takes a token and a reason, no delay")
+                              : fmt::format("a NACK's delay is 8 bytes, big-endian milliseconds, at most {} "
+                                            "(24 h); the message stays in flight",
+                                            fwd::max_nack_delay_ms));
+      }
+      delay = std::chrono::milliseconds(ms);
+    }
     // A dead letter rejected again stays where it is: there is no dead-letter queue of a dead-letter queue.
     if (verb == fwd::nack || fwd::is_dlq_name(q.name())) {
-      (void)q.nack(identity, fwd::get_u64(tokens), std::move(reason));
+      (void)q.nack(identity, fwd::get_u64(tokens), std::move(reason), delay);
     } else {
       (void)q.reject(identity, fwd::get_u64(tokens), std::move(reason));
     }

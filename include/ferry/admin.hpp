@@ -15,8 +15,8 @@
 namespace ferry {
 
 /// One queue in ferryd's STATS (docs/protocol.md, STATS). Counters count since ferryd started; depth,
-/// in_flight, parked, consumers and disk_bytes are current values. A field an older ferryd does not send
-/// is 0.
+/// in_flight, parked, consumers, disk_bytes, delayed and next_due_ms are current values. A field an older
+/// ferryd does not send is 0.
 struct queue_stats {
   std::uint64_t depth = 0;          ///< stored messages not yet settled
   std::uint64_t in_flight = 0;      ///< deliveries with a live lease
@@ -34,6 +34,8 @@ struct queue_stats {
   std::uint64_t rejected = 0;       ///< REJECTs (a handler's reject_message) that took effect
   std::uint64_t stale_acks = 0;     ///< ACK, NACK or REJECT tokens that settled nothing
   std::uint64_t disk_bytes = 0;     ///< bytes of the queue's log segments
+  std::uint64_t delayed = 0;        ///< messages waiting out a redelivery delay (back-off, NACK's delay)
+  std::uint64_t next_due_ms = 0;    ///< milliseconds until the first delayed message is due (0: none)
   // A topic's subscription ("topic@name") only; 0 for queues.
   std::uint64_t position = 0;           ///< the first seq of the topic it has not settled
   std::uint64_t retention_skipped = 0;  ///< messages the topic's retention deleted before it settled them

@@ -22,6 +22,19 @@ class reject_message : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Throw from a consumer's handler to have the message delivered again no earlier than `delay` from now
+/// ("retry in"), with this reason as its last error. It counts as a failed attempt, like any exception: at
+/// ferryd's --max-attempts the message goes to the dead-letter queue instead. The delay replaces ferryd's
+/// --backoff-ms for this attempt. Throws std::invalid_argument for a delay below 0 or above 24 hours.
+class retry_message : public std::runtime_error {
+ public:
+  retry_message(std::chrono::milliseconds delay, const std::string& reason);
+  [[nodiscard]] std::chrono::milliseconds delay() const noexcept { return delay_; }
+
+ private:
+  std::chrono::milliseconds delay_;
+};
+
 struct consumer_options {
   /// Handler threads. A thread whose handler calls are quick (under 100 µs) takes up to 16 of the
   /// messages waiting at once, its share among the threads, to save locking per message; a slower
@@ -85,7 +98,8 @@ struct consumer_stats {
 
 /// Takes messages of one queue from ferryd and runs `handler` on each, on `threads` threads. A handler
 /// that returns acknowledges the message; one that throws asks for a redelivery (the message goes to the
-/// dead-letter queue after ferryd's --max-attempts); one that throws reject_message dead-letters it now.
+/// dead-letter queue after ferryd's --max-attempts), after ferryd's --backoff-ms or, for retry_message,
+/// after its delay; one that throws reject_message dead-letters it now.
 ///
 /// Guarantee: at least once, made effectively once by the dedup window: a message redelivered to this
 /// consumer after its handler succeeded is acknowledged without running the handler again.

@@ -23,7 +23,7 @@ inline constexpr std::string_view send = "SEND";        // | queue | block (v2),
 inline constexpr std::string_view consume = "CONSUME";  // | queue | msgpack map {prefetch}
 inline constexpr std::string_view cancel = "CANCEL";    // | queue
 inline constexpr std::string_view ack = "ACK";          // | queue | tokens (8 bytes each)
-inline constexpr std::string_view nack = "NACK";        // | queue | token | reason
+inline constexpr std::string_view nack = "NACK";        // | queue | token | reason [| delay_ms]
 inline constexpr std::string_view reject = "REJECT";    // | queue | token | reason
 inline constexpr std::string_view ping = "PING";        // [| queue]
 inline constexpr std::string_view stats = "STATS";      //
@@ -118,6 +118,9 @@ inline bool is_subscription_queue(std::string_view name) noexcept {
 inline bool valid_destination(std::string_view name) noexcept {
   return valid_queue_name(name) || is_subscription_queue(name);
 }
+
+/// A NACK's optional delay frame: 8 bytes, big-endian milliseconds, at most this (24 hours).
+inline constexpr std::uint64_t max_nack_delay_ms = 86'400'000;
 
 inline void put_u64(char* p, std::uint64_t v) noexcept {
   for (int i = 7; i >= 0; --i) *p++ = static_cast<char>(v >> (8 * i));

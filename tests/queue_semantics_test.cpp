@@ -1,0 +1,188 @@
+// Redelivery delays through ferryd in this process: a NACK's delay frame (and the bad ones, refused with
+// the message left in flight), ferry::retry_message in a consumer's handler, and the back-off schedule
+// timed on real deliveries. The queue's own bookkeeping of delays is in queue_test.cpp ("[backoff]").
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "detail/forwarder_protocol.hpp"
+#include "ferry/admin.hpp"
+#include "ferry/consumer.hpp"
+#include "ferry/producer.hpp"
+#include "support/ferryd_client.hpp"
+#include "support/running_forwarder.hpp"
+#include "support/test_support.hpp"
+
+using namespace ferry;
+using ferry::test::queue_stats_of;
+using ferry::test::raw_client;
+using ferry::test::running_forwarder;
+using namespace std::chrono_literals;
+namespace fwd = ferry::detail::fwd;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+ferryd::forwarder_options patient() {
+  ferryd::forwarder_options o;
+  o.heartbeat_timeout = 60s;  // the raw consumers below do not ping
+  return o;
+}
+
+void store(context& ctx, const running_forwarder& fwdr, const std::string& queue,
+           const std::string& payload) {
+  producer p(ctx, fwdr.endpoint);
+  message m(queue, payload);
+  REQUIRE(p.send(m) == send_status::ok);
+  REQUIRE(p.flush(5s));
+}
+
+std::string delay_frame(std::uint64_t ms) {
+  std::string out(8, '\0');
+  fwd::put_u64(out.data(), ms);
+  return out;
+}
+
+// The token of the single message in a DELIVER (protocol v1 frames).
+std::string token_of(const std::vector<std::string>& deliver) {
+  INFO(test::show_frames(deliver));
+  REQUIRE(deliver.size() == 5);
+  REQUIRE(deliver[0] == "DELIVER");
+  return deliver[2];
+}
+
+}  // namespace
+
+TEST_CASE("a NACK's delay frame holds the message back that long, and STATS tells when it is due",
+          "[forwarder][backoff]") {
+  running_forwarder fwdr(patient());
+  context ctx;
+  store(ctx, fwdr, "jobs", "later");
+  raw_client w(fwdr.endpoint);
+  w.send({"CONSUME", "jobs"});
+  REQUIRE(w.receive().at(0) == "CONSUMING");
+  const std::string token = token_of(w.receive());
+  const auto nacked_at = steady::now();
+  w.send({"NACK", "jobs", token, "dependency down", delay_frame(1500)});
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").delayed == 1; }, 5s));
+  const queue_stats st = queue_stats_of(fwdr.endpoint, "jobs");
+  CHECK(st.nacked == 1);
+  CHECK(st.in_flight == 0);
+  CHECK(st.depth == 1);
+  CHECK(st.next_due_ms > 0);
+  CHECK(st.next_due_ms <= 1500);
+
+  const auto again = w.receive(10s);
+  const auto waited = steady::now() - nacked_at;
+  token_of(again);
+  CHECK(waited >= 1500ms);
+  CHECK(waited < 6s);  // due, then delivered on the next 100 ms tick: generous for a loaded machine
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs").delayed == 0);
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs").next_due_ms == 0);
+}
+
+TEST_CASE("a bad NACK delay is refused with bad_frames and the delivery stays in flight",
+          "[forwarder][backoff]") {
+  running_forwarder fwdr(patient());
+  context ctx;
+  store(ctx, fwdr, "jobs", "x");
+  raw_client w(fwdr.endpoint);
+  w.send({"CONSUME", "jobs"});
+  REQUIRE(w.receive().at(0) == "CONSUMING");
+  const std::string token = token_of(w.receive());
+  struct bad {
+    std::string what;
+    std::vector<std::string> frames;
+    std::string says;
+  };
+  const std::vector<bad> cases{
+      {"a 4-byte delay", {"NACK", "jobs", token, "why", std::string(4, '\0')}, "8 bytes"},
+      {"a delay over 24 h",
+       {"NACK", "jobs", token, "why", delay_frame(fwd::max_nack_delay_ms + 1)},
+       "at most"},
+      {"a delay of 2^64-1 ms (a negative number sent unsigned)",
+       {"NACK", "jobs", token, "why", delay_frame(~std::uint64_t{0})},
+       "at most"},
+      {"a REJECT with a delay", {"REJECT", "jobs", token, "why", delay_frame(10)}, "no delay"},
+  };
+  for (const auto& b : cases) {
+    const auto reply = w.exchange(b.frames);
+    INFO(b.what << ": " << test::show_frames(reply));
+    REQUIRE(reply.size() == 3);
+    CHECK(reply[0] == "ERROR");
+    CHECK(reply[1] == "bad_frames");
+    CHECK_THAT(reply[2], Catch::Contains(b.says));
+  }
+  const queue_stats st = queue_stats_of(fwdr.endpoint, "jobs");
+  CHECK(st.in_flight == 1);  // nothing was applied
+  CHECK(st.nacked == 0);
+  CHECK(st.dead_lettered == 0);
+  CHECK(st.rejected == 0);
+  // The token is still good.
+  w.send({"ACK", "jobs", token});
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").depth == 0; }, 5s));
+}
+
+TEST_CASE("retry_message in a handler redelivers after its delay, and a negative delay is refused",
+          "[forwarder][backoff]") {
+  CHECK_THROWS_AS(retry_message(-1ms, "x"), std::invalid_argument);
+  CHECK_THROWS_AS(retry_message(25h, "x"), std::invalid_argument);
+  CHECK(retry_message(0ms, "x").delay() == 0ms);
+
+  running_forwarder fwdr;
+  context ctx;
+  store(ctx, fwdr, "jobs", "job");
+  std::mutex mutex;
+  std::vector<std::pair<std::uint32_t, steady::time_point>> seen;  // attempt, when
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message& m) {
+    {
+      std::lock_guard lock(mutex);
+      seen.emplace_back(m.attempt(), steady::now());
+    }
+    if (m.attempt() == 1) throw retry_message(800ms, "rate limited upstream");
+  });
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").acked == 1; }, 15s));
+  std::lock_guard lock(mutex);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1].first == 2);
+  const auto gap = seen[1].second - seen[0].second;
+  CHECK(gap >= 800ms);
+  CHECK(gap < 6s);
+  CHECK(c.stats().failed == 1);
+}
+
+TEST_CASE("the back-off schedule spaces a failing message's deliveries by attempt, then dead-letters it",
+          "[forwarder][backoff]") {
+  ferryd::forwarder_options o;
+  o.queue.backoff = {300ms, 900ms};
+  o.queue.max_attempts = 4;
+  running_forwarder fwdr(o);
+  context ctx;
+  store(ctx, fwdr, "jobs", "poison");
+  std::mutex mutex;
+  std::vector<steady::time_point> at;
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
+    {
+      std::lock_guard lock(mutex);
+      at.push_back(steady::now());
+    }
+    throw std::runtime_error("still failing");
+  });
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").dead_lettered == 1; }, 20s));
+  std::lock_guard lock(mutex);
+  REQUIRE(at.size() == 4);
+  // After attempt 1: 300 ms; after 2 and 3: 900 ms (the last step repeats). After 4: none, dead-lettered.
+  const std::chrono::milliseconds want[] = {300ms, 900ms, 900ms};
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto gap = at[i + 1] - at[i];
+    INFO("gap after attempt " << i + 1 << ": "
+                              << std::chrono::duration_cast<std::chrono::milliseconds>(gap).count() << " ms");
+    CHECK(gap >= want[i]);
+    CHECK(gap < want[i] + 5s);
+  }
+}
