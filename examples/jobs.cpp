@@ -1,7 +1,9 @@
 // Durable jobs through ferryd: a producer whose every job is confirmed once it is on ferryd's disk, and a
-// consumer of 2 threads that acknowledges each job it handled. Job 7 fails on its first attempt and is
-// delivered again; job 13 is rejected and goes to the dead-letter queue. Exit code 0 only when every other
-// job was handled exactly once and job 13 is the one dead letter.
+// consumer of 2 threads that acknowledges each job it handled. Job 7 fails on its first attempt and asks to
+// be retried in 300 ms (ferry::retry_message: a delayed retry, ferryd holds it back meanwhile); job 13 is
+// rejected and goes to the dead-letter queue. Exit code 0 only when every other job was handled exactly
+// once, job 7 not before its delay, and job 13 is the one dead letter. Failures without a delay of their
+// own wait ferryd's --backoff-ms schedule, if it has one (docs/protocol.md, Redelivery back-off).
 //
 // Needs a running ferryd; the queue is this run's own (jobs-<pid>), so runs do not mix:
 //   mkdir -p /tmp/ferryd && ferryd --data-dir /tmp/ferryd &
@@ -44,13 +46,18 @@ int main(int argc, char** argv) {
   std::mutex mutex;
   std::condition_variable progress;
   std::map<int, int> handled;  // job -> times handled
+  std::chrono::steady_clock::time_point job7_failed{}, job7_done{};
   ferry::consumer consumer(ctx, forwarder, queue,
                            [&](ferry::message& job) {
                              const int n = std::stoi(std::string(job.header("n")));
-                             if (n == 7 && job.attempt() == 1)
-                               throw std::runtime_error("flaky on its first attempt");
+                             if (n == 7 && job.attempt() == 1) {
+                               std::lock_guard lock(mutex);
+                               job7_failed = std::chrono::steady_clock::now();
+                               throw ferry::retry_message(300ms, "payment service busy; retry in 300 ms");
+                             }
                              if (n == 13) throw ferry::reject_message("job 13 can never succeed");
                              std::lock_guard lock(mutex);
+                             if (n == 7) job7_done = std::chrono::steady_clock::now();
                              ++handled[n];
                              progress.notify_all();
                            },
@@ -63,6 +70,8 @@ int main(int argc, char** argv) {
 
   bool ok = handled.size() == jobs - 1 && handled.count(13) == 0;
   for (const auto& [n, times] : handled) ok = ok && times == 1;
+  const auto job7_waited = std::chrono::duration_cast<std::chrono::milliseconds>(job7_done - job7_failed);
+  ok = ok && job7_waited >= 300ms;
   // The dead-letter queue keeps the rejected job with why it got there (once ferryd has it on disk).
   ferry::admin admin(ctx, forwarder);
   ferry::dlq_listing dead = admin.dlq_list(queue);
@@ -72,9 +81,10 @@ int main(int argc, char** argv) {
   }
   ok = ok && dead.messages.size() == 1 && dead.messages[0].payload == "job 13";
   const ferry::consumer_stats st = consumer.stats();
-  std::printf("%d jobs confirmed; %zu handled once, %llu failed and redelivered, %zu in %s", jobs,
-              handled.size(), static_cast<unsigned long long>(st.failed), dead.messages.size(),
-              dead.queue.c_str());
+  std::printf(
+      "%d jobs confirmed; %zu handled once, %llu failed and redelivered (job 7 after %lld ms), %zu in %s",
+      jobs, handled.size(), static_cast<unsigned long long>(st.failed),
+      static_cast<long long>(job7_waited.count()), dead.messages.size(), dead.queue.c_str());
   if (!dead.messages.empty())
     std::printf(" (%s)", dead.messages[0].headers.at("ferry-dead-letter-reason").c_str());
   std::printf("\n%s\n", ok ? "OK" : "FAILED");
