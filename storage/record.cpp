@@ -103,6 +103,7 @@ std::optional<message_record> parse_message(std::string_view body) noexcept {
   if (env_size > body.size() - message_fixed_size) return std::nullopt;
   message_record r;
   r.seq = get_le<std::uint64_t>(b + 8);
+  if (r.seq == 0 || r.seq > max_seq) return std::nullopt;
   r.stored_at_us = get_le<std::int64_t>(b + 16);
   r.id = *message_id::from_bytes({b + 24, 16});
   r.key_hash = get_le<std::uint64_t>(b + 40);
@@ -121,6 +122,8 @@ std::optional<journal_record> parse_journal(std::string_view body) noexcept {
   r.detail = static_cast<std::uint8_t>(b[1]);
   r.value = get_le<std::uint32_t>(b + 4);
   r.seq = get_le<std::uint64_t>(b + 8);
+  // A watermark may name the seq after the last one; a settled run must end inside the seq space.
+  if (r.seq > max_seq + 1 || (r.type == record_type::settle && r.value > max_seq - r.seq)) return std::nullopt;
   return r;
 }
 

@@ -29,6 +29,9 @@ inline constexpr std::size_t message_fixed_size = 48;
 inline constexpr std::size_t journal_body_size = 16;
 /// Larger bodies are treated as corruption when scanning.
 inline constexpr std::uint32_t max_record_body = 1u << 30;
+/// Sequence numbers run from 1 to max_seq (2^62: a million messages a second for 146,000 years). A record
+/// that names a larger one is treated as corruption, so `seq + 1` and a settled run's end never overflow.
+inline constexpr std::uint64_t max_seq = std::uint64_t{1} << 62;
 
 enum class record_type : std::uint8_t {
   message = 1,

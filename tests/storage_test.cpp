@@ -711,3 +711,48 @@ TEST_CASE("a huge gap in a recovered stream settles as one run, and a compacted 
   CHECK(again.low_watermark() == far);
   CHECK(again.settled(far + 999));
 }
+
+TEST_CASE("a record naming a seq past the seq space is damage, and the next seq still follows the log",
+          "[storage]") {
+  // Found by fuzz/storage_fuzz.cpp: a checksummed record with seq 2^64-1 made the stream's next seq wrap
+  // to 0, so the next message stored would have reused seq 1 (and a journal run could end past 2^64).
+  auto body_with_seq = [](std::uint64_t seq) {
+    std::string b;
+    append_message_record(b, seq, 0, message_id::generate(), 0, "e", "p");
+    return b.substr(record_header_size);
+  };
+  CHECK(parse_message(body_with_seq(max_seq)));
+  CHECK_FALSE(parse_message(body_with_seq(max_seq + 1)));
+  CHECK_FALSE(parse_message(body_with_seq(UINT64_MAX)));
+  CHECK_FALSE(parse_message(body_with_seq(0)));
+  test::temp_dir dir;
+  const fs::path qdir = dir.path() / "q";
+  fs::create_directories(qdir);
+  std::string bytes;
+  // As the last records of the last segment (where the fuzzer put it): not live, so not recovered.
+  append_message_record(bytes, 1, 0, message_id::generate(), 0, "env", "a");
+  append_message_record(bytes, 2, 0, message_id::generate(), 0, "env", "b");
+  append_message_record(bytes, UINT64_MAX, 0, message_id::generate(), 0, "env", "bad");
+  std::ofstream(qdir / segment_file_name(1), std::ios::binary) << bytes;
+  std::string journal;
+  append_journal_record(journal, {.type = record_type::settle, .value = 3, .seq = max_seq - 3});  // ends at 2^62
+  append_journal_record(journal, {.type = record_type::settle, .value = 4, .seq = max_seq - 3});  // past it
+  append_journal_record(journal, {.type = record_type::settle, .value = 0, .seq = UINT64_MAX});
+  std::ofstream(qdir / "journal", std::ios::binary) << journal;
+
+  consumer_store store(qdir / "journal");
+  recovery_report journal_report, report;
+  store.replay(journal_report);
+  CHECK(journal_report.problems.size() == 2);
+  stream s(qdir, {});
+  std::vector<std::uint64_t> seqs;
+  s.recover(report, 0, [&](const message_record& rec, const record_location& where) {
+    seqs.push_back(rec.seq);
+    (void)store.recovered(rec, where);
+  });
+  CHECK(seqs == std::vector<std::uint64_t>{1, 2});
+  CHECK(s.next_seq() == 3);
+  s.continue_at(store.finish_recovery(s.next_seq()));
+  CHECK(s.next_seq() == max_seq + 1);  // after the valid run that ends at 2^62, and no wrap
+  CHECK(store.settled(max_seq));
+}
