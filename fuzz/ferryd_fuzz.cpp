@@ -8,6 +8,7 @@
 // process) nor stops answering: after every request a PING naming a queue that cannot exist must get its
 // not_consuming ERROR. ferryd keeps its state from one input to the next (queues, consumers), as a real one
 // does, so a crash may need the inputs before it to reproduce.
+#include <cerrno>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -68,8 +69,7 @@ class ferryd_under_test {
   void request(const std::vector<std::string_view>& frames) {
     for (std::size_t i = 0; i < frames.size(); ++i) {
       const auto more = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-      require(client_.send(zmq::buffer(frames[i].data(), frames[i].size()), more).has_value(),
-              "the request was sent");
+      require(send(zmq::buffer(frames[i].data(), frames[i].size()), more), "the request was sent");
     }
     // A reply may be dropped while this client's pipe is full (ferryd sends with dontwait): ask again.
     for (int tries = 0; tries < 5; ++tries)
@@ -82,19 +82,40 @@ class ferryd_under_test {
   bool synced() {
     const std::string name = "~sync#" + std::to_string(++sync_);
     const std::string quoted = "'" + name + "'";
-    require(client_.send(zmq::buffer(fwd::ping), zmq::send_flags::sndmore).has_value() &&
-                client_.send(zmq::buffer(name), zmq::send_flags::none).has_value(),
+    require(send(zmq::buffer(fwd::ping), zmq::send_flags::sndmore) &&
+                send(zmq::buffer(name), zmq::send_flags::none),
             "the PING was sent");
     for (;;) {
       std::vector<zmq::message_t> reply;
       zmq::message_t part;
       do {
-        if (!client_.recv(part)) return false;  // timed out
+        if (!receive(part)) return false;  // timed out
         reply.push_back(std::move(part));
       } while (reply.back().more());
       if (reply.size() == 3 && reply[0].to_string_view() == fwd::error &&
           reply[2].to_string_view().find(quoted) != std::string_view::npos)
         return true;
+    }
+  }
+
+  // libFuzzer's -timeout watchdog is a SIGALRM every few seconds; a blocking send or receive it
+  // interrupts throws EINTR before it did anything, which is no fault of ferryd's: try again.
+  bool send(zmq::const_buffer frame, zmq::send_flags flags) {
+    for (;;) {
+      try {
+        return client_.send(frame, flags).has_value();
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+    }
+  }
+  bool receive(zmq::message_t& part) {
+    for (;;) {
+      try {
+        return client_.recv(part).has_value();
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
     }
   }
 
