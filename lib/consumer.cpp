@@ -44,6 +44,7 @@ struct work {
 struct pending {
   std::uint64_t first = 0;
   std::vector<std::uint64_t> more;
+  steady::time_point renewed{};  // delivered, or its lease last extended
 };
 
 struct result {
@@ -114,7 +115,10 @@ struct consumer::impl {
   std::uint64_t highest_sequence = 0;  // a topic subscription: the highest sequence number received
   std::vector<message> decoded;        // a v2 DELIVER's messages (reused)
   std::vector<detail::payload_span> payloads;
-  std::vector<message_id> prefetch_ids;  // ids whose dedup window slots are about to be looked up
+  std::vector<message_id> prefetch_ids;              // ids whose dedup window slots are about to be looked up
+  std::chrono::milliseconds lease{0}, max_lease{0};  // from CONSUMING; max_lease 0: no EXTEND
+  steady::time_point next_renewal{};
+  std::string renew_tokens;
 
   std::vector<std::thread> handlers;
   std::thread io;
@@ -458,6 +462,7 @@ struct consumer::impl {
         continue;
       }
       it->second.first = token;
+      it->second.renewed = now;
       if (subscription) {
         highest_sequence = std::max(highest_sequence, w.msg.sequence());
         w.msg.set_topic(subscription->topic);
@@ -492,21 +497,51 @@ struct consumer::impl {
     send_consume();
   }
 
-  static std::chrono::milliseconds announced_heartbeat(std::string_view map) {
+  // Messages held for a third of the lease get a full lease more (checked every sixth of it), so a lease
+  // is renewed at the latest half way through.
+  void renew_leases(steady::time_point now) {
+    if (!options.extend_leases || max_lease.count() == 0 || lease.count() == 0 || in_progress.empty() ||
+        now < next_renewal)
+      return;
+    next_renewal = now + std::max<steady::duration>(std::chrono::milliseconds(10), lease / 6);
+    renew_tokens.clear();
+    char b[8];
+    for (auto& [id, p] : in_progress) {
+      if (now - p.renewed < lease / 3) continue;
+      p.renewed = now;
+      fwd::put_u64(b, p.first);
+      renew_tokens.append(b, 8);
+      for (const std::uint64_t t : p.more) {
+        fwd::put_u64(b, t);
+        renew_tokens.append(b, 8);
+      }
+    }
+    if (renew_tokens.empty()) return;
+    std::vector<zmq::message_t> frames;
+    frames.push_back(frame(fwd::extend));
+    frames.push_back(frame(queue_name));
+    frames.push_back(frame(renew_tokens));
+    fwd::put_u64(b, static_cast<std::uint64_t>(lease.count()));
+    frames.emplace_back(b, 8);
+    send(frames);
+  }
+
+  // A uint field of a MessagePack map (WELCOME, CONSUMING), 0 when absent.
+  static std::uint64_t announced(std::string_view map, std::string_view key) {
     try {
       const msgpack::object_handle oh = msgpack::unpack(map.data(), map.size());
       const msgpack::object& o = oh.get();
-      if (o.type != msgpack::type::MAP) return {};
+      if (o.type != msgpack::type::MAP) return 0;
       for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
         const auto& kv = o.via.map.ptr[i];
         if (kv.key.type == msgpack::type::STR &&
-            std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "heartbeat_ms" &&
+            std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key &&
             kv.val.type == msgpack::type::POSITIVE_INTEGER)
-          return std::chrono::milliseconds(kv.val.via.u64);
+          return kv.val.via.u64;
       }
     } catch (const std::exception&) {
     }
-    return {};
+    return 0;
   }
 
   void handle(std::vector<zmq::message_t>& frames) {
@@ -520,7 +555,12 @@ struct consumer::impl {
       return;
     }
     if (verb == fwd::consuming) {
-      if (frames.size() >= 3) session.adopt_heartbeat(announced_heartbeat(frames[2].to_string_view()));
+      if (frames.size() >= 3) {
+        const std::string_view map = frames[2].to_string_view();
+        session.adopt_heartbeat(std::chrono::milliseconds(announced(map, "heartbeat_ms")));
+        lease = std::chrono::milliseconds(announced(map, "lease_ms"));
+        max_lease = std::chrono::milliseconds(announced(map, "max_lease_ms"));
+      }
       std::lock_guard lock(mutex);
       subscribed = true;
       ready_cv.notify_all();
@@ -548,6 +588,7 @@ struct consumer::impl {
       while (session.receive(frames)) handle(frames);
       take_results();
       flush_acks();
+      renew_leases(now);
       bool end = false;
       {
         std::lock_guard lock(mutex);

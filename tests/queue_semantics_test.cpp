@@ -1,6 +1,7 @@
 // Redelivery delays through ferryd in this process: a NACK's delay frame (and the bad ones, refused with
 // the message left in flight), ferry::retry_message in a consumer's handler, and the back-off schedule
-// timed on real deliveries. The queue's own bookkeeping of delays is in queue_test.cpp ("[backoff]").
+// timed on real deliveries. Lease extension: EXTEND frames (good and bad) and a consumer that keeps a
+// slow handler's message. The queue's own bookkeeping is in queue_test.cpp ("[backoff]", "[extend]").
 
 #include <catch2/catch.hpp>
 
@@ -185,4 +186,107 @@ TEST_CASE("the back-off schedule spaces a failing message's deliveries by attemp
     CHECK(gap >= want[i]);
     CHECK(gap < want[i] + 5s);
   }
+}
+
+// ---- lease extension (EXTEND) ------------------------------------------------------------------------
+
+TEST_CASE("an EXTEND keeps a delivery past its lease, and bad EXTEND frames are refused",
+          "[forwarder][extend]") {
+  ferryd::forwarder_options o = patient();
+  o.queue.lease = 600ms;
+  running_forwarder fwdr(o);
+  context ctx;
+  store(ctx, fwdr, "jobs", "slow");
+  raw_client w(fwdr.endpoint);
+  w.send({"CONSUME", "jobs"});
+  const auto consuming = w.receive();
+  REQUIRE(consuming.at(0) == "CONSUMING");
+  CHECK_THAT(consuming.at(2), Catch::Contains("max_lease_ms"));
+  const std::string token = token_of(w.receive());
+
+  struct bad {
+    std::string what;
+    std::vector<std::string> frames;
+    std::string code;
+  };
+  const std::vector<bad> cases{
+      {"no lease frame", {"EXTEND", "jobs", token}, "bad_frames"},
+      {"a 7-byte token", {"EXTEND", "jobs", token.substr(1), delay_frame(1000)}, "bad_frames"},
+      {"a 4-byte lease", {"EXTEND", "jobs", token, std::string(4, '\0')}, "bad_frames"},
+      {"a lease over 24 h", {"EXTEND", "jobs", token, delay_frame(fwd::max_nack_delay_ms + 1)}, "bad_frames"},
+      {"a queue it does not consume", {"EXTEND", "other", token, delay_frame(1000)}, "not_consuming"},
+  };
+  for (const auto& b : cases) {
+    const auto reply = w.exchange(b.frames);
+    INFO(b.what << ": " << test::show_frames(reply));
+    REQUIRE(reply.size() == 3);
+    CHECK(reply[0] == "ERROR");
+    CHECK(reply[1] == b.code);
+  }
+
+  // Three seconds more from now: it outlives 1.5 s, two and a half of its 600 ms leases.
+  const auto start = steady::now();
+  w.send({"EXTEND", "jobs", token, delay_frame(3000)});
+  std::this_thread::sleep_for(1500ms);
+  queue_stats st = queue_stats_of(fwdr.endpoint, "jobs");
+  if (steady::now() - start < 2900ms) {  // a stalled machine may let even the extended lease run out
+    CHECK(st.in_flight == 1);
+    CHECK(st.expired == 0);
+  }
+  CHECK(st.extended == 1);
+  w.send({"ACK", "jobs", token});
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").depth == 0; }, 5s));
+}
+
+TEST_CASE("a consumer extends the lease of a slow handler's message, so it is delivered once",
+          "[forwarder][extend]") {
+  ferryd::forwarder_options o;
+  o.queue.lease = 600ms;
+  running_forwarder fwdr(o);
+  context ctx;
+  store(ctx, fwdr, "jobs", "two seconds of work");
+  std::atomic<int> handled{0};
+  consumer c(ctx, fwdr.endpoint, "jobs", [&](message&) {
+    ++handled;
+    std::this_thread::sleep_for(2s);
+  });
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").acked == 1; }, 15s));
+  const queue_stats st = queue_stats_of(fwdr.endpoint, "jobs");
+  CHECK(handled == 1);
+  CHECK(st.expired == 0);
+  CHECK(st.delivered == 1);
+  CHECK(st.extended >= 2);  // 2 s held, a lease of 600 ms renewed every ~200-300 ms
+}
+
+TEST_CASE("without extension, or past --max-lease-ms, a slow handler's lease runs out",
+          "[forwarder][extend]") {
+  ferryd::forwarder_options o;
+  o.queue.lease = 400ms;
+  bool extend = true;
+  SECTION("extend_leases off") {
+    extend = false;
+  }
+  SECTION("max_lease of 1 s") {
+    o.queue.max_lease = 1s;
+  }
+  running_forwarder fwdr(o);
+  context ctx;
+  store(ctx, fwdr, "jobs", "three seconds of work");
+  consumer_options co;
+  co.extend_leases = extend;
+  co.threads = 1;
+  std::atomic<int> handled{0};
+  consumer c(
+      ctx, fwdr.endpoint, "jobs",
+      [&](message&) {
+        if (++handled == 1) std::this_thread::sleep_for(3s);
+      },
+      co);
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").expired >= 1; }, 15s));
+  REQUIRE(test::wait_until([&] { return queue_stats_of(fwdr.endpoint, "jobs").depth == 0; }, 15s));
+  const queue_stats st = queue_stats_of(fwdr.endpoint, "jobs");
+  if (extend)
+    CHECK(st.extended >= 1);
+  else
+    CHECK(st.extended == 0);
 }

@@ -469,3 +469,40 @@ TEST_CASE("a delayed message can be purged, and it is listed while it waits", "[
   REQUIRE(got.at("w").size() == 1);
   CHECK(got.at("w")[0].payload == "k2");
 }
+
+// ---- lease extension (EXTEND) ------------------------------------------------------------------------
+
+TEST_CASE("EXTEND moves a lease later, never past max_lease from the delivery and never earlier",
+          "[queue][extend]") {
+  queue_config c;
+  c.lease = 1s;
+  c.max_lease = 5s;
+  harness h(c);
+  h.put("long job");
+  h.commit();
+  h.q->subscribe("w", 1);
+  h.q->subscribe("other", 1);
+  auto got = h.dispatch();
+  const std::string holder = got.count("w") ? "w" : "other";
+  const std::uint64_t token = got.at(holder)[0].token;
+  // Another connection cannot extend it.
+  CHECK(h.q->extend(holder == "w" ? "other" : "w", token, 10s, h.now) == queue::answer::stale);
+  // 3 s more from h.now + 900 ms: the lease now ends at h.now + 3.9 s instead of h.now + 1 s.
+  CHECK(h.q->extend(holder, token, 3s, h.now + 900ms) == queue::answer::settled);
+  h.q->expire_leases(h.now + 3800ms);
+  CHECK(h.q->in_flight() == 1);
+  // A shorter extension does not pull it earlier.
+  CHECK(h.q->extend(holder, token, 100ms, h.now + 1s) == queue::answer::settled);
+  h.q->expire_leases(h.now + 3800ms);
+  CHECK(h.q->in_flight() == 1);
+  // An hour more is capped at max_lease: h.now + 5 s.
+  CHECK(h.q->extend(holder, token, 1h, h.now + 3s) == queue::answer::settled);
+  h.q->expire_leases(h.now + 4900ms);
+  CHECK(h.q->in_flight() == 1);
+  h.q->expire_leases(h.now + 5s);
+  CHECK(h.q->in_flight() == 0);
+  CHECK(h.q->counters().expired == 1);
+  CHECK(h.q->counters().extended == 3);
+  // The expired token extends nothing.
+  CHECK(h.q->extend(holder, token, 1s, h.now + 5s) == queue::answer::stale);
+}

@@ -248,7 +248,7 @@ void forwarder::handle_message(std::vector<zmq::message_t>& frames) {
       {fwd::cancel, &forwarder::on_cancel}, {fwd::hello, &forwarder::on_hello},
       {fwd::stats, &forwarder::on_stats},   {fwd::dlq, &forwarder::on_dlq},
       {fwd::publish, &forwarder::on_send},  {fwd::subscribe, &forwarder::on_subscribe},
-      {fwd::fetch, &forwarder::on_fetch},
+      {fwd::fetch, &forwarder::on_fetch},   {fwd::extend, &forwarder::on_extend},
   };
   const std::string identity(view(frames[0]));
   const std::string_view verb = view(frames[1]);

@@ -107,6 +107,7 @@ class forwarder {
   void on_consume(const std::string& identity, std::vector<zmq::message_t>& frames);  // sessions.cpp
   void on_cancel(const std::string& identity, std::vector<zmq::message_t>& frames);   // sessions.cpp
   void on_answer(const std::string& identity, std::vector<zmq::message_t>& frames);   // sessions.cpp
+  void on_extend(const std::string& identity, std::vector<zmq::message_t>& frames);   // sessions.cpp
   void on_stats(const std::string& identity, std::vector<zmq::message_t>& frames);    // admin.cpp
   void on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames);      // admin.cpp
 

@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ms", lease_ms,
                  "Visibility timeout: a delivery not answered in this time is redelivered")
       ->check(CLI::Range(100, 86'400'000));
+  std::uint64_t max_lease_ms = 3'600'000;
+  app.add_option("--max-lease-ms", max_lease_ms,
+                 "Longest a consumer may hold a delivery by extending its lease (EXTEND), from the delivery")
+      ->check(CLI::Range(100, 604'800'000));
   app.add_option("--max-attempts", max_attempts, "Deliveries before a message goes to <queue>.dlq")
       ->check(CLI::Range(1, 1'000'000));
   std::vector<std::uint64_t> backoff_ms;
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
   o.fsync_interval = std::chrono::milliseconds(fsync_interval_ms);
   o.queue.segment_bytes = segment_mb << 20;
   o.queue.lease = std::chrono::milliseconds(lease_ms);
+  o.queue.max_lease = std::chrono::milliseconds(std::max(max_lease_ms, lease_ms));
   o.queue.max_attempts = max_attempts;
   if (backoff_ms.size() > 100) {
     std::cerr << "ferryd: --backoff-ms takes at most 100 delays (the last one repeats)\n";

@@ -366,6 +366,26 @@ queue::answer queue::reject(const std::string& identity, std::uint64_t token, st
   return answer::unknown;
 }
 
+queue::answer queue::extend(const std::string& identity, std::uint64_t token, std::chrono::milliseconds by,
+                            steady::time_point now) {
+  const auto s = subs_.find(identity);
+  if (s == subs_.end()) return answer::unknown;
+  const auto d = in_flight_.find(token);
+  if (d == in_flight_.end() || d->second.sub != s->second.get()) {
+    // Its lease expired already (the message went back to the queue), or not this connection's. Not a
+    // stale ack: the consumer's answer for it comes later and is counted then.
+    return answer::stale;
+  }
+  delivery& del = d->second;
+  const auto deadline = std::min(now + by, del.limit);
+  if (deadline > del.deadline) {
+    del.deadline = deadline;
+    leases_.emplace(deadline, token);  // the earlier entry is skipped: its deadline no longer matches
+  }
+  ++counters_.extended;
+  return answer::settled;
+}
+
 void queue::expire_leases(steady::time_point now) {
   while (!leases_.empty() && leases_.top().first <= now) {
     const auto [deadline, token] = leases_.top();
@@ -390,7 +410,10 @@ void queue::extend_leases(steady::duration by) {
     moved.emplace(deadline + by, token);
   }
   leases_ = std::move(moved);
-  for (auto& [token, d] : in_flight_) d.deadline += by;
+  for (auto& [token, d] : in_flight_) {
+    d.deadline += by;
+    d.limit += by;
+  }
 }
 
 subscription* queue::best_subscription() {
@@ -463,7 +486,7 @@ void queue::deliver(subscription& sub, const waiting& msg, std::string_view enve
   span.payload_at = span.end - payload.size();
   sub.out_spans.push_back(span);
   const auto deadline = now + config_.lease;
-  in_flight_.emplace(token, delivery{w, &sub, deadline});
+  in_flight_.emplace(token, delivery{w, &sub, deadline, now + std::max(config_.lease, config_.max_lease)});
   leases_.emplace(deadline, token);
   ++sub.unacked;
   if (w.key_hash != 0) keys_[w.key_hash].busy = true;

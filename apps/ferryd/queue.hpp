@@ -55,6 +55,8 @@ using steady = std::chrono::steady_clock;
 struct queue_config {
   std::uint32_t max_attempts = 5;
   std::chrono::milliseconds lease{30'000};
+  // The longest a delivery may be held by extending its lease (EXTEND), counted from the delivery.
+  std::chrono::milliseconds max_lease{3'600'000};
   // Redelivery back-off: after a failed attempt n (1 for the first delivery) the message waits backoff[n-1]
   // (the last entry for later attempts) before it is delivered again. Empty: at once. A NACK's own delay
   // takes its place. With backoff_nack_only, lease expiry and a dead consumer redeliver at once.
@@ -86,6 +88,7 @@ struct queue_counters {
   std::uint64_t refused = 0;
   std::uint64_t stale_acks = 0;
   std::uint64_t rejected = 0;  // REJECTs from consumers
+  std::uint64_t extended = 0;  // leases extended (EXTEND tokens that took effect)
   // Subscriptions: messages the topic's retention deleted before this subscription settled them.
   std::uint64_t retention_skipped = 0;
   // Subscriptions: SUBSCRIBEs whose start lay before the oldest retained message (told so in CONSUMING).
@@ -241,6 +244,10 @@ class queue {
   answer nack(const std::string& identity, std::uint64_t token, std::string reason,
               std::optional<std::chrono::milliseconds> delay = std::nullopt);
   answer reject(const std::string& identity, std::uint64_t token, std::string reason);
+  /// Moves the lease of `token` to `by` from `now`, but never past max_lease from its delivery and never
+  /// earlier than it is. settled: extended (or already at its maximum); stale/unknown: nothing changed.
+  answer extend(const std::string& identity, std::uint64_t token, std::chrono::milliseconds by,
+                steady::time_point now);
 
   /// Hands messages to subscribers with free credit; fills each subscription's out_* fields and appends
   /// attempt records to the journal. Returns the number of deliveries.
@@ -314,6 +321,7 @@ class queue {
     waiting msg;
     subscription* sub = nullptr;
     steady::time_point deadline;
+    steady::time_point limit;  // the latest deadline an EXTEND may set: delivered + max_lease
   };
   struct key_state {
     bool busy = false;        // a message of this key is in flight or being dead-lettered

@@ -125,11 +125,13 @@ void forwarder::send_consuming(const std::string& identity, std::string_view nam
   reply.push_back(frame(fwd::consuming));
   reply.push_back(frame(name));
   reply.push_back(frame(packed([&](auto& pk) {
-    pk.pack_map(4 + extra_fields);
+    pk.pack_map(5 + extra_fields);
     pk.pack("prefetch");
     pk.pack(prefetch);
     pk.pack("lease_ms");
     pk.pack(static_cast<std::uint64_t>(options_.queue.lease.count()));
+    pk.pack("max_lease_ms");  // EXTEND is understood, up to this long from a delivery
+    pk.pack(static_cast<std::uint64_t>(std::max(options_.queue.lease, options_.queue.max_lease).count()));
     pk.pack("heartbeat_ms");
     pk.pack(static_cast<std::uint64_t>(options_.heartbeat_interval.count()));
     pk.pack("instance");
@@ -206,6 +208,28 @@ void forwarder::on_answer(const std::string& identity, std::vector<zmq::message_
       (void)q.reject(identity, fwd::get_u64(tokens), std::move(reason));
     }
   }
+}
+
+void forwarder::on_extend(const std::string& identity, std::vector<zmq::message_t>& frames) {
+  // EXTEND | queue | tokens (8 bytes each) | lease_ms (8 bytes, big-endian)
+  if (frames.size() != 5 || frames[3].size() % fwd::token_size != 0 || frames[4].size() != 8 ||
+      fwd::get_u64(static_cast<const char*>(frames[4].data())) > fwd::max_nack_delay_ms) {
+    ++malformed_frames_;
+    return send_error(identity, fwd::code::bad_frames,
+                      "EXTEND needs: queue, tokens (8 bytes each), and the lease wanted from now in "
+                      "milliseconds (8 bytes, big-endian, at most 86400000)");
+  }
+  queue_slot* slot = find_queue(view(frames[2]));
+  if (slot == nullptr || !slot->q->has_subscriber(identity)) {
+    return send_error(identity, fwd::code::not_consuming,
+                      fmt::format("this connection is not consuming queue '{}'; send CONSUME again",
+                                  printable(view(frames[2]))));
+  }
+  const std::chrono::milliseconds by(fwd::get_u64(static_cast<const char*>(frames[4].data())));
+  const char* tokens = static_cast<const char*>(frames[3].data());
+  const auto now = steady::now();
+  for (std::size_t i = 0; i < frames[3].size(); i += fwd::token_size)
+    (void)slot->q->extend(identity, fwd::get_u64(tokens + i), by, now);
 }
 
 void forwarder::dispatch_all(steady::time_point now) {

@@ -49,6 +49,13 @@ struct consumer_options {
   std::optional<dedup_options> dedup = dedup_options{.max_ids = 100'000, .max_age = std::chrono::minutes(2)};
   /// How often ferryd is pinged. ferryd declares a consumer dead after its --heartbeat-timeout-ms.
   std::chrono::milliseconds heartbeat_interval{1000};
+  /// Keeps the lease of every message this consumer holds (being handled, or waiting for a handler thread)
+  /// from running out: once a third of ferryd's --lease-ms has passed it asks for a full lease more
+  /// (EXTEND), up to ferryd's --max-lease-ms from the delivery. So a handler slower than the lease keeps its
+  /// message while this consumer is alive, and a consumer that dies stops extending: its messages go to
+  /// others at the heartbeat timeout. false: a handler that outlasts the lease sees its message delivered
+  /// again elsewhere. Needs a ferryd that tells max_lease_ms in CONSUMING (older ones: no extension).
+  bool extend_leases = true;
   decode_limits limits;
   socket_options socket;
 };

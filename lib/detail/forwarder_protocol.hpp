@@ -25,6 +25,7 @@ inline constexpr std::string_view cancel = "CANCEL";    // | queue
 inline constexpr std::string_view ack = "ACK";          // | queue | tokens (8 bytes each)
 inline constexpr std::string_view nack = "NACK";        // | queue | token | reason [| delay_ms]
 inline constexpr std::string_view reject = "REJECT";    // | queue | token | reason
+inline constexpr std::string_view extend = "EXTEND";    // | queue | tokens (8 bytes each) | lease_ms
 inline constexpr std::string_view ping = "PING";        // [| queue]
 inline constexpr std::string_view stats = "STATS";      //
 inline constexpr std::string_view dlq = "DLQ";          // | queue | op | msgpack map

@@ -58,7 +58,7 @@ inline constexpr std::array<forwarder_field, 7> forwarder_fields{{
      field_kind::counter, "frames", &forwarder_stats::malformed_frames, "rejected_frames"},
 }};
 
-inline constexpr std::array<queue_field, 21> queue_fields{{
+inline constexpr std::array<queue_field, 22> queue_fields{{
     {"depth", "depth", "stored messages not yet settled (waiting, in flight, parked or being dead-lettered)",
      field_kind::gauge, "messages", &queue_stats::depth},
     {"in_flight", "in flight", "deliveries with a live lease", field_kind::gauge, "messages",
@@ -93,6 +93,8 @@ inline constexpr std::array<queue_field, 21> queue_fields{{
      field_kind::gauge, "messages", &queue_stats::delayed},
     {"next_due_ms", "next due in ms", "milliseconds until the first delayed message is due; 0 when none",
      field_kind::gauge, "milliseconds", &queue_stats::next_due_ms},
+    {"extended", "extended", "lease extensions that took effect (EXTEND: consumers still working)",
+     field_kind::counter, "extensions", &queue_stats::extended},
     {"position", "position", "a topic's subscription: the first seq of the topic it has not settled",
      field_kind::gauge, "seq", &queue_stats::position},
     {"retention_skipped", "retention loss",
