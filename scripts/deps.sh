@@ -6,7 +6,7 @@ set -euo pipefail
 ferry_packages=(
   build-essential cmake pkg-config ccache
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev catch2 libxxhash-dev
-  libcli11-dev libspdlog-dev
+  libcli11-dev libspdlog-dev libcpp-httplib-dev
   python3 python3-zmq python3-msgpack
 )
 

@@ -25,6 +25,7 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
   st.fsyncs = cc.syncs;
   st.fsync_seconds = static_cast<double>(cc.sync_ns) / 1e9;
   st.malformed_frames = malformed_frames_;
+  st.disk_full = disk_full(steady::now()) ? 1 : 0;
   for (auto& slot : queues_) {
     const queue& q = *slot.q;
     if (slot.retired) continue;

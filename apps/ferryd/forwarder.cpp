@@ -62,6 +62,8 @@ forwarder::forwarder(forwarder_options options)
       throw startup_error(exit_endpoint, e.what());
     }
   }
+  local_endpoint_ = fmt::format("inproc://ferryd-{:016x}", instance_);
+  router_.bind(local_endpoint_);
   if (!options_.feed.empty()) {
     socket_options fo;
     fo.linger = std::chrono::milliseconds(0);  // the feed is at most once: repair reads the log

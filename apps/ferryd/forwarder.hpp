@@ -57,6 +57,10 @@ class forwarder {
   void stop() noexcept;
 
   [[nodiscard]] const std::vector<std::string>& bound() const noexcept { return bound_; }
+  /// An inproc endpoint of the same socket, for clients in this process made from context() (the
+  /// metrics endpoint's STATS requests): no port, no security to set up.
+  [[nodiscard]] const std::string& local_endpoint() const noexcept { return local_endpoint_; }
+  [[nodiscard]] context& local_context() noexcept { return ctx_; }
   /// The live feed's endpoints, as bound (empty without forwarder_options::feed).
   [[nodiscard]] const std::vector<std::string>& feed_bound() const noexcept { return feed_bound_; }
 
@@ -161,6 +165,7 @@ class forwarder {
   data_dir_lock lock_;
   std::uint64_t instance_;
   context ctx_;
+  std::string local_endpoint_;
   zmq::socket_t router_;
   std::vector<std::string> bound_;
   std::optional<zmq::socket_t> feed_;  // with forwarder_options::feed

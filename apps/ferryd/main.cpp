@@ -5,11 +5,13 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "config_errors.hpp"
 #include "detail/log.hpp"
 #include "ferry/log.hpp"
 #include "forwarder.hpp"
+#include "metrics_http.hpp"
 
 namespace {
 
@@ -104,6 +106,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-parked", max_parked, "Most messages held back per queue behind a busy key");
   app.add_option("--min-free-mb", min_free_mb,
                  "Refuse (disk_full) when the data directory has less free space");
+  std::string metrics_listen;
+  app.add_option("--metrics", metrics_listen,
+                 "Serve Prometheus metrics on http://HOST:PORT/metrics and health on /healthz (e.g. "
+                 "127.0.0.1:9464); off by default");
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (default: $FERRY_LOG_LEVEL, else info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -180,7 +186,18 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {
+    // The metrics endpoint listens first, so /healthz says "recovering" while the forwarder recovers; it
+    // stops using the forwarder before the forwarder goes.
+    std::optional<metrics_http> metrics;
+    if (!metrics_listen.empty()) metrics.emplace(metrics_listen);
     forwarder f(o);
+    if (metrics) metrics->attach(f.local_context(), f.local_endpoint());
+    struct detach_first {
+      std::optional<metrics_http>& m;
+      ~detach_first() {
+        if (m) m->detach();
+      }
+    } guard{metrics};
     return f.run();
   } catch (const startup_error& e) {
     ferry::detail::logger().error("{}", e.what());

@@ -73,6 +73,7 @@ struct forwarder_stats {
   std::uint64_t fsyncs = 0;            ///< fdatasync calls made by the commit thread
   double fsync_seconds = 0;            ///< total seconds spent in those calls
   std::uint64_t malformed_frames = 0;  ///< malformed input dropped (bad envelopes, frame counts, verbs)
+  std::uint64_t disk_full = 0;  ///< 1 while producers are refused with disk_full (low space, a failed write)
   std::map<std::string, queue_stats> queues;  ///< every queue ferryd knows, dead-letter queues included
   std::map<std::string, topic_stats> topics;  ///< every durable topic
 

@@ -40,7 +40,7 @@ struct queue_field {
 };
 
 // In the order `ferry stats` shows them. The STATS map also has "queues": queue name -> queue fields.
-inline constexpr std::array<forwarder_field, 7> forwarder_fields{{
+inline constexpr std::array<forwarder_field, 8> forwarder_fields{{
     {"server", "server", "ferryd and its version, \"ferryd <version>\"", field_kind::info, "text",
      &forwarder_stats::server},
     {"instance", "instance", "random number drawn at each start; a change means ferryd restarted",
@@ -56,6 +56,10 @@ inline constexpr std::array<forwarder_field, 7> forwarder_fields{{
     {"malformed_frames", "malformed frames",
      "malformed input dropped: bad envelopes, wrong frame counts or sizes, unknown verbs, bad option maps",
      field_kind::counter, "frames", &forwarder_stats::malformed_frames, "rejected_frames"},
+    {"disk_full", "disk full",
+     "1 while producers are refused with disk_full (free space under --min-free-mb, or a "
+     "failed write); else 0",
+     field_kind::gauge, "flag", &forwarder_stats::disk_full},
 }};
 
 inline constexpr std::array<queue_field, 22> queue_fields{{
