@@ -123,7 +123,8 @@ std::optional<journal_record> parse_journal(std::string_view body) noexcept {
   r.value = get_le<std::uint32_t>(b + 4);
   r.seq = get_le<std::uint64_t>(b + 8);
   // A watermark may name the seq after the last one; a settled run must end inside the seq space.
-  if (r.seq > max_seq + 1 || (r.type == record_type::settle && r.value > max_seq - r.seq)) return std::nullopt;
+  if (r.seq > max_seq + 1 || (r.type == record_type::settle && r.value > max_seq - r.seq))
+    return std::nullopt;
   return r;
 }
 

@@ -735,7 +735,8 @@ TEST_CASE("a record naming a seq past the seq space is damage, and the next seq 
   append_message_record(bytes, UINT64_MAX, 0, message_id::generate(), 0, "env", "bad");
   std::ofstream(qdir / segment_file_name(1), std::ios::binary) << bytes;
   std::string journal;
-  append_journal_record(journal, {.type = record_type::settle, .value = 3, .seq = max_seq - 3});  // ends at 2^62
+  append_journal_record(journal,
+                        {.type = record_type::settle, .value = 3, .seq = max_seq - 3});  // ends at 2^62
   append_journal_record(journal, {.type = record_type::settle, .value = 4, .seq = max_seq - 3});  // past it
   append_journal_record(journal, {.type = record_type::settle, .value = 0, .seq = UINT64_MAX});
   std::ofstream(qdir / "journal", std::ios::binary) << journal;
