@@ -1,6 +1,7 @@
 """The suite: every case scripts/bench.sh runs. Add cases here."""
 
-from .model import Case, FERRY, RAW1, RAW3, FERRY_D, RAW_D, REDIS, NATS, NATS_SYNC, FERRY_T, FERRY_Q, FERRY_T_NONE
+from .model import (Case, FERRY, RAW1, RAW3, FERRY_D, RAW_D, REDIS, NATS, NATS_SYNC, FERRY_T, FERRY_Q, FERRY_T_NONE,
+                    FERRY_M, FERRY_NO_M)
 from .runners import (run_durable_e2e, run_durable_produce, run_lat, run_memory, run_recovery, run_replay,
                       run_thr)
 
@@ -88,6 +89,16 @@ CASES = [
          {"quick": lambda size: 20_000, "full": lambda size: 1_000_000},
          "8 producer processes publishing to a topic with 100 durable subscriptions nobody reads vs none; "
          "ferryd's RSS growth over the run in the info", params={"producers": 8, "idle_subscriptions": 100}),
+    # Issue 10: the cost of monitoring. ferryd with --metrics, /metrics fetched every second during the run,
+    # against the same ferryd without it (and the raw baseline), each on a fresh server.
+    Case("metrics-produce-8", "durable_produce", ["tcp"], [256], [FERRY_M, FERRY_NO_M, RAW_D], run_durable_produce,
+         {"quick": lambda size: 20_000, "full": lambda size: 1_000_000},
+         "8 producer processes -> ferryd with --metrics scraped every 1 s vs without; info counts the scrapes",
+         params={"producers": 8}),
+    Case("metrics-e2e", "durable_e2e", ["tcp"], [256], [FERRY_M, FERRY_NO_M, RAW_D], run_durable_e2e,
+         {"quick": lambda size: 20_000, "full": lambda size: 500_000},
+         "durable-e2e's setup, ferryd with --metrics scraped every 1 s vs without",
+         params={"producers": 2, "threads": 2, "prefetch": 1024}),
     Case("recovery", "recovery", ["tcp"], [256], [FERRY_D, RAW_D], run_recovery,
          {"quick": lambda size: 50_000, "full": lambda size: 1_000_000},
          "fill with unsettled messages, SIGTERM, time a new server from spawn to ready (warm page cache)",

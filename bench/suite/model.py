@@ -63,6 +63,9 @@ NATS_SYNC = Variant("nats js (sync always)", "nats-sync", "nats_sync_", "_nats_s
 FERRY_T = Variant("ferry topic", "ferry-topic", "")
 FERRY_Q = Variant("ferry queue", "ferry", "queue_", "_queue")
 FERRY_T_NONE = Variant("ferry topic, no subscription", "ferry-topic", "none_", "_none")
+# Issue 10: ferryd with --metrics, scraped every second (the subject), next to the same ferryd without it.
+FERRY_M = Variant("ferry, /metrics scraped every 1 s", "ferry-metrics", "")
+FERRY_NO_M = Variant("ferry, no metrics", "ferry", "off_", "_off")
 
 
 @dataclass

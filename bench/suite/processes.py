@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 from .model import BenchError
 
@@ -147,8 +148,39 @@ class Server:
                     out[key] = int(value.split()[0]) / 1024
         return out.get("VmHWM", 0.0), out.get("VmRSS", 0.0)
 
+    def start_scraper(self, url, interval_s):
+        """GETs `url` at once and every `interval_s` on a thread of its own until stop(), as a Prometheus
+        server does."""
+        self.scrapes = 0
+        self.scrape_errors = 0
+        self._scraping = threading.Event()
+
+        def scrape():
+            while True:  # at once, then every interval_s
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        body = r.read()
+                        if r.status == 200 and b"ferry_build_info" in body:
+                            self.scrapes += 1
+                        else:
+                            self.scrape_errors += 1
+                except OSError:
+                    self.scrape_errors += 1
+                if self._scraping.wait(interval_s):
+                    return
+
+        self._scraper = threading.Thread(target=scrape, daemon=True)
+        self._scraper.start()
+
+    def stop_scraper(self):
+        if getattr(self, "_scraper", None) is not None:
+            self._scraping.set()
+            self._scraper.join(10)
+            self._scraper = None
+
     def stop(self, timeout=60):
         """SIGTERM and wait: a clean shutdown, as an operator does it."""
+        self.stop_scraper()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -166,15 +198,25 @@ class Server:
             self.proc.wait()
 
 
-def start_ferryd(settings, data_dir, timeout=120):
-    srv = Server([os.path.join(settings["apps"], "ferryd", "ferryd"), "--data-dir", data_dir,
-                  "--bind", "tcp://127.0.0.1:*", "--log-level", "info"],
-                 lambda line: line.rstrip().endswith("] ready"), timeout, "ferryd")
+def start_ferryd(settings, data_dir, timeout=120, metrics=False):
+    """ferryd on a free port; with `metrics`, also --metrics on a free port and a thread scraping /metrics
+    every second until stop() (srv.scrapes counts the answers, srv.scrape_errors the failures)."""
+    argv = [os.path.join(settings["apps"], "ferryd", "ferryd"), "--data-dir", data_dir,
+            "--bind", "tcp://127.0.0.1:*", "--log-level", "info"]
+    if metrics:
+        argv += ["--metrics", "127.0.0.1:0"]
+    srv = Server(argv, lambda line: line.rstrip().endswith("] ready"), timeout, "ferryd")
     m = srv.find(r"listening on (tcp://\S+)")
     if not m:
         srv.kill()
         raise BenchError("ferryd did not say where it listens")
     srv.endpoint = m.group(1)
+    if metrics:
+        m = srv.find(r"metrics on (http://\S+/metrics)")
+        if not m:
+            srv.kill()
+            raise BenchError("ferryd did not say where it serves metrics")
+        srv.start_scraper(m.group(1), 1.0)
     return srv
 
 
@@ -216,8 +258,8 @@ def start_nats(settings, data_dir, synced, timeout=60):
 
 
 def start_server(variant, settings, data_dir, raw_extra=()):
-    if variant.impl in ("ferry", "ferry-topic"):
-        return start_ferryd(settings, data_dir)
+    if variant.impl in ("ferry", "ferry-topic", "ferry-metrics"):
+        return start_ferryd(settings, data_dir, metrics=variant.impl == "ferry-metrics")
     if variant.impl == "raw":
         return start_raw_server(settings, data_dir, extra=raw_extra)
     if variant.impl == "redis":
@@ -234,8 +276,8 @@ def durable_client(variant, settings, role, endpoint, count, size, producers, ex
     if variant.impl == "ferry-topic":
         return [os.path.join(settings["bin"], "bench_durable"), "--impl=ferry", "--topic",
                 f"--forwarder={endpoint}"] + common
-    if variant.impl in ("ferry", "raw"):
-        return [os.path.join(settings["bin"], "bench_durable"), f"--impl={variant.impl}",
+    if variant.impl in ("ferry", "ferry-metrics", "raw"):
+        return [os.path.join(settings["bin"], "bench_durable"), "--impl=" + variant.impl.replace("-metrics", ""),
                 f"--forwarder={endpoint}"] + common
     system = "redis" if variant.impl == "redis" else "nats"
     return [os.path.join(settings["bin"], "bench_peers"), f"--system={system}", f"--server={endpoint}"] + common

@@ -88,7 +88,15 @@ def run_durable_produce(case, variant, transport, size, settings):
             srv.stop()
     return {"msgs_per_s": j["msgs_per_s"], "cpu_ns_per_msg": j["client_cpu_ns_per_msg"] + server_cpu / count,
             "info": {"server_rss_start_mib": round(rss0, 1), "server_rss_end_mib": round(rss1, 1),
-                     "server_rss_growth_mib": round(rss1 - rss0, 1), "idle_subscriptions": idle}}
+                     "server_rss_growth_mib": round(rss1 - rss0, 1), "idle_subscriptions": idle,
+                     **scrape_info(srv)}}
+
+
+def scrape_info(srv):
+    """How often a ferryd with --metrics was scraped during the run (nothing for other servers)."""
+    if not hasattr(srv, "scrapes"):
+        return {}
+    return {"metrics_scrapes": srv.scrapes, "metrics_scrape_errors": srv.scrape_errors}
 
 
 def run_replay(case, variant, transport, size, settings):
@@ -114,7 +122,7 @@ def run_durable_e2e(case, variant, transport, size, settings):
     variant that cannot keep up with it reports no latency (its figures would measure a growing backlog)."""
     count = case.counts[settings["mode"]](size)
     extra = [f"--threads={case.params['threads']}"]
-    if variant.impl in ("ferry", "ferry-topic", "raw"):
+    if variant.impl in ("ferry", "ferry-metrics", "ferry-topic", "raw"):
         extra.append(f"--prefetch={case.params['prefetch']}")
     if variant.impl == "ferry-topic":
         extra.append(f"--subscriptions={case.params.get('subscriptions', 1)}")
@@ -128,6 +136,7 @@ def run_durable_e2e(case, variant, transport, size, settings):
             server_cpu = srv.cpu_ns() - cpu0
         finally:
             srv.stop()
+    flat_scrapes = scrape_info(srv)
     # The case's first flat-out run (ferry's: repetition 1 starts with the first variant) sets the paced
     # rate for every variant and repetition.
     rates = settings.setdefault("paced_rate", {})
@@ -147,7 +156,7 @@ def run_durable_e2e(case, variant, transport, size, settings):
                                         "publish_msgs_per_s": round(flat["produce_msgs_per_s"]),
                                         "per_subscription_vs_publish": round(
                                             flat["msgs_per_s"] / flat["produce_msgs_per_s"], 3)
-                                        if flat["produce_msgs_per_s"] else 0}}
+                                        if flat["produce_msgs_per_s"] else 0, **flat_scrapes}}
     if paced["msgs_per_s"] >= 0.95 * rate:
         out.update({m: paced[m] for m in ("p50_us", "p99_us", "p999_us")})
     else:
