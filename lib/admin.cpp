@@ -123,13 +123,26 @@ struct admin::impl {
   }
 
   // The reply map of a DLQ operation.
-  msgpack::object_handle dlq(const std::string& queue, std::string_view op, std::uint64_t limit,
+  msgpack::object_handle dlq(const std::string& queue, std::string_view op, const dlq_filter& filter,
                              milliseconds timeout) {
     msgpack::sbuffer options;
     msgpack::packer<msgpack::sbuffer> pk(options);
-    pk.pack_map(1);
+    const bool bounded = filter.before_seq != ~0ull;
+    pk.pack_map(1 + (filter.from_seq != 0 ? 1 : 0) + (bounded ? 1 : 0) + (filter.reason.empty() ? 0 : 1));
     pk.pack("limit");
-    pk.pack(limit);
+    pk.pack(filter.limit);
+    if (filter.from_seq != 0) {
+      pk.pack("from");
+      pk.pack(filter.from_seq);
+    }
+    if (bounded) {
+      pk.pack("before");
+      pk.pack(filter.before_seq);
+    }
+    if (!filter.reason.empty()) {
+      pk.pack("reason");
+      pk.pack(filter.reason);
+    }
     std::vector<zmq::message_t> request;
     request.emplace_back(fwd::dlq.data(), fwd::dlq.size());
     request.emplace_back(queue.data(), queue.size());
@@ -168,13 +181,31 @@ forwarder_stats admin::stats(milliseconds timeout) {
   return std::move(*stats);
 }
 
+namespace {
+
+dlq_position position_of(const msgpack::object& root, const dlq_filter& filter) {
+  dlq_position at;
+  const msgpack::object* next = rd::find(root, "next");
+  at.next_seq = next != nullptr ? rd::u64(next) : filter.from_seq;
+  const msgpack::object* more = rd::find(root, "more");
+  at.more = more != nullptr && more->type == msgpack::type::BOOLEAN && more->via.boolean;
+  return at;
+}
+
+}  // namespace
+
 dlq_listing admin::dlq_list(const std::string& queue, std::uint64_t limit, milliseconds timeout) {
-  const msgpack::object_handle oh = impl_->dlq(queue, "list", limit, timeout);
+  return dlq_list(queue, dlq_filter{.limit = limit}, timeout);
+}
+
+dlq_listing admin::dlq_list(const std::string& queue, const dlq_filter& filter, milliseconds timeout) {
+  const msgpack::object_handle oh = impl_->dlq(queue, "list", filter, timeout);
   const msgpack::object& root = oh.get();
   dlq_listing out;
   out.queue = std::string(rd::text(rd::find(root, "queue")));
   if (out.queue.empty()) out.queue = queue + std::string(fwd::dlq_suffix);
   out.depth = rd::u64(rd::find(root, "depth"));
+  out.position = position_of(root, filter);
   const msgpack::object* messages = rd::find(root, "messages");
   if (messages == nullptr || messages->type != msgpack::type::ARRAY) return out;
   out.messages.reserve(messages->via.array.size);
@@ -196,11 +227,23 @@ dlq_listing admin::dlq_list(const std::string& queue, std::uint64_t limit, milli
 }
 
 std::uint64_t admin::dlq_replay(const std::string& queue, std::uint64_t limit, milliseconds timeout) {
-  return rd::u64(rd::find(impl_->dlq(queue, "replay", limit, timeout).get(), "replayed"));
+  return dlq_replay(queue, dlq_filter{.limit = limit}, timeout).done;
 }
 
 std::uint64_t admin::dlq_purge(const std::string& queue, std::uint64_t limit, milliseconds timeout) {
-  return rd::u64(rd::find(impl_->dlq(queue, "purge", limit, timeout).get(), "purged"));
+  return dlq_purge(queue, dlq_filter{.limit = limit}, timeout).done;
+}
+
+dlq_result admin::dlq_replay(const std::string& queue, const dlq_filter& filter, milliseconds timeout) {
+  const msgpack::object_handle oh = impl_->dlq(queue, "replay", filter, timeout);
+  return {rd::u64(rd::find(oh.get(), "replayed")), rd::u64(rd::find(oh.get(), "depth")),
+          rd::u64(rd::find(oh.get(), "end")), position_of(oh.get(), filter)};
+}
+
+dlq_result admin::dlq_purge(const std::string& queue, const dlq_filter& filter, milliseconds timeout) {
+  const msgpack::object_handle oh = impl_->dlq(queue, "purge", filter, timeout);
+  return {rd::u64(rd::find(oh.get(), "purged")), rd::u64(rd::find(oh.get(), "depth")),
+          rd::u64(rd::find(oh.get(), "end")), position_of(oh.get(), filter)};
 }
 
 }  // namespace ferry

@@ -297,6 +297,57 @@ TEST_CASE("admin: DLQ list, replay and purge send their request and decode the a
                                                {"DLQ", "jobs", "purge", limit(100)}});
 }
 
+TEST_CASE("admin: a DLQ filter is sent as from, before and reason, and the answer says where to go on",
+          "[admin]") {
+  context ctx;
+  fake_ferryd fake(ctx, [&](const frames& r) -> frames {
+    if (r.size() < 3 || r[0] != "DLQ") return {"ERROR", "bad_frames", "DLQ needs more"};
+    return {"DLQ", packed([&](auto& pk) {
+              pk.pack_map(5);
+              pk.pack(r[2] == "purge" ? "purged" : "replayed");
+              pk.pack(3);
+              pk.pack("depth");
+              pk.pack(17);
+              pk.pack("end");
+              pk.pack(40);
+              pk.pack("next");
+              pk.pack(25);
+              pk.pack("more");
+              pk.pack(r[2] == "purge");
+            })};
+  });
+  admin a(ctx, fake_ferryd::endpoint);
+  const dlq_result replayed =
+      a.dlq_replay("jobs", dlq_filter{.limit = 3, .from_seq = 9, .before_seq = 40, .reason = "timeout"});
+  CHECK(replayed.done == 3);
+  CHECK(replayed.depth == 17);
+  CHECK(replayed.end_seq == 40);
+  CHECK(replayed.position.next_seq == 25);
+  CHECK_FALSE(replayed.position.more);
+  const dlq_result purged = a.dlq_purge("jobs", dlq_filter{.limit = 5});
+  CHECK(purged.done == 3);
+  CHECK(purged.position.more);
+
+  const std::string full = packed([](auto& pk) {
+    pk.pack_map(4);
+    pk.pack("limit");
+    pk.pack(3);
+    pk.pack("from");
+    pk.pack(9);
+    pk.pack("before");
+    pk.pack(40);
+    pk.pack("reason");
+    pk.pack("timeout");
+  });
+  const std::string bare = packed([](auto& pk) {
+    pk.pack_map(1);
+    pk.pack("limit");
+    pk.pack(5);
+  });
+  CHECK(fake.requests() ==
+        std::vector<frames>{{"DLQ", "jobs", "replay", full}, {"DLQ", "jobs", "purge", bare}});
+}
+
 TEST_CASE("admin: ERROR, silence and bytes that do not decode are ferry::errors that say what to check",
           "[admin]") {
   context ctx;

@@ -1,10 +1,14 @@
 // ferry dlq (list, replay, purge) and ferry stats: administering ferryd through ferry::admin. stats
 // prints the fields of the STATS schema (lib/detail/stats_schema.hpp), text and JSON alike.
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +61,9 @@ void append_number(std::string& out, double value) {
 struct dlq_flags {
   forwarder_flags where;
   std::int64_t limit = 100;
+  bool all = false;
+  std::string reason;
+  std::string rate;  // "N" or "N/s"; "" unpaced
   std::int64_t timeout_ms = default_admin_timeout_ms;
   std::string format = "text";
 };
@@ -124,8 +131,9 @@ int run_dlq_list(const dlq_flags& f) {
   check_forwarder_flags(f.where, queue_use::dlq);
   ferry::context ctx;
   ferry::admin admin(ctx, f.where.forwarder);
-  const ferry::dlq_listing listing =
-      admin.dlq_list(f.where.queue, static_cast<std::uint64_t>(f.limit), milliseconds(f.timeout_ms));
+  const ferry::dlq_listing listing = admin.dlq_list(
+      f.where.queue, ferry::dlq_filter{.limit = static_cast<std::uint64_t>(f.limit), .reason = f.reason},
+      milliseconds(f.timeout_ms));
   std::string out;
   for (const auto& d : listing.messages) append_dead_letter(out, d, listing.queue, f.format == "json");
   write_stdout(out);
@@ -138,15 +146,96 @@ int run_dlq_list(const dlq_flags& f) {
 
 enum class dlq_change { replay, purge };
 
+// --rate: "N" or "N/s", N from 1 to 1,000,000 messages a second.
+double parse_rate(const std::string& text) {
+  std::string_view digits(text);
+  if (digits.size() > 2 && digits.substr(digits.size() - 2) == "/s") digits.remove_suffix(2);
+  std::uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size() || n < 1 || n > 1'000'000)
+    throw usage_error("--rate: '" + text +
+                      "' is not a rate; give messages per second, 1 to 1000000 (e.g. 100/s)");
+  return static_cast<double>(n);
+}
+
+// Replay or purge: one request per step, each going on where the last stopped (so a dead letter is looked
+// at once, and ones that come back while it runs are left for next time), paced by --rate. Prints the
+// count on stdout; progress on stderr each second once it has run a second.
 int run_dlq_change(const dlq_flags& f, dlq_change op) {
   check_forwarder_flags(f.where, queue_use::dlq);
+  const double rate = f.rate.empty() ? 0 : parse_rate(f.rate);
+  // SIGINT and SIGTERM stop it between two requests: blocked before any thread exists (the context's
+  // threads inherit the mask), taken while it waits.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  const auto take_signal = [&](std::chrono::steady_clock::duration wait) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(wait, {})).count();
+    const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    return sigtimedwait(&stop_signals, nullptr, &ts);  // the signal, or -1
+  };
+
   ferry::context ctx;
   ferry::admin admin(ctx, f.where.forwarder);
-  const auto limit = static_cast<std::uint64_t>(f.limit);
-  const std::uint64_t done = op == dlq_change::replay
-                                 ? admin.dlq_replay(f.where.queue, limit, milliseconds(f.timeout_ms))
-                                 : admin.dlq_purge(f.where.queue, limit, milliseconds(f.timeout_ms));
+  const std::uint64_t total = f.all ? ~0ull : static_cast<std::uint64_t>(f.limit);
+  // Paced: about ten requests a second, so the rate holds within a tenth of a second.
+  const std::uint64_t step =
+      rate > 0 ? std::clamp<std::uint64_t>(static_cast<std::uint64_t>(rate / 10), 1, 100'000) : 1'000'000;
+  const char* verb = op == dlq_change::replay ? "replayed" : "purged";
+  const std::string dlq_name = f.where.queue + ".dlq";
+  ferry::dlq_filter filter{.reason = f.reason};
+  std::uint64_t done = 0;
+  std::uint64_t depth = 0;
+  int signal = -1;
+  const auto start = std::chrono::steady_clock::now();
+  auto reported = start;
+  bool first = true;
+  try {
+    while (done < total) {
+      if (rate > 0) {
+        // The next one may go when `done` of them have taken their share of the time.
+        const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                     std::chrono::duration<double>(static_cast<double>(done) / rate));
+        signal = take_signal(due - std::chrono::steady_clock::now());
+      } else {
+        signal = take_signal({});
+      }
+      if (signal > 0) break;
+      filter.limit = std::min(total - done, step);
+      const ferry::dlq_result r = op == dlq_change::replay
+                                      ? admin.dlq_replay(f.where.queue, filter, milliseconds(f.timeout_ms))
+                                      : admin.dlq_purge(f.where.queue, filter, milliseconds(f.timeout_ms));
+      done += r.done;
+      depth = r.depth;
+      if (first) {
+        // Only the dead letters there were at the start: ones that fail again come back with later seqs.
+        filter.before_seq = r.end_seq;
+        first = false;
+      }
+      filter.from_seq = r.position.next_seq;
+      if (!r.position.more) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - reported >= std::chrono::seconds(1)) {
+        reported = now;
+        const double seconds = std::chrono::duration<double>(now - start).count();
+        std::fprintf(stderr, "ferry: %s %llu (%.0f/s); %s holds %llu\n", verb, static_cast<ull>(done),
+                     static_cast<double>(done) / seconds, dlq_name.c_str(), static_cast<ull>(depth));
+      }
+    }
+  } catch (const ferry::error&) {
+    if (done > 0) write_stdout(std::to_string(done) + "\n");  // what was carried out before it failed
+    throw;
+  }
   write_stdout(std::to_string(done) + "\n");
+  if (signal > 0) {
+    std::fprintf(stderr,
+                 "ferry: stopped by %s after %llu %s; the same command goes on with what is left (a dead "
+                 "letter moved once is not moved again)\n",
+                 signal == SIGINT ? "SIGINT" : "SIGTERM", static_cast<ull>(done), verb);
+    return 128 + signal;
+  }
   return exit_ok;
 }
 
@@ -297,9 +386,17 @@ int run_stats(const stats_flags& f) {
 constexpr const char* dlq_footer =
     "A message goes to the dead-letter queue QUEUE.dlq when its handler rejected it or after ferryd's\n"
     "--max-attempts deliveries. Give the source queue (--queue jobs for jobs.dlq). --limit bounds how many\n"
-    "dead letters are looked at, oldest first (ferryd looks at no more than 10000 for list, 1000000 for\n"
-    "replay and purge); messages delivered to a consumer of QUEUE.dlq are skipped. No answer within\n"
-    "--timeout-ms gives status 1; a replay or purge may still have been carried out then.\n";
+    "dead letters are acted on, oldest first (list shows at most 10000); --reason TEXT takes only those\n"
+    "whose reason contains TEXT; messages delivered to a consumer of QUEUE.dlq are skipped. No answer\n"
+    "within --timeout-ms gives status 1; a replay or purge may still have been carried out then.\n";
+
+constexpr const char* dlq_change_footer =
+    "Replay and purge go through the dead letters there were when they started, oldest first, in steps:\n"
+    "--rate N/s paces them (about ten steps a second) and --all takes every one instead of --limit. After\n"
+    "a second, progress goes to stderr each second. SIGINT or SIGTERM stops between two steps (status\n"
+    "130 or 143) and prints how many were done; running the command again goes on with what is left:\n"
+    "each dead letter is settled once its replayed copy is durable, and is never replayed twice by two\n"
+    "requests at once. A replayed message that fails again is a new dead letter, left for the next run.\n";
 
 constexpr const char* dlq_list_footer =
     "text: one line per dead letter, tab-separated: id (32 hex digits), attempts, reason, payload; tabs,\n"
@@ -342,16 +439,28 @@ void add_admin_commands(CLI::App& app, std::vector<command>& commands) {
       auto f = std::make_shared<dlq_flags>();
       CLI::App* cmd = dlq->add_subcommand(o.name, o.help);
       add_forwarder_flags(*cmd, f->where, "The queue whose dead letters to use, without .dlq (required)");
-      cmd->add_option("--limit", f->limit, "Look at no more than N dead letters, oldest first (default 100)")
-          ->type_name("N")
-          ->check(whole_number(1, 1'000'000));
+      CLI::Option* limit = cmd->add_option("--limit", f->limit,
+                                           "Act on no more than N dead letters, oldest first (default 100)")
+                               ->type_name("N")
+                               ->check(whole_number(1, o.change ? 1'000'000'000'000 : 10'000));
+      cmd->add_option("--reason", f->reason, "Only dead letters whose reason contains TEXT")
+          ->type_name("TEXT")
+          ->check(CLI::Validator(
+              [](const std::string& text) {
+                return text.size() > 1024 ? std::string("at most 1024 bytes") : std::string();
+              },
+              ""));
       add_timeout_flag(*cmd, f->timeout_ms, "Fail when ferryd does not answer within MS (default 5000)");
       if (!o.change) {
         add_format_flag(*cmd, f->format, "text (tab-separated fields) or json (one object per line)");
         cmd->footer(std::string(dlq_list_footer) + "\n" + dlq_footer);
         commands.push_back({cmd, [f] { return run_dlq_list(*f); }});
       } else {
-        cmd->footer(dlq_footer);
+        cmd->add_flag("--all", f->all, "Every dead letter there is when it starts (instead of --limit)")
+            ->excludes(limit);
+        cmd->add_option("--rate", f->rate, "At most N a second (e.g. 100/s); default: as fast as ferryd goes")
+            ->type_name("N/s");
+        cmd->footer(std::string(dlq_change_footer) + "\n" + dlq_footer);
         commands.push_back({cmd, [f, change = *o.change] { return run_dlq_change(*f, change); }});
       }
     }

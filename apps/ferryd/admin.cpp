@@ -81,6 +81,44 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
   send_frames(identity, reply);
 }
 
+namespace {
+
+// The DLQ options frame: {limit, from, before, reason}; unknown keys are ignored. Returns a problem, or "".
+std::string parse_dlq_options(std::string_view bytes, dlq_selection& out) {
+  msgpack::object_handle oh;
+  try {
+    oh = unpack_untrusted(bytes);
+  } catch (const std::exception&) {
+    return "DLQ options must be a MessagePack map";
+  }
+  const msgpack::object& o = oh.get();
+  if (o.type != msgpack::type::MAP) return "DLQ options must be a MessagePack map";
+  for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) continue;
+    const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+    const msgpack::object& v = kv.val;
+    std::uint64_t* number = key == "limit"    ? &out.limit
+                            : key == "from"   ? &out.from
+                            : key == "before" ? &out.before
+                                              : nullptr;
+    if (number != nullptr) {
+      if (v.type != msgpack::type::POSITIVE_INTEGER)
+        return fmt::format("DLQ options: \"{}\" must be an unsigned integer", key);
+      *number = v.via.u64;
+    } else if (key == "reason") {
+      if (v.type != msgpack::type::STR) return "DLQ options: \"reason\" must be a string";
+      if (v.via.str.size > fwd::max_dlq_reason_filter)
+        return fmt::format("DLQ options: \"reason\" is {} bytes; at most {}", v.via.str.size,
+                           fwd::max_dlq_reason_filter);
+      out.reason.assign(v.via.str.ptr, v.via.str.size);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>& frames) {
   if (frames.size() < 4) {
     ++malformed_frames_;
@@ -88,10 +126,12 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   }
   const std::string name(view(frames[2]));
   const std::string_view op = view(frames[3]);
-  std::uint64_t limit = 100;
-  if (frames.size() >= 5 && !map_uint(view(frames[4]), "limit", limit, 100)) {
-    ++malformed_frames_;
-    return send_error(identity, fwd::code::bad_frames, "DLQ options must be a MessagePack map");
+  dlq_selection sel;
+  if (frames.size() >= 5) {
+    if (const std::string problem = parse_dlq_options(view(frames[4]), sel); !problem.empty()) {
+      ++malformed_frames_;
+      return send_error(identity, fwd::code::bad_frames, problem);
+    }
   }
   if (!fwd::valid_destination(name) || fwd::is_dlq_name(name))
     return send_error(identity, fwd::code::bad_queue,
@@ -103,60 +143,80 @@ void forwarder::on_dlq(const std::string& identity, std::vector<zmq::message_t>&
   queue_slot* dlq_slot = find_queue(name + std::string(fwd::dlq_suffix));
   std::vector<zmq::message_t> reply;
   reply.push_back(frame(fwd::dlq_reply));
+  const auto pack_walk = [](auto& pk, const dlq_walk& walk) {
+    pk.pack("next");
+    pk.pack(walk.next);
+    pk.pack("more");
+    pk.pack(walk.more);
+  };
   if (op == "list") {
-    std::vector<std::pair<message_record, std::string>> items;  // record views need their buffer alive
-    std::vector<std::string> buffers;
-    std::vector<queue::listed> listed;
+    struct item {
+      std::uint64_t seq;
+      message m;
+      std::int64_t stored_at_us;
+      std::string payload;
+    };
+    std::vector<item> items;
+    dlq_walk walk;
+    walk.next = sel.from;
     if (dlq_slot != nullptr)
-      listed = dlq_slot->q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 10'000)));
+      walk = walk_dead_letters(
+          *dlq_slot->q, sel, 10'000, [&](const queue::listed& l, const message_record* rec, message* m) {
+            // One that cannot be read or decoded is listed with empty fields.
+            items.push_back({l.seq, m ? std::move(*m) : message(), m ? rec->stored_at_us : 0,
+                             m ? std::string(rec->payload) : std::string()});
+            return true;
+          });
     reply.push_back(frame(packed([&](auto& pk) {
-      pk.pack_map(3);
+      pk.pack_map(5);
       pk.pack("queue");
       pk.pack(name + std::string(fwd::dlq_suffix));
       pk.pack("depth");
       pk.pack(dlq_slot ? dlq_slot->q->depth() : 0);
+      pack_walk(pk, walk);
       pk.pack("messages");
-      pk.pack_array(static_cast<std::uint32_t>(listed.size()));
-      std::string buf;
-      for (const auto& l : listed) {
-        message_record rec;
-        message m;
-        const bool ok =
-            dlq_slot->q->read(l.where, buf, rec) && decode_envelope(rec.envelope, m) == decode_error::none;
+      pk.pack_array(static_cast<std::uint32_t>(items.size()));
+      for (const auto& it : items) {
         pk.pack_map(7);
         pk.pack("seq");
-        pk.pack(l.seq);
+        pk.pack(it.seq);
         pk.pack("id");
-        const std::string_view id_bytes = ok ? m.id().view() : std::string_view();
+        const std::string_view id_bytes = it.m.id().is_nil() ? std::string_view() : it.m.id().view();
         pk.pack_bin(static_cast<std::uint32_t>(id_bytes.size()));
         pk.pack_bin_body(id_bytes.data(), static_cast<std::uint32_t>(id_bytes.size()));
         pk.pack("timestamp_us");
-        pk.pack(ok ? m.timestamp_us() : 0);
+        pk.pack(it.m.timestamp_us());
         pk.pack("key");
-        pk.pack(ok ? m.key() : std::string());
+        pk.pack(it.m.key());
         pk.pack("headers");
-        pk.pack(ok ? std::map<std::string, std::string>(m.headers().begin(), m.headers().end())
-                   : std::map<std::string, std::string>());
+        pk.pack(std::map<std::string, std::string>(it.m.headers().begin(), it.m.headers().end()));
         pk.pack("stored_at_us");
-        pk.pack(ok ? rec.stored_at_us : 0);
+        pk.pack(it.stored_at_us);
         pk.pack("payload");
-        const std::string_view payload = ok ? rec.payload : std::string_view();
-        pk.pack_bin(static_cast<std::uint32_t>(payload.size()));
-        pk.pack_bin_body(payload.data(), static_cast<std::uint32_t>(payload.size()));
+        pk.pack_bin(static_cast<std::uint32_t>(it.payload.size()));
+        pk.pack_bin_body(it.payload.data(), static_cast<std::uint32_t>(it.payload.size()));
       }
     })));
     return send_frames(identity, reply);
   }
   if (op == "purge" || op == "replay") {
-    std::uint64_t done = 0;
+    dlq_walk walk;
+    walk.next = sel.from;
     if (dlq_slot != nullptr)
-      done =
-          op == "purge" ? purge_dead_letters(*dlq_slot, limit) : replay_dead_letters(name, *dlq_slot, limit);
-    logger().info("DLQ {} of queue {}: {} message(s)", op, name, done);
+      walk = op == "purge" ? purge_dead_letters(*dlq_slot, sel) : replay_dead_letters(name, *dlq_slot, sel);
+    if (walk.done > 0 || dlq_slot == nullptr)
+      logger().info("DLQ {} of queue {}: {} message(s){}", op, name, walk.done,
+                    sel.reason.empty() ? std::string()
+                                       : fmt::format(" (reason containing '{}')", printable(sel.reason)));
     reply.push_back(frame(packed([&](auto& pk) {
-      pk.pack_map(1);
+      pk.pack_map(5);
       pk.pack(op == "purge" ? "purged" : "replayed");
-      pk.pack(done);
+      pk.pack(walk.done);
+      pk.pack("depth");
+      pk.pack(dlq_slot ? dlq_slot->q->depth() : 0);
+      pk.pack("end");
+      pk.pack(dlq_slot ? dlq_slot->q->next_seq() : 1);
+      pack_walk(pk, walk);
     })));
     return send_frames(identity, reply);
   }

@@ -71,41 +71,76 @@ void forwarder::move_dead_letters() {
   }
 }
 
-std::uint64_t forwarder::purge_dead_letters(queue_slot& dlq, std::uint64_t limit) {
-  std::uint64_t done = 0;
-  for (const auto& l : dlq.q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 1'000'000))))
-    if (dlq.q->settle_waiting(l.seq, settle_reason::purged)) ++done;
-  return done;
+dlq_walk forwarder::walk_dead_letters(
+    queue& dlq, const dlq_selection& sel, std::uint64_t cap,
+    const std::function<bool(const queue::listed&, const message_record*, message*)>& act) {
+  constexpr std::uint64_t max_looked = 1'000'000;
+  constexpr std::size_t batch = 65'536;
+  const std::uint64_t limit = std::min(sel.limit, cap);
+  dlq_walk walk;
+  walk.next = sel.from;
+  std::uint64_t looked = 0;
+  std::string buf;
+  while (walk.done < limit && looked < max_looked) {
+    // Without a reason filter every listed one is acted on: list no more than the limit.
+    const std::size_t n = static_cast<std::size_t>(
+        std::min<std::uint64_t>(sel.reason.empty() ? limit - walk.done : batch, max_looked - looked));
+    const auto listed = dlq.list(n, walk.next, sel.before);
+    if (listed.empty()) return walk;
+    for (const auto& l : listed) {
+      ++looked;
+      walk.next = l.seq + 1;
+      message_record rec;
+      message m;
+      const bool read = dlq.read(l.where, buf, rec);
+      const bool decoded = read && decode_envelope(rec.envelope, m) == decode_error::none;
+      if (!sel.reason.empty()) {
+        if (!decoded) continue;
+        const auto reason = m.headers().find("ferry-dead-letter-reason");
+        if (reason == m.headers().end() || reason->second.find(sel.reason) == std::string::npos) continue;
+      }
+      if (act(l, read ? &rec : nullptr, decoded ? &m : nullptr)) ++walk.done;
+      if (walk.done == limit || looked == max_looked) break;
+    }
+  }
+  walk.more = true;
+  return walk;
 }
 
-std::uint64_t forwarder::replay_dead_letters(const std::string& name, queue_slot& dlq, std::uint64_t limit) {
-  std::uint64_t done = 0;
-  const auto listed = dlq.q->list(static_cast<std::size_t>(std::min<std::uint64_t>(limit, 1'000'000)));
+dlq_walk forwarder::purge_dead_letters(queue_slot& dlq, const dlq_selection& sel) {
+  return walk_dead_letters(*dlq.q, sel, 1'000'000,
+                           [&](const queue::listed& l, const message_record*, message*) {
+                             return dlq.q->settle_waiting(l.seq, settle_reason::purged);
+                           });
+}
+
+dlq_walk forwarder::replay_dead_letters(const std::string& name, queue_slot& dlq, const dlq_selection& sel) {
   queue_slot& target = open_queue(name);
-  std::string buf;
-  for (const auto& l : listed) {
-    message_record rec;
-    message m;
-    if (!dlq.q->read(l.where, buf, rec) || decode_envelope(rec.envelope, m) != decode_error::none) continue;
-    for (const char* h : {"ferry-dead-letter-reason", "ferry-attempts", "ferry-source-queue"})
-      m.headers().erase(h);
-    m.set_attempt(0);
-    envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
-    encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-    // A deliberate move: the dedup window, which still remembers this id from its first trip, is not asked.
-    (void)target.q->admit(m.id(), steady::now());
-    const std::uint64_t seq =
-        target.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec.payload, unix_now_us());
-    pending_append p;
-    p.seq = seq;
-    p.id = m.id();
-    p.source_queue = dlq.q->index();
-    p.source_seq = l.seq;
-    p.replay = true;
-    target.gathering.push_back(std::move(p));
-    ++done;
-  }
-  return done;
+  return walk_dead_letters(
+      *dlq.q, sel, 1'000'000, [&](const queue::listed& l, const message_record* rec, message* decoded) {
+        if (decoded == nullptr) return false;  // an unreadable dead letter stays where it is
+        message& m = *decoded;
+        // One replay at a time per dead letter: a second request before the first copy is durable skips it.
+        if (!dlq.replaying.insert(l.seq).second) return false;
+        for (const char* h : {"ferry-dead-letter-reason", "ferry-attempts", "ferry-source-queue"})
+          m.headers().erase(h);
+        m.set_attempt(0);
+        envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
+        encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
+        // A deliberate move: the dedup window, which still remembers this id from its first trip, is not
+        // asked.
+        (void)target.q->admit(m.id(), steady::now());
+        const std::uint64_t seq =
+            target.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec->payload, unix_now_us());
+        pending_append p;
+        p.seq = seq;
+        p.id = m.id();
+        p.source_queue = dlq.q->index();
+        p.source_seq = l.seq;
+        p.replay = true;
+        target.gathering.push_back(std::move(p));
+        return true;
+      });
 }
 
 }  // namespace ferry::ferryd

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <zmq.hpp>
 
@@ -42,6 +43,19 @@ struct forwarder_options {
   std::uint64_t max_message_bytes = 16ull << 20;
   std::uint64_t min_free_bytes = 64ull << 20;  // below this, producers are refused with disk_full
   std::chrono::milliseconds sync_delay{0};     // tests only: the commit thread waits this long before syncing
+};
+
+/// Which dead letters a DLQ request acts on: its options frame (docs/protocol.md, DLQ).
+struct dlq_selection {
+  std::uint64_t limit = 100;
+  std::uint64_t from = 0;        // seq >= from
+  std::uint64_t before = ~0ull;  // seq < before
+  std::string reason;            // the ferry-dead-letter-reason header contains this ("": any)
+};
+struct dlq_walk {
+  std::uint64_t done = 0;  // dead letters acted on
+  std::uint64_t next = 0;  // one past the last looked at (`from` when none was): where to go on
+  bool more = false;       // stopped at the limit or the scan cap, not at the end of the selection
 };
 
 class forwarder {
@@ -79,6 +93,8 @@ class forwarder {
     std::vector<pending_append> gathering;
     std::vector<pending_append> committing;
     std::unordered_multimap<message_id, std::string> extra_waiters;  // resends of a message not yet durable
+    std::unordered_set<std::uint64_t>
+        replaying;  // a dead-letter queue's seqs whose replayed copy is on the way
     bool journal_dirty = false;
     bool retired = false;  // an ephemeral subscription that ended: kept only so indexes stay put
   };
@@ -140,9 +156,16 @@ class forwarder {
   void dispatch_all(steady::time_point now);
   void expire_silent_consumers(steady::time_point now);
   void move_dead_letters();
-  /// DLQ replay and purge: up to `limit` dead letters of `name` back to it, or settled. Returns how many.
-  std::uint64_t replay_dead_letters(const std::string& name, queue_slot& dlq, std::uint64_t limit);
-  std::uint64_t purge_dead_letters(queue_slot& dlq, std::uint64_t limit);
+  /// Calls `act` for up to `sel.limit` (at most `cap`) selected dead letters of `dlq` that are waiting,
+  /// oldest first, with the stored record and its decoded envelope (nullptr when the record cannot be read
+  /// or does not decode; such a one never matches a reason); looks at no more than 1,000,000. `act`
+  /// returns whether it acted.
+  dlq_walk walk_dead_letters(
+      queue& dlq, const dlq_selection& sel, std::uint64_t cap,
+      const std::function<bool(const queue::listed&, const message_record*, message*)>& act);
+  /// DLQ replay and purge: selected dead letters of `name` back to it, or settled.
+  dlq_walk replay_dead_letters(const std::string& name, queue_slot& dlq, const dlq_selection& sel);
+  dlq_walk purge_dead_letters(queue_slot& dlq, const dlq_selection& sel);
   void flush_journals();
   void flush_outgoing();
   void maybe_submit();

@@ -274,6 +274,7 @@ void forwarder::handle_commit(commit_result& result) {
         if (p.source_queue != ~0u) {
           queue& source = *queues_[p.source_queue].q;
           if (p.replay) {
+            queues_[p.source_queue].replaying.erase(p.source_seq);
             source.settle_waiting(p.source_seq, settle_reason::replayed);
           } else {
             source.dead_lettered(p.source_seq);
@@ -289,6 +290,7 @@ void forwarder::handle_commit(commit_result& result) {
           refuse(p.identity, p.id, code, text, q.name());
         }
         for (auto w = waiters.first; w != waiters.second; ++w) refuse(w->second, p.id, code, text, q.name());
+        if (p.source_queue != ~0u && p.replay) queues_[p.source_queue].replaying.erase(p.source_seq);
         if (p.source_queue != ~0u && !p.replay && p.request)
           queues_[p.source_queue].q->dead_letter_failed(std::move(*p.request), std::chrono::seconds(1));
       }

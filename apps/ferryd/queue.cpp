@@ -573,18 +573,28 @@ void queue::dead_letter_failed(dead_letter_request req, std::chrono::millisecond
   dead_letters_.push_back(std::move(req));
 }
 
-std::vector<queue::listed> queue::list(std::size_t limit) const {
+std::vector<queue::listed> queue::list(std::size_t limit, std::uint64_t from, std::uint64_t before) const {
+  // The `limit` lowest of each source, then the `limit` lowest of them all.
   std::vector<listed> out;
-  for (const auto& [seq, w] : ready_) out.push_back({seq, w.where});
-  for (const auto& [due, w] : delayed_) out.push_back({w.seq, w.where});
+  const auto wanted = [&](std::uint64_t seq) { return seq >= from && seq < before; };
+  for (auto r = ready_.lower_bound(from); r != ready_.end() && r->first < before && out.size() < limit; ++r)
+    out.push_back({r->first, r->second.where});
+  for (const auto& [due, w] : delayed_)
+    if (wanted(w.seq)) out.push_back({w.seq, w.where});
   for (const auto& [key, ks] : keys_)
-    for (const auto& w : ks.parked) out.push_back({w.seq, w.where});
-  // Then what the cursor has not reached, read by a cursor of its own.
+    for (const auto& w : ks.parked)
+      if (wanted(w.seq)) out.push_back({w.seq, w.where});
+  // Then what the cursor has not reached, read by a cursor of its own, from the segment holding `from`
+  // when that lies beyond the cursor's.
   storage::log_cursor ahead(stream_->log());
   ahead.seek(cursor_.segment(), cursor_.offset());
+  const auto& segs = stream_->log().segments();
+  if (auto s = segs.upper_bound(from); s != segs.begin() && std::prev(s)->first > cursor_.segment())
+    ahead.seek(std::prev(s)->first, 0);
+  const std::size_t before_scan = out.size();
   storage::log_cursor::entry e;
-  while (out.size() < limit + ready_.size() + delayed_.size() + parked_total_ && ahead.peek(e)) {
-    if (!store_.settled(e.record.seq)) out.push_back({e.record.seq, e.where});
+  while (out.size() - before_scan < limit && ahead.peek(e) && e.record.seq < before) {
+    if (e.record.seq >= from && !store_.settled(e.record.seq)) out.push_back({e.record.seq, e.where});
     ahead.advance();
   }
   std::sort(out.begin(), out.end(), [](const listed& a, const listed& b) { return a.seq < b.seq; });

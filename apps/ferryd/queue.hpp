@@ -275,12 +275,13 @@ class queue {
     return stream_->log().read(where, buffer, out);
   }
 
-  /// Non-destructive listing of up to `limit` waiting messages (dead-letter inspection).
+  /// Non-destructive listing of up to `limit` waiting messages with `from` <= seq < `before`, in seq order
+  /// (dead-letter inspection).
   struct listed {
     std::uint64_t seq;
     record_location where;
   };
-  std::vector<listed> list(std::size_t limit) const;
+  std::vector<listed> list(std::size_t limit, std::uint64_t from = 0, std::uint64_t before = ~0ull) const;
   /// Settles a waiting (not in-flight) message with `reason` (replay, purge). False when not waiting.
   bool settle_waiting(std::uint64_t seq, settle_reason reason);
 

@@ -91,11 +91,35 @@ struct dead_letter {
   std::string payload;
 };
 
+/// Which dead letters a DLQ operation acts on: the oldest `limit` waiting ones with from_seq <= seq <
+/// before_seq whose ferry-dead-letter-reason header contains `reason`.
+struct dlq_filter {
+  std::uint64_t limit = 100;         ///< ferryd takes at most 10,000 for list, 1,000,000 otherwise
+  std::uint64_t from_seq = 0;        ///< e.g. the next_seq of an earlier answer, to go on from there
+  std::uint64_t before_seq = ~0ull;  ///< e.g. the queue's next seq when a paced replay began
+  std::string reason;                ///< "" for any; at most 1024 bytes
+};
+
+/// Where a DLQ operation stopped, to go on from there with dlq_filter::from_seq.
+struct dlq_position {
+  std::uint64_t next_seq = 0;  ///< one past the last dead letter looked at (from_seq when none was)
+  bool more = false;           ///< it stopped at the limit, not at the end of what was selected
+};
+
 /// The answer to DLQ list.
 struct dlq_listing {
   std::string queue;                  ///< the dead-letter queue's name ("jobs.dlq")
   std::uint64_t depth = 0;            ///< its unsettled messages, listed or not
   std::vector<dead_letter> messages;  ///< oldest first
+  dlq_position position;
+};
+
+/// The answer to DLQ replay or purge.
+struct dlq_result {
+  std::uint64_t done = 0;     ///< dead letters replayed or purged
+  std::uint64_t depth = 0;    ///< the dead-letter queue's unsettled messages afterwards
+  std::uint64_t end_seq = 0;  ///< the seq its next dead letter will get: before_seq for "those there are now"
+  dlq_position position;
 };
 
 /// Asks ferryd for its counters and lists, replays or purges its dead letters, over one DEALER
@@ -132,6 +156,15 @@ class admin {
   /// have been deleted.
   std::uint64_t dlq_purge(const std::string& queue, std::uint64_t limit = 100,
                           std::chrono::milliseconds timeout = default_timeout);
+
+  /// The same three operations on the dead letters `filter` selects (a paced or filtered redrive: one
+  /// request per call; go on from the answer's position).
+  [[nodiscard]] dlq_listing dlq_list(const std::string& queue, const dlq_filter& filter,
+                                     std::chrono::milliseconds timeout = default_timeout);
+  dlq_result dlq_replay(const std::string& queue, const dlq_filter& filter,
+                        std::chrono::milliseconds timeout = default_timeout);
+  dlq_result dlq_purge(const std::string& queue, const dlq_filter& filter,
+                       std::chrono::milliseconds timeout = default_timeout);
 
   [[nodiscard]] const std::string& forwarder() const noexcept;
 

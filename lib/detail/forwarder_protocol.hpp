@@ -70,6 +70,8 @@ inline constexpr std::size_t token_size = 8;
 inline constexpr std::size_t id_size = 16;
 inline constexpr std::size_t max_queue_name = 200;
 inline constexpr std::string_view dlq_suffix = ".dlq";
+/// The longest `reason` a DLQ request may filter on.
+inline constexpr std::size_t max_dlq_reason_filter = 1024;
 
 /// A queue name is 1..200 bytes of [A-Za-z0-9._-], not starting with '.'. It names a directory on disk,
 /// so nothing else is allowed.
