@@ -1,11 +1,32 @@
 #include "ferry/message.hpp"
 
+#include <fmt/format.h>
+#include <charconv>
+
+#include "ferry/error.hpp"
+
 namespace ferry {
 
 std::int64_t unix_now_us() noexcept {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+void message::set_ttl(std::chrono::milliseconds ttl) {
+  if (ttl.count() < 1 || ttl > max_ttl)
+    throw error(fmt::format("a time to live of {} ms is out of range: 1 ms to {} ms (ten years)", ttl.count(),
+                            max_ttl.count()));
+  set_header(std::string(ttl_header), std::to_string(ttl.count()));
+}
+
+std::optional<std::chrono::milliseconds> message::ttl() const noexcept {
+  const std::string_view text = header(ttl_header);
+  std::int64_t ms = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || ms < 1 || ms > max_ttl.count())
+    return std::nullopt;
+  return std::chrono::milliseconds(ms);
 }
 
 // One clock read gives both the id's milliseconds and the timestamp.

@@ -37,12 +37,12 @@ void seal_frame(char* frame, std::size_t body_size) {
 
 void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us,
                            const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                           std::string_view payload) {
+                           std::string_view payload, std::uint8_t flags) {
   const std::size_t body_size = message_fixed_size + envelope.size() + payload.size();
   char* frame = begin_frame(out, body_size);
   char* b = frame + record_header_size;
   b[0] = static_cast<char>(record_type::message);
-  b[1] = 0;
+  b[1] = static_cast<char>(flags);
   put_le<std::uint16_t>(b + 2, 0);
   put_le<std::uint32_t>(b + 4, static_cast<std::uint32_t>(envelope.size()));
   put_le<std::uint64_t>(b + 8, seq);
@@ -107,6 +107,7 @@ std::optional<message_record> parse_message(std::string_view body) noexcept {
   r.stored_at_us = get_le<std::int64_t>(b + 16);
   r.id = *message_id::from_bytes({b + 24, 16});
   r.key_hash = get_le<std::uint64_t>(b + 40);
+  r.flags = static_cast<std::uint8_t>(b[1]);
   r.envelope = body.substr(message_fixed_size, env_size);
   r.payload = body.substr(message_fixed_size + env_size);
   return r;

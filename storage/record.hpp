@@ -7,6 +7,7 @@
 // Message record body (type 1), 48 bytes then the variable parts:
 //   type u8 | flags u8 | reserved u16 | envelope length u32 | seq u64 | stored_at_us i64 | id 16 bytes |
 //   key hash u64 | envelope (storage form) | payload
+// flags: bit 0 (record_flag_ttl) says the envelope has a ferry-ttl-ms header; other bits are 0.
 // Journal record body (types 2..4), 16 bytes:
 //   type u8 | detail u8 | reserved u16 | value u32 | seq u64
 // Log-end record body (type 5, the only record of a log's `log_end` file), 24 bytes:
@@ -41,7 +42,16 @@ enum class record_type : std::uint8_t {
   log_end = 5,    // a log's durable end: segment base and the bytes of it synced and confirmed
 };
 
-enum class settle_reason : std::uint8_t { acked = 1, dead_lettered = 2, purged = 3, replayed = 4 };
+enum class settle_reason : std::uint8_t {
+  acked = 1,
+  dead_lettered = 2,
+  purged = 3,
+  replayed = 4,
+  expired = 5,  // past its time to live, dropped
+};
+
+/// Message record flag: the envelope carries a ferry-ttl-ms header (so delivery decodes it to check).
+inline constexpr std::uint8_t record_flag_ttl = 0x01;
 
 /// A message record as read back: views into the buffer it was parsed from.
 struct message_record {
@@ -49,6 +59,7 @@ struct message_record {
   std::int64_t stored_at_us = 0;
   message_id id;
   std::uint64_t key_hash = 0;
+  std::uint8_t flags = 0;
   std::string_view envelope;
   std::string_view payload;
 };
@@ -77,7 +88,7 @@ struct journal_record {
 /// Appends a framed message record to `out`.
 void append_message_record(std::string& out, std::uint64_t seq, std::int64_t stored_at_us,
                            const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                           std::string_view payload);
+                           std::string_view payload, std::uint8_t flags = 0);
 /// Appends a framed journal record to `out`.
 void append_journal_record(std::string& out, const journal_record& r);
 

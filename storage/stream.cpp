@@ -101,10 +101,10 @@ void stream::readmit(const message_id& id, clock::time_point now) {
 }
 
 std::uint64_t stream::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                             std::string_view payload, std::int64_t stored_at_us) {
+                             std::string_view payload, std::int64_t stored_at_us, std::uint8_t flags) {
   create_on_disk();
   const std::uint64_t seq = next_seq_++;
-  append_message_record(pending_, seq, stored_at_us, id, key_hash, envelope, payload);
+  append_message_record(pending_, seq, stored_at_us, id, key_hash, envelope, payload, flags);
   ++pending_count_;
   return seq;
 }

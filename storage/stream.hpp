@@ -74,7 +74,7 @@ class stream {
 
   /// Appends a record to the gathering batch; returns its seq. Creates the directory on first use.
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                       std::string_view payload, std::int64_t stored_at_us);
+                       std::string_view payload, std::int64_t stored_at_us, std::uint8_t flags = 0);
   [[nodiscard]] bool has_pending() const noexcept { return !pending_.empty(); }
   /// Messages appended and not yet written: gathering plus the batch being committed.
   [[nodiscard]] std::size_t unwritten() const noexcept { return pending_count_ + committing_count_; }

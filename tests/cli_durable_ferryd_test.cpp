@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -133,4 +134,58 @@ TEST_CASE("cli durable: ferryd's config file errors name the key, the line and w
   INFO("stderr: " << r.err);
   CHECK(r.code == 2);
   CHECK(contains(r.err, "ferryd: --config " + path + " " + expected));
+}
+
+TEST_CASE("cli durable: ferryd --check-config prints the effective settings, flags winning, or the error",
+          "[cli][durable]") {
+  test::temp_dir dir;
+  const std::string path = dir / "ferryd.toml";
+  {
+    std::ofstream config(path);
+    config << "data-dir = \"" << dir.path().string() << "\"\n"
+           << "lease-ms = 45000\n"
+           << "message-ttl-ms = 60000\n"
+           << "max-attempts = 3\n";
+  }
+  const std::string ferryd = test::built_program("apps/ferryd/ferryd");
+  const auto good = test::run({ferryd, "--check-config", path, "--max-attempts", "7"});
+  INFO("stdout: " << good.out << "\nstderr: " << good.err);
+  REQUIRE(good.code == 0);
+  const auto lines = lines_of(good.out);
+  const auto has = [&](const std::string& line) {
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  };
+  CHECK(has("data-dir=\"" + dir.path().string() + "\""));
+  CHECK(has("lease-ms=45000"));
+  CHECK(has("message-ttl-ms=60000"));
+  CHECK(has("max-attempts=7"));  // the flag wins over the file
+  CHECK(has("fsync=\"always\""));  // and the defaults are shown
+  CHECK(has("# feed is not set"));
+  CHECK(contains(good.err, "ferryd: " + path + " is valid"));
+  // It did not start: nothing was written to the data directory.
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "queues"));
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "ferryd.lock"));
+
+  // The printed settings are a config file that gives the same settings again.
+  const std::string again = dir / "again.toml";
+  {
+    std::ofstream config(again);
+    config << good.out;
+  }
+  const auto round = test::run({ferryd, "--check-config", again});
+  INFO("again: " << round.err);
+  CHECK(round.code == 0);
+  CHECK(round.out.substr(round.out.find('\n')) == good.out.substr(good.out.find('\n')));
+
+  {
+    std::ofstream config(path, std::ios::app);
+    config << "expired = \"keep\"\n";
+  }
+  const auto bad = test::run({ferryd, "--check-config=" + path});
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.err, "line 5: expired = \"keep\": keep not in {dlq,drop}"));
+  CHECK(bad.out.empty());
+  const auto both = test::run({ferryd, "--check-config", path, "--config", path});
+  CHECK(both.code == 2);
+  CHECK(contains(both.err, "give --config or --check-config, not both"));
 }

@@ -1,7 +1,9 @@
 // Redelivery delays through ferryd in this process: a NACK's delay frame (and the bad ones, refused with
 // the message left in flight), ferry::retry_message in a consumer's handler, and the back-off schedule
 // timed on real deliveries. Lease extension: EXTEND frames (good and bad) and a consumer that keeps a
-// slow handler's message. The queue's own bookkeeping is in queue_test.cpp ("[backoff]", "[extend]").
+// slow handler's message. Expiry: a message's ferry-ttl-ms and the queue's time to live, to the DLQ or
+// dropped, and bad headers refused. The queue's own bookkeeping is in queue_test.cpp ("[backoff]",
+// "[extend]").
 
 #include <catch2/catch.hpp>
 
@@ -289,4 +291,135 @@ TEST_CASE("without extension, or past --max-lease-ms, a slow handler's lease run
     CHECK(st.extended >= 1);
   else
     CHECK(st.extended == 0);
+}
+
+// ---- expiry (time to live) ----------------------------------------------------------------------------
+
+namespace {
+
+// The payloads a consumer of `queue` handles within `window` (after the first, if any, arrives).
+std::vector<std::string> handled_within(context& ctx, const running_forwarder& fwdr, const std::string& queue,
+                                        std::size_t expect, std::chrono::milliseconds window) {
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  consumer c(ctx, fwdr.endpoint, queue, [&](message& m) {
+    std::lock_guard lock(mutex);
+    seen.emplace_back(m.payload());
+  });
+  (void)test::wait_until(
+      [&] {
+        std::lock_guard lock(mutex);
+        return seen.size() >= expect;
+      },
+      20s);
+  (void)test::wait_until(
+      [&] {
+        std::lock_guard lock(mutex);
+        return seen.size() > expect;
+      },
+      window);
+  std::lock_guard lock(mutex);
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("a message past its ferry-ttl-ms is not delivered: it goes to the DLQ with reason expired",
+          "[forwarder][expiry]") {
+  running_forwarder fwdr;
+  context ctx;
+  {
+    producer p(ctx, fwdr.endpoint);
+    message short_lived("jobs", "stale");
+    short_lived.set_ttl(150ms);
+    message lasting("jobs", "fresh");
+    lasting.set_ttl(60s);
+    message plain("jobs", "plain");
+    REQUIRE(p.send(short_lived) == send_status::ok);
+    REQUIRE(p.send(lasting) == send_status::ok);
+    REQUIRE(p.send(plain) == send_status::ok);
+    REQUIRE(p.flush(5s));
+  }
+  std::this_thread::sleep_for(300ms);  // the time to live itself: nothing to wait for but the clock
+  CHECK(handled_within(ctx, fwdr, "jobs", 2, 300ms) == std::vector<std::string>{"fresh", "plain"});
+  admin a(ctx, fwdr.endpoint);
+  REQUIRE(test::wait_until([&] { return a.dlq_list("jobs", 10).depth == 1; }, 10s));
+  const dlq_listing dlq = a.dlq_list("jobs", 10);
+  REQUIRE(dlq.messages.size() == 1);
+  CHECK(dlq.messages[0].payload == "stale");
+  CHECK(dlq.messages[0].headers.at("ferry-dead-letter-reason") ==
+        "expired: its time to live of 150 ms passed");
+  CHECK(dlq.messages[0].headers.at("ferry-attempts") == "0");
+  const auto st = queue_stats_of(fwdr.endpoint, "jobs");
+  CHECK(st.ttl_expired == 1);
+  CHECK(st.depth == 0);
+  // In the dead-letter queue it does not expire again; a replay gives it a fresh time to live.
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs.dlq").ttl_expired == 0);
+  CHECK(a.dlq_replay("jobs", 10) == 1);
+  CHECK(handled_within(ctx, fwdr, "jobs", 1, 100ms) == std::vector<std::string>{"stale"});
+}
+
+TEST_CASE("the queue's time to live drops expired messages with --expired drop, keyed ones in order",
+          "[forwarder][expiry]") {
+  ferryd::forwarder_options o;
+  o.queue.message_ttl = 150ms;
+  o.queue.drop_expired = true;
+  running_forwarder fwdr(o);
+  context ctx;
+  {
+    producer p(ctx, fwdr.endpoint);
+    for (const char* payload : {"k1", "k2", "k3"}) {
+      message m("jobs", payload);
+      m.set_key("same");
+      if (std::string_view(payload) == "k2") m.set_ttl(60s);  // its own time to live wins
+      REQUIRE(p.send(m) == send_status::ok);
+    }
+    REQUIRE(p.flush(5s));
+  }
+  std::this_thread::sleep_for(300ms);
+  CHECK(handled_within(ctx, fwdr, "jobs", 1, 300ms) == std::vector<std::string>{"k2"});
+  const auto st = queue_stats_of(fwdr.endpoint, "jobs");
+  CHECK(st.ttl_expired == 2);
+  CHECK(st.depth == 0);
+  CHECK(st.dead_lettered == 0);
+  admin a(ctx, fwdr.endpoint);
+  CHECK(a.dlq_list("jobs", 10).depth == 0);
+  // A message younger than the queue's time to live is delivered.
+  store(ctx, fwdr, "jobs", "young");
+  CHECK(handled_within(ctx, fwdr, "jobs", 1, 100ms) == std::vector<std::string>{"young"});
+}
+
+TEST_CASE("a bad ferry-ttl-ms header is refused as malformed and not stored, and set_ttl checks its range",
+          "[forwarder][expiry]") {
+  running_forwarder fwdr;
+  context ctx;
+  std::mutex mutex;
+  std::vector<refusal> refusals;
+  producer p(ctx, fwdr.endpoint, {}, {}, [&](const refusal& r) {
+    std::lock_guard lock(mutex);
+    refusals.push_back(r);
+  });
+  const std::vector<std::string> bad{"-5", "abc", "0", "315360000001", "", "12ms"};
+  for (const auto& value : bad) {
+    message m("jobs", "x");
+    m.set_header("ferry-ttl-ms", value);
+    REQUIRE(p.send(m) == send_status::ok);
+  }
+  REQUIRE(p.flush(5s));
+  std::lock_guard lock(mutex);
+  REQUIRE(refusals.size() == bad.size());
+  for (const auto& r : refusals) {
+    CHECK(r.code == "malformed");
+    CHECK_THAT(r.text, Catch::Contains("header ferry-ttl-ms is '") &&
+                           Catch::Contains("give whole milliseconds from 1 to 315360000000"));
+  }
+  CHECK(queue_stats_of(fwdr.endpoint, "jobs").depth == 0);
+
+  message m("jobs", "x");
+  CHECK_THROWS_AS(m.set_ttl(0ms), ferry::error);
+  CHECK_THROWS_AS(m.set_ttl(-1ms), ferry::error);
+  CHECK_THROWS_AS(m.set_ttl(max_ttl + 1ms), ferry::error);
+  m.set_ttl(max_ttl);
+  CHECK(m.ttl() == max_ttl);
+  CHECK(m.header("ferry-ttl-ms") == "315360000000");
 }

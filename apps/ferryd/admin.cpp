@@ -53,6 +53,7 @@ void forwarder::on_stats(const std::string& identity, std::vector<zmq::message_t
     qs.disk_bytes = q.disk_bytes();
     qs.delayed = q.delayed();
     qs.extended = c.extended;
+    qs.ttl_expired = c.ttl_expired;
     if (const auto due = q.next_due()) {
       // At least 1 while one waits, so 0 means none.
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*due - steady::now()).count();

@@ -54,7 +54,9 @@ std::string explain_config_error(const std::string& path, const CLI::App& app,
                                  const std::string& cli11_message) {
   std::vector<std::string> keys;  // the long flag names, in --help order
   for (const CLI::Option* opt : app.get_options()) {
-    if (opt->get_lnames().empty() || opt == app.get_config_ptr() || opt == app.get_help_ptr()) continue;
+    if (opt->get_lnames().empty() || opt == app.get_config_ptr() || opt == app.get_help_ptr() ||
+        opt->get_lnames().front() == "check-config")
+      continue;
     if (opt->get_lnames().front() == "version") continue;
     keys.push_back(opt->get_lnames().front());
   }

@@ -131,7 +131,8 @@ dlq_walk forwarder::replay_dead_letters(const std::string& name, queue_slot& dlq
         // asked.
         (void)target.q->admit(m.id(), steady::now());
         const std::uint64_t seq =
-            target.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec->payload, unix_now_us());
+            target.q->append(m.id(), key_hash(m.key()), envelope_buffer_, rec->payload, unix_now_us(),
+                             m.ttl() ? storage::record_flag_ttl : 0);  // its time to live counts afresh
         pending_append p;
         p.seq = seq;
         p.id = m.id();

@@ -124,7 +124,10 @@ forwarder::queue_slot& forwarder::open_queue(const std::string& name) {
   if (auto* slot = find_queue(name)) return *slot;
   const auto index = static_cast<std::uint32_t>(queues_.size());
   queue_config config = options_.queue;
-  if (fwd::is_dlq_name(name)) config.max_attempts = ~0u;  // dead letters are never dead-lettered again
+  if (fwd::is_dlq_name(name)) {
+    config.max_attempts = ~0u;                          // dead letters are never dead-lettered again
+    config.message_ttl = std::chrono::milliseconds(0);  // nor do they expire
+  }
   const std::uint64_t token_prefix = (random_u64() & 0xffffffull) << 40;
   auto q = std::make_unique<queue>(name, index, options_.data_dir / "queues" / name, config, token_prefix);
   const auto t0 = steady::now();

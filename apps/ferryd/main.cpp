@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "config_errors.hpp"
 #include "detail/log.hpp"
@@ -32,6 +35,27 @@ int main(int argc, char** argv) {
   app.set_config("--config", "",
                  "Read options from a TOML or INI file (key = value, same names as the flags); "
                  "flags on the command line win");
+
+  // --check-config FILE is --config FILE, then a report instead of a start.
+  std::string check_config;
+  app.add_option("--check-config", check_config,
+                 "Validate FILE together with the other flags, print the effective settings (TOML) and exit: "
+                 "0 when valid, 2 when not")
+      ->type_name("FILE");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string file;
+    if (args[i] == "--check-config" && i + 1 < args.size()) file = args[i + 1];
+    if (args[i].rfind("--check-config=", 0) == 0) file = args[i].substr(15);
+    if (file.empty()) continue;
+    for (const auto& a : args)
+      if (a == "--config" || a.rfind("--config=", 0) == 0) {
+        std::cerr << "ferryd: give --config or --check-config, not both\n";
+        return exit_usage;
+      }
+    args.insert(args.end(), {"--config", file});
+    break;
+  }
 
   // --help shows each default, the list docs/operations.md gives (a test compares the two).
   app.option_defaults()->always_capture_default();
@@ -79,6 +103,16 @@ int main(int argc, char** argv) {
   bool backoff_nack_only = false;
   app.add_flag("--backoff-nack-only", backoff_nack_only,
                "Apply --backoff-ms to NACKs only: an expired lease or a dead consumer redelivers at once");
+  std::uint64_t message_ttl_ms = 0;
+  app.add_option("--message-ttl-ms", message_ttl_ms,
+                 "Time to live of a queued message from when it is stored: past it, it is not delivered "
+                 "(see --expired); a message's own ferry-ttl-ms header wins; 0 (default) for none")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{315'360'000'000}));
+  std::string expired = "dlq";
+  app.add_option("--expired", expired,
+                 "What becomes of an expired message: dlq (to <queue>.dlq, reason 'expired: ...'; default) "
+                 "or drop")
+      ->check(CLI::IsMember({"dlq", "drop"}));
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval clients are asked to use")
       ->check(CLI::Range(50, 60'000));
   app.add_option("--heartbeat-timeout-ms", heartbeat_timeout_ms,
@@ -115,13 +149,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
+    app.parse(reversed);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::string message = e.what();
     if (const CLI::Option* config = app.get_config_ptr(); config != nullptr && config->count() > 0) {
-      const std::string explained = explain_config_error(
-          config->as<std::string>(), app, std::vector<std::string>(argv + 1, argv + argc), message);
+      const std::string explained = explain_config_error(config->as<std::string>(), app, args, message);
       if (!explained.empty()) message = explained;
     }
     std::cerr << "ferryd: " << message << "\n(run ferryd --help for the options)\n";
@@ -147,6 +181,8 @@ int main(int argc, char** argv) {
   }
   for (const std::uint64_t ms : backoff_ms) o.queue.backoff.emplace_back(ms);
   o.queue.backoff_nack_only = backoff_nack_only;
+  o.queue.message_ttl = std::chrono::milliseconds(message_ttl_ms);
+  o.queue.drop_expired = expired == "drop";
   o.queue.max_messages = max_queue_messages;
   o.queue.max_parked = max_parked;
   o.queue.retain_age = std::chrono::milliseconds(topic_retain_ms);
@@ -176,6 +212,31 @@ int main(int argc, char** argv) {
       return exit_usage;
     }
   }
+  if (!check_config.empty()) {
+    // Every option as it would be used, in the file's own format; the two config options left out.
+    std::istringstream all(app.config_to_str(true, false));
+    std::string line, out;
+    while (std::getline(all, line)) {
+      if (line.rfind("config=", 0) == 0 || line.rfind("check-config=", 0) == 0) continue;
+      const auto eq = line.find('=');
+      const std::string value = eq == std::string::npos ? std::string() : line.substr(eq + 1);
+      if (value == "\"\"" || value == "\"[]\"") {
+        out += "# " + line.substr(0, eq) + " is not set\n";  // an empty list or text: its default
+        continue;
+      }
+      out += line + "\n";
+    }
+    std::cout << "# ferryd " << FERRY_VERSION << ": the settings " << check_config
+              << " gives with these flags (flags win)\n"
+              << out;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(o.data_dir, ec))
+      std::cerr << "ferryd: note: data-dir " << o.data_dir.string()
+                << " is not a directory here; ferryd started with it would exit 3\n";
+    std::cerr << "ferryd: " << check_config << " is valid\n";
+    return 0;
+  }
+
   // Block SIGTERM, SIGINT and SIGHUP before any thread starts: threads inherit the mask, so the signals
   // wait for the loop's signalfd instead of killing the process from whichever thread the kernel picks.
   sigset_t signals;

@@ -107,6 +107,14 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
     return refuse(ctx.identity, id, fwd::code::malformed,
                   fmt::format("envelope rejected: {}", to_string(err)), name);
   }
+  const bool has_ttl = m.headers().find(ttl_header) != m.headers().end();
+  if (has_ttl && !m.ttl()) {
+    count_refusal();
+    return refuse(ctx.identity, id, fwd::code::malformed,
+                  fmt::format("header {} is '{}': give whole milliseconds from 1 to {} (ten years)",
+                              ttl_header, printable(m.header(ttl_header)), max_ttl.count()),
+                  name);
+  }
   if (payload.size() > options_.max_message_bytes) {
     count_refusal();
     return refuse(ctx.identity, id, fwd::code::too_large,
@@ -148,7 +156,8 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
   if (ctx.topic) m.set_stream(q.origin(), q.next_seq());
   envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
   encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-  const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us);
+  const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us,
+                                     has_ttl ? storage::record_flag_ttl : 0);
   slot.gathering.push_back(pending_append{seq, id, ctx.identity});
 }
 

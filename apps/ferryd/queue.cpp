@@ -167,9 +167,9 @@ bool queue::full(std::size_t n) const noexcept {
 }
 
 std::uint64_t queue::append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                            std::string_view payload, std::int64_t stored_at_us) {
+                            std::string_view payload, std::int64_t stored_at_us, std::uint8_t flags) {
   ensure_on_disk();
-  return stream_->append(id, key_hash, envelope, payload, stored_at_us);
+  return stream_->append(id, key_hash, envelope, payload, stored_at_us, flags);
 }
 
 void queue::committed(const segment_writer::outcome& out) {
@@ -448,6 +448,8 @@ bool queue::peek(peeked& out) {
     out.msg.where = e.where;
     out.msg.attempts = store_.recovered_attempts(e.record.seq);
     out.msg.key_hash = e.record.key_hash;
+    out.stored_at_us = e.record.stored_at_us;
+    out.flags = e.record.flags;
     out.envelope = e.record.envelope;
     out.payload = e.record.payload;
     return true;
@@ -525,6 +527,10 @@ std::size_t queue::dispatch(steady::time_point now) {
         release_key(w.key_hash);
         continue;
       }
+      if (const auto ttl = past_ttl(rec.stored_at_us, rec.flags, rec.envelope)) {
+        expire(w, *ttl);
+        continue;
+      }
       deliver(*sub, w, rec.envelope, rec.payload, now);
       ++delivered;
       continue;
@@ -548,11 +554,45 @@ std::size_t queue::dispatch(steady::time_point now) {
           {w.seq, w.where, w.attempts, fmt::format("{} attempts failed before a restart", w.attempts)});
       continue;
     }
+    if (const auto ttl = past_ttl(pk.stored_at_us, pk.flags, pk.envelope)) {
+      advance(pk);
+      if (w.key_hash != 0) keys_[w.key_hash].busy = true;
+      expire(w, *ttl);
+      continue;
+    }
     deliver(*sub, w, pk.envelope, pk.payload, now);
     advance(pk);
     ++delivered;
   }
   return delivered;
+}
+
+// ---- expiry ---------------------------------------------------------------------------------------------
+
+std::optional<std::chrono::milliseconds> queue::past_ttl(std::int64_t stored_at_us, std::uint8_t flags,
+                                                         std::string_view envelope) {
+  std::chrono::milliseconds ttl = config_.message_ttl;
+  if ((flags & storage::record_flag_ttl) != 0) {
+    message m;
+    if (decode_envelope(envelope, m) == decode_error::none)
+      if (const auto own = m.ttl()) ttl = *own;
+  }
+  if (ttl.count() <= 0) return std::nullopt;
+  const std::int64_t age_us = unix_now_us() - stored_at_us;
+  if (age_us < std::chrono::duration_cast<std::chrono::microseconds>(ttl).count()) return std::nullopt;
+  return ttl;
+}
+
+void queue::expire(const waiting& w, std::chrono::milliseconds ttl) {
+  ++counters_.ttl_expired;
+  if (config_.drop_expired) {
+    settle(w.seq, w.where.segment, settle_reason::expired);
+    release_key(w.key_hash);
+    return;
+  }
+  dead_lettering_[w.seq] = w;  // the key stays busy until the dead-letter copy is durable
+  dead_letters_.push_back(
+      {w.seq, w.where, w.attempts, fmt::format("expired: its time to live of {} ms passed", ttl.count())});
 }
 
 // ---- dead letters ---------------------------------------------------------------------------------------

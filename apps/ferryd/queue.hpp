@@ -62,6 +62,11 @@ struct queue_config {
   // takes its place. With backoff_nack_only, lease expiry and a dead consumer redeliver at once.
   std::vector<std::chrono::milliseconds> backoff;
   bool backoff_nack_only = false;
+  // Expiry: a message older than this (since it was stored) is not delivered; 0: never. A message's own
+  // ferry-ttl-ms header takes its place. An expired message is dead-lettered (reason "expired: ...") or,
+  // with drop_expired, settled and dropped; counted in ttl_expired either way.
+  std::chrono::milliseconds message_ttl{0};
+  bool drop_expired = false;
   std::uint64_t segment_bytes = 64ull << 20;
   std::uint64_t max_messages = 0;  // 0: unlimited
   std::size_t max_parked = 100'000;
@@ -89,6 +94,8 @@ struct queue_counters {
   std::uint64_t stale_acks = 0;
   std::uint64_t rejected = 0;  // REJECTs from consumers
   std::uint64_t extended = 0;  // leases extended (EXTEND tokens that took effect)
+  std::uint64_t ttl_expired =
+      0;  // messages past their time to live, not delivered (dead-lettered or dropped)
   // Subscriptions: messages the topic's retention deleted before this subscription settled them.
   std::uint64_t retention_skipped = 0;
   // Subscriptions: SUBSCRIBEs whose start lay before the oldest retained message (told so in CONSUMING).
@@ -209,9 +216,10 @@ class queue {
   [[nodiscard]] bool seen(const message_id& id, steady::time_point now) { return stream_->seen(id, now); }
   /// True when accepting `n` more messages would exceed max_messages.
   [[nodiscard]] bool full(std::size_t n = 1) const noexcept;
-  /// Appends a record to the batch being gathered; returns its seq. `stored_at_us` is ferryd's clock.
+  /// Appends a record to the batch being gathered; returns its seq. `stored_at_us` is ferryd's clock;
+  /// `flags` storage::record_flag_ttl when the envelope has a ferry-ttl-ms header.
   std::uint64_t append(const message_id& id, std::uint64_t key_hash, std::string_view envelope,
-                       std::string_view payload, std::int64_t stored_at_us);
+                       std::string_view payload, std::int64_t stored_at_us, std::uint8_t flags = 0);
   [[nodiscard]] bool has_pending() const noexcept { return stream_->has_pending(); }
   [[nodiscard]] std::size_t unwritten_bytes() const noexcept {
     return kind_ == queue_kind::subscription ? 0 : stream_->unwritten_bytes();
@@ -331,11 +339,20 @@ class queue {
   };
   struct peeked {
     waiting msg;
+    std::int64_t stored_at_us = 0;
+    std::uint8_t flags = 0;
     std::string_view envelope;
     std::string_view payload;
   };
 
   bool peek(peeked& out);
+  /// The time to live of a message stored at `stored_at_us` when it is past it (its ferry-ttl-ms header's
+  /// when `flags` says it has one, else the queue's); nullopt while it is not, or without one.
+  std::optional<std::chrono::milliseconds> past_ttl(std::int64_t stored_at_us, std::uint8_t flags,
+                                                    std::string_view envelope);
+  /// Takes an expired message out of delivery: to the dead-letter queue, or settled (drop_expired).
+  /// Its key must be marked busy.
+  void expire(const waiting& w, std::chrono::milliseconds ttl);
   void advance(const peeked& p);
   void settle(std::uint64_t seq, std::uint64_t segment, settle_reason reason);
   void return_to_ready(waiting msg);

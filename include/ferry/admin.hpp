@@ -37,6 +37,7 @@ struct queue_stats {
   std::uint64_t delayed = 0;        ///< messages waiting out a redelivery delay (back-off, NACK's delay)
   std::uint64_t next_due_ms = 0;    ///< milliseconds until the first delayed message is due (0: none)
   std::uint64_t extended = 0;       ///< lease extensions that took effect (EXTEND)
+  std::uint64_t ttl_expired = 0;    ///< messages past their time to live, not delivered
   // A topic's subscription ("topic@name") only; 0 for queues.
   std::uint64_t position = 0;           ///< the first seq of the topic it has not settled
   std::uint64_t retention_skipped = 0;  ///< messages the topic's retention deleted before it settled them

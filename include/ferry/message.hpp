@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <zmq.hpp>
@@ -13,6 +14,11 @@
 #include "ferry/message_id.hpp"
 
 namespace ferry {
+
+/// The header that gives a message its own time to live in ferryd: decimal milliseconds from when ferryd
+/// stored it, 1 to max_ttl. Past it the message is not delivered (docs/protocol.md, Expiry).
+inline constexpr std::string_view ttl_header = "ferry-ttl-ms";
+inline constexpr std::chrono::milliseconds max_ttl{315'360'000'000};  // ten years
 
 /// Header names and values; ordered, so a message's headers encode the same way every time.
 using headers = std::map<std::string, std::string, std::less<>>;
@@ -60,6 +66,13 @@ class message {
   /// The value of header `name`, or an empty view when it is absent.
   [[nodiscard]] std::string_view header(std::string_view name) const noexcept;
   void set_header(std::string name, std::string value) { headers_[std::move(name)] = std::move(value); }
+
+  /// Time to live in ferryd (the ferry-ttl-ms header): once `ttl` has passed since ferryd stored the
+  /// message, it is not delivered, and goes to the dead-letter queue with reason "expired: ..." (or is
+  /// dropped, as ferryd is told with --expired). Throws ferry::error unless 1 ms <= ttl <= max_ttl.
+  void set_ttl(std::chrono::milliseconds ttl);
+  /// The ferry-ttl-ms header's value; nullopt when absent or not a valid time to live.
+  [[nodiscard]] std::optional<std::chrono::milliseconds> ttl() const noexcept;
 
   /// Creation time, Unix microseconds.
   [[nodiscard]] std::int64_t timestamp_us() const noexcept { return timestamp_us_; }

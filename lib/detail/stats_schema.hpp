@@ -62,7 +62,7 @@ inline constexpr std::array<forwarder_field, 8> forwarder_fields{{
      field_kind::gauge, "flag", &forwarder_stats::disk_full},
 }};
 
-inline constexpr std::array<queue_field, 22> queue_fields{{
+inline constexpr std::array<queue_field, 23> queue_fields{{
     {"depth", "depth", "stored messages not yet settled (waiting, in flight, parked or being dead-lettered)",
      field_kind::gauge, "messages", &queue_stats::depth},
     {"in_flight", "in flight", "deliveries with a live lease", field_kind::gauge, "messages",
@@ -99,6 +99,9 @@ inline constexpr std::array<queue_field, 22> queue_fields{{
      field_kind::gauge, "milliseconds", &queue_stats::next_due_ms},
     {"extended", "extended", "lease extensions that took effect (EXTEND: consumers still working)",
      field_kind::counter, "extensions", &queue_stats::extended},
+    {"ttl_expired", "ttl expired",
+     "messages past their time to live, not delivered (dead-lettered, or dropped with --expired drop)",
+     field_kind::counter, "messages", &queue_stats::ttl_expired},
     {"position", "position", "a topic's subscription: the first seq of the topic it has not settled",
      field_kind::gauge, "seq", &queue_stats::position},
     {"retention_skipped", "retention loss",
