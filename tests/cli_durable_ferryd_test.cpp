@@ -5,8 +5,8 @@
 
 #include <signal.h>
 
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -158,7 +158,7 @@ TEST_CASE("cli durable: ferryd --check-config prints the effective settings, fla
   CHECK(has("data-dir=\"" + dir.path().string() + "\""));
   CHECK(has("lease-ms=45000"));
   CHECK(has("message-ttl-ms=60000"));
-  CHECK(has("max-attempts=7"));  // the flag wins over the file
+  CHECK(has("max-attempts=7"));    // the flag wins over the file
   CHECK(has("fsync=\"always\""));  // and the defaults are shown
   CHECK(has("# feed is not set"));
   CHECK(contains(good.err, "ferryd: " + path + " is valid"));
