@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <charconv>
+#include <limits>
 
 #include "ferry/error.hpp"
 
@@ -20,13 +21,47 @@ void message::set_ttl(std::chrono::milliseconds ttl) {
   set_header(std::string(ttl_header), std::to_string(ttl.count()));
 }
 
-std::optional<std::chrono::milliseconds> message::ttl() const noexcept {
-  const std::string_view text = header(ttl_header);
-  std::int64_t ms = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || ms < 1 || ms > max_ttl.count())
+namespace {
+
+// A header of ASCII digits only, from `min` to `max`.
+std::optional<std::int64_t> decimal(std::string_view text, std::int64_t min, std::int64_t max) noexcept {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || text.front() == '-' || ec != std::errc() || end != text.data() + text.size() ||
+      v < min || v > max)
     return std::nullopt;
-  return std::chrono::milliseconds(ms);
+  return v;
+}
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> message::ttl() const noexcept {
+  const auto ms = decimal(header(ttl_header), 1, max_ttl.count());
+  if (!ms) return std::nullopt;
+  return std::chrono::milliseconds(*ms);
+}
+
+void message::set_delay(std::chrono::milliseconds delay) {
+  if (delay.count() < 0 || delay > max_delay)
+    throw error(fmt::format("a delay of {} ms is out of range: 0 to {} ms (a year)", delay.count(),
+                            max_delay.count()));
+  set_header(std::string(delay_header), std::to_string(delay.count()));
+}
+
+void message::set_not_before(std::chrono::system_clock::time_point at) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
+  if (ms < 0) throw error(fmt::format("a not-before time of {} ms since 1970 is before 1970", ms));
+  set_header(std::string(not_before_header), std::to_string(ms));
+}
+
+std::optional<std::chrono::milliseconds> message::delay() const noexcept {
+  const auto ms = decimal(header(delay_header), 0, max_delay.count());
+  if (!ms) return std::nullopt;
+  return std::chrono::milliseconds(*ms);
+}
+
+std::optional<std::int64_t> message::not_before_ms() const noexcept {
+  return decimal(header(not_before_header), 0, std::numeric_limits<std::int64_t>::max());
 }
 
 // One clock read gives both the id's milliseconds and the timestamp.

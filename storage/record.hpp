@@ -7,7 +7,8 @@
 // Message record body (type 1), 48 bytes then the variable parts:
 //   type u8 | flags u8 | reserved u16 | envelope length u32 | seq u64 | stored_at_us i64 | id 16 bytes |
 //   key hash u64 | envelope (storage form) | payload
-// flags: bit 0 (record_flag_ttl) says the envelope has a ferry-ttl-ms header; other bits are 0.
+// flags: bit 0 (record_flag_ttl) says the envelope has a ferry-ttl-ms header, bit 1
+// (record_flag_not_before) a ferry-not-before header; other bits are 0.
 // Journal record body (types 2..4), 16 bytes:
 //   type u8 | detail u8 | reserved u16 | value u32 | seq u64
 // Log-end record body (type 5, the only record of a log's `log_end` file), 24 bytes:
@@ -50,8 +51,10 @@ enum class settle_reason : std::uint8_t {
   expired = 5,  // past its time to live, dropped
 };
 
-/// Message record flag: the envelope carries a ferry-ttl-ms header (so delivery decodes it to check).
+/// Message record flags: the envelope carries a ferry-ttl-ms header, or a ferry-not-before header (so
+/// delivery decodes it to check; records without either are never decoded for that).
 inline constexpr std::uint8_t record_flag_ttl = 0x01;
+inline constexpr std::uint8_t record_flag_not_before = 0x02;
 
 /// A message record as read back: views into the buffer it was parsed from.
 struct message_record {

@@ -8,9 +8,12 @@
 #include <signal.h>
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "ferry/consumer.hpp"
+#include "ferry/producer.hpp"
 #include "support/ferryd_fault_support.hpp"
 
 using namespace std::chrono_literals;
@@ -130,4 +133,46 @@ TEST_CASE("ferryd stopped with SIGTERM under load exits 0 and keeps every messag
   const produced sent = outcome_of(*producer);
   REQUIRE(sent.confirmed.size() == total);
   check_each_handled_once(sent.confirmed, drain(port, "term", {ferryd.get()}));
+}
+
+TEST_CASE("a delayed message survives kill -9 of ferryd and is delivered once, no earlier than its time",
+          "[ferryd][fault][delayed]") {
+  ferry::test::temp_dir dir("ferryd-fault");
+  const int port = ferry::test::free_port();
+  auto ferryd = start_ferryd(dir.path(), port, {});
+  ferry::context ctx;
+  using sys = std::chrono::system_clock;
+  const auto sent = sys::now();
+  {
+    ferry::producer p(ctx, endpoint(port));
+    ferry::message m("later", "wake up");
+    m.set_delay(2500ms);
+    REQUIRE(p.send(m) == ferry::send_status::ok);
+    REQUIRE(p.flush(10s));  // confirmed: on disk
+  }
+  ferryd->kill(SIGKILL);
+  REQUIRE(wait_exit(*ferryd, 10s, {}).value_or(-1) == 128 + SIGKILL);
+  ferryd = start_ferryd(dir.path(), port, {});
+
+  std::mutex mutex;
+  std::vector<sys::time_point> at;
+  ferry::consumer c(ctx, endpoint(port), "later", [&](ferry::message&) {
+    std::lock_guard lock(mutex);
+    at.push_back(sys::now());
+  });
+  REQUIRE(wait_for(
+      [&] {
+        std::lock_guard lock(mutex);
+        return !at.empty();
+      },
+      20s, {ferryd.get()}));
+  (void)wait_for(
+      [&] {
+        std::lock_guard lock(mutex);
+        return at.size() > 1;
+      },
+      500ms, {ferryd.get()});
+  std::lock_guard lock(mutex);
+  CHECK(at.size() == 1);
+  CHECK(at[0] >= sent + 2499ms);
 }

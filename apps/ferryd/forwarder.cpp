@@ -183,8 +183,11 @@ int forwarder::run(bool handle_signals) {
                                {nullptr, commit_fd_, ZMQ_POLLIN, 0},
                                {nullptr, sig_fd, ZMQ_POLLIN, 0}};
     const auto now0 = steady::now();
-    long timeout_ms =
-        std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now0).count());
+    // Wake for the timer, or sooner when a delayed message falls due (so it leaves within a millisecond).
+    steady::time_point wake = next_timer_;
+    for (const auto& slot : queues_)
+      if (const auto due = slot.q->next_due(); due && *due < wake) wake = *due;
+    long timeout_ms = std::max<long>(0, std::chrono::ceil<std::chrono::milliseconds>(wake - now0).count());
     try {
       zmq::poll(items, sig_fd >= 0 ? 3 : 2, std::chrono::milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
@@ -225,6 +228,7 @@ int forwarder::run(bool handle_signals) {
     }
     const auto now = steady::now();
     if (now >= next_timer_) on_timer(now);
+    for (auto& slot : queues_) slot.q->release_due(now);
     dispatch_all(now);
     move_dead_letters();
     flush_journals();  // attempt counts are on file before the deliveries that made them leave

@@ -115,6 +115,34 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
                               ttl_header, printable(m.header(ttl_header)), max_ttl.count()),
                   name);
   }
+  // A delay or a not-before time: stored as one not-before time on ferryd's clock.
+  const bool has_delay = m.headers().find(delay_header) != m.headers().end();
+  const bool has_not_before = m.headers().find(not_before_header) != m.headers().end();
+  std::int64_t not_before_ms = -1;
+  if (has_delay || has_not_before) {
+    const std::int64_t now_ms = ctx.now_us / 1000;
+    std::string problem;
+    if (ctx.topic) {
+      problem = fmt::format(
+          "headers {} and {} are for queues: a topic's messages go to its subscribers as "
+          "they are stored",
+          delay_header, not_before_header);
+    } else if (has_delay && !m.delay()) {
+      problem = fmt::format("header {} is '{}': give whole milliseconds from 0 to {} (a year)", delay_header,
+                            printable(m.header(delay_header)), max_delay.count());
+    } else if (has_not_before && (!m.not_before_ms() || *m.not_before_ms() > now_ms + max_delay.count())) {
+      problem = fmt::format(
+          "header {} is '{}': give Unix milliseconds, at most a year ahead of ferryd's "
+          "clock ({} now)",
+          not_before_header, printable(m.header(not_before_header)), now_ms);
+    }
+    if (!problem.empty()) {
+      count_refusal();
+      return refuse(ctx.identity, id, fwd::code::malformed, problem, name);
+    }
+    if (has_delay) not_before_ms = now_ms + m.delay()->count();
+    if (has_not_before) not_before_ms = std::max(not_before_ms, *m.not_before_ms());
+  }
   if (payload.size() > options_.max_message_bytes) {
     count_refusal();
     return refuse(ctx.identity, id, fwd::code::too_large,
@@ -136,6 +164,10 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
     }
     return;
   }
+  if (not_before_ms >= 0) {
+    m.headers().erase(std::string(delay_header));
+    m.set_header(std::string(not_before_header), std::to_string(not_before_ms));
+  }
   const std::uint64_t record_bytes =
       storage::message_record_size(envelope_size(m, envelope_form::storage), payload.size());
   if (ctx.no_space || !reserve_space(record_bytes)) {
@@ -156,8 +188,10 @@ void forwarder::store_one(send_context& ctx, std::string_view name, message& m, 
   if (ctx.topic) m.set_stream(q.origin(), q.next_seq());
   envelope_buffer_.resize(envelope_size(m, envelope_form::storage));
   encode_envelope(m, envelope_buffer_.data(), envelope_form::storage);
-  const std::uint64_t seq = q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us,
-                                     has_ttl ? storage::record_flag_ttl : 0);
+  const std::uint64_t seq =
+      q.append(id, key_hash(m.key()), envelope_buffer_, payload, ctx.now_us,
+               static_cast<std::uint8_t>((has_ttl ? storage::record_flag_ttl : 0) |
+                                         (not_before_ms >= 0 ? storage::record_flag_not_before : 0)));
   slot.gathering.push_back(pending_append{seq, id, ctx.identity});
 }
 

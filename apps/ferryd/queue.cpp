@@ -527,8 +527,8 @@ std::size_t queue::dispatch(steady::time_point now) {
         release_key(w.key_hash);
         continue;
       }
-      if (const auto ttl = past_ttl(rec.stored_at_us, rec.flags, rec.envelope)) {
-        expire(w, *ttl);
+      if (const auto t = timing_of(rec.stored_at_us, rec.flags, rec.envelope); t.expired) {
+        expire(w, *t.expired);
         continue;
       }
       deliver(*sub, w, rec.envelope, rec.payload, now);
@@ -554,11 +554,19 @@ std::size_t queue::dispatch(steady::time_point now) {
           {w.seq, w.where, w.attempts, fmt::format("{} attempts failed before a restart", w.attempts)});
       continue;
     }
-    if (const auto ttl = past_ttl(pk.stored_at_us, pk.flags, pk.envelope)) {
-      advance(pk);
-      if (w.key_hash != 0) keys_[w.key_hash].busy = true;
-      expire(w, *ttl);
-      continue;
+    if (const auto t = timing_of(pk.stored_at_us, pk.flags, pk.envelope); t.expired || t.not_before_ms != 0) {
+      const std::int64_t wait_us = t.not_before_ms * 1000 - unix_now_us();
+      if (t.expired || wait_us > 0) {
+        advance(pk);
+        if (w.key_hash != 0) keys_[w.key_hash].busy = true;  // a later message of its key waits for it
+        if (t.expired) {
+          expire(w, *t.expired);
+        } else {
+          // Held back until its time, in memory; after a restart the log is read again and so is its time.
+          delayed_.emplace(now + std::chrono::microseconds(wait_us), w);
+        }
+        continue;
+      }
     }
     deliver(*sub, w, pk.envelope, pk.payload, now);
     advance(pk);
@@ -569,18 +577,21 @@ std::size_t queue::dispatch(steady::time_point now) {
 
 // ---- expiry ---------------------------------------------------------------------------------------------
 
-std::optional<std::chrono::milliseconds> queue::past_ttl(std::int64_t stored_at_us, std::uint8_t flags,
-                                                         std::string_view envelope) {
+queue::timing queue::timing_of(std::int64_t stored_at_us, std::uint8_t flags,
+                               std::string_view envelope) const {
+  timing t;
   std::chrono::milliseconds ttl = config_.message_ttl;
-  if ((flags & storage::record_flag_ttl) != 0) {
+  if ((flags & (storage::record_flag_ttl | storage::record_flag_not_before)) != 0) {
     message m;
-    if (decode_envelope(envelope, m) == decode_error::none)
+    if (decode_envelope(envelope, m) == decode_error::none) {
       if (const auto own = m.ttl()) ttl = *own;
+      if ((flags & storage::record_flag_not_before) != 0) t.not_before_ms = m.not_before_ms().value_or(0);
+    }
   }
-  if (ttl.count() <= 0) return std::nullopt;
-  const std::int64_t age_us = unix_now_us() - stored_at_us;
-  if (age_us < std::chrono::duration_cast<std::chrono::microseconds>(ttl).count()) return std::nullopt;
-  return ttl;
+  if (ttl.count() > 0 &&
+      unix_now_us() - stored_at_us >= std::chrono::duration_cast<std::chrono::microseconds>(ttl).count())
+    t.expired = ttl;
+  return t;
 }
 
 void queue::expire(const waiting& w, std::chrono::milliseconds ttl) {

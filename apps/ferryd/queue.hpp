@@ -346,10 +346,13 @@ class queue {
   };
 
   bool peek(peeked& out);
-  /// The time to live of a message stored at `stored_at_us` when it is past it (its ferry-ttl-ms header's
-  /// when `flags` says it has one, else the queue's); nullopt while it is not, or without one.
-  std::optional<std::chrono::milliseconds> past_ttl(std::int64_t stored_at_us, std::uint8_t flags,
-                                                    std::string_view envelope);
+  /// What a message's record says about when it may be delivered: decoded from its envelope only when
+  /// `flags` says it has a ferry-ttl-ms or ferry-not-before header.
+  struct timing {
+    std::optional<std::chrono::milliseconds> expired;  // past this time to live (its own, else the queue's)
+    std::int64_t not_before_ms = 0;                    // ferry-not-before (Unix ms); 0: none
+  };
+  timing timing_of(std::int64_t stored_at_us, std::uint8_t flags, std::string_view envelope) const;
   /// Takes an expired message out of delivery: to the dead-letter queue, or settled (drop_expired).
   /// Its key must be marked busy.
   void expire(const waiting& w, std::chrono::milliseconds ttl);

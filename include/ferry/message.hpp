@@ -19,6 +19,12 @@ namespace ferry {
 /// stored it, 1 to max_ttl. Past it the message is not delivered (docs/protocol.md, Expiry).
 inline constexpr std::string_view ttl_header = "ferry-ttl-ms";
 inline constexpr std::chrono::milliseconds max_ttl{315'360'000'000};  // ten years
+/// The headers that hold a message back in ferryd: ferry-delay-ms, decimal milliseconds after ferryd stored
+/// it (0 to max_delay), which ferryd turns into ferry-not-before, decimal Unix milliseconds (at most
+/// max_delay ahead of ferryd's clock). Not delivered before then (docs/protocol.md, Delayed messages).
+inline constexpr std::string_view delay_header = "ferry-delay-ms";
+inline constexpr std::string_view not_before_header = "ferry-not-before";
+inline constexpr std::chrono::milliseconds max_delay{31'536'000'000};  // a year (365 days)
 
 /// Header names and values; ordered, so a message's headers encode the same way every time.
 using headers = std::map<std::string, std::string, std::less<>>;
@@ -73,6 +79,19 @@ class message {
   void set_ttl(std::chrono::milliseconds ttl);
   /// The ferry-ttl-ms header's value; nullopt when absent or not a valid time to live.
   [[nodiscard]] std::optional<std::chrono::milliseconds> ttl() const noexcept;
+
+  /// Delayed delivery through ferryd: not delivered until `delay` after ferryd stored it (the
+  /// ferry-delay-ms header). Confirmed as soon as it is stored. Throws ferry::error unless
+  /// 0 <= delay <= max_delay.
+  void set_delay(std::chrono::milliseconds delay);
+  /// Scheduled delivery through ferryd: not delivered before `at` (the ferry-not-before header, Unix
+  /// milliseconds). A time in the past delivers at once; ferryd refuses one more than max_delay ahead of its
+  /// clock. Throws ferry::error for a time before 1970.
+  void set_not_before(std::chrono::system_clock::time_point at);
+  /// The ferry-delay-ms header's value; nullopt when absent or out of range.
+  [[nodiscard]] std::optional<std::chrono::milliseconds> delay() const noexcept;
+  /// The ferry-not-before header's value in Unix milliseconds; nullopt when absent or not a number >= 0.
+  [[nodiscard]] std::optional<std::int64_t> not_before_ms() const noexcept;
 
   /// Creation time, Unix microseconds.
   [[nodiscard]] std::int64_t timestamp_us() const noexcept { return timestamp_us_; }
