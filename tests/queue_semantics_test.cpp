@@ -324,6 +324,29 @@ std::vector<std::string> handled_within(context& ctx, const running_forwarder& f
 
 }  // namespace
 
+namespace {
+
+// The refusals a producer was sent.
+class refusal_log {
+ public:
+  producer producer_for(context& ctx, const running_forwarder& fwdr) {
+    return producer(ctx, fwdr.endpoint, {}, {}, [this](const refusal& r) {
+      std::lock_guard lock(mutex_);
+      refusals_.push_back(r);
+    });
+  }
+  std::vector<refusal> taken() {
+    std::lock_guard lock(mutex_);
+    return refusals_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<refusal> refusals_;
+};
+
+}  // namespace
+
 TEST_CASE("a message past its ferry-ttl-ms is not delivered: it goes to the DLQ with reason expired",
           "[forwarder][expiry]") {
   running_forwarder fwdr;
@@ -393,12 +416,8 @@ TEST_CASE("a bad ferry-ttl-ms header is refused as malformed and not stored, and
           "[forwarder][expiry]") {
   running_forwarder fwdr;
   context ctx;
-  std::mutex mutex;
-  std::vector<refusal> refusals;
-  producer p(ctx, fwdr.endpoint, {}, {}, [&](const refusal& r) {
-    std::lock_guard lock(mutex);
-    refusals.push_back(r);
-  });
+  refusal_log log;
+  producer p = log.producer_for(ctx, fwdr);
   const std::vector<std::string> bad{"-5", "abc", "0", "315360000001", "", "12ms"};
   for (const auto& value : bad) {
     message m("jobs", "x");
@@ -406,7 +425,7 @@ TEST_CASE("a bad ferry-ttl-ms header is refused as malformed and not stored, and
     REQUIRE(p.send(m) == send_status::ok);
   }
   REQUIRE(p.flush(5s));
-  std::lock_guard lock(mutex);
+  const std::vector<refusal> refusals = log.taken();
   REQUIRE(refusals.size() == bad.size());
   for (const auto& r : refusals) {
     CHECK(r.code == "malformed");
@@ -514,12 +533,8 @@ TEST_CASE("bad delays and not-before times are refused as malformed, and topics 
           "[forwarder][delayed]") {
   running_forwarder fwdr;
   context ctx;
-  std::mutex mutex;
-  std::vector<refusal> refusals;
-  producer p(ctx, fwdr.endpoint, {}, {}, [&](const refusal& r) {
-    std::lock_guard lock(mutex);
-    refusals.push_back(r);
-  });
+  refusal_log log;
+  producer p = log.producer_for(ctx, fwdr);
   const auto in_two_years =
       std::chrono::duration_cast<std::chrono::milliseconds>(
           (std::chrono::system_clock::now() + std::chrono::hours(24 * 730)).time_since_epoch())
@@ -537,7 +552,7 @@ TEST_CASE("bad delays and not-before times are refused as malformed, and topics 
   on_topic.set_delay(10ms);
   REQUIRE(p.publish(on_topic) == send_status::ok);
   REQUIRE(p.flush(5s));
-  std::lock_guard lock(mutex);
+  const std::vector<refusal> refusals = log.taken();
   REQUIRE(refusals.size() == bad.size() + 1);
   for (std::size_t i = 0; i < bad.size(); ++i) {
     INFO(bad[i].first << ": " << bad[i].second << " -> " << refusals[i].text);
