@@ -570,3 +570,45 @@ TEST_CASE("bad delays and not-before times are refused as malformed, and topics 
   m.set_delay(0ms);
   CHECK(m.delay() == 0ms);
 }
+
+TEST_CASE("thousands of scheduled messages read in one pass are each delivered no earlier than their time",
+          "[forwarder][delayed]") {
+  running_forwarder fwdr;
+  context ctx;
+  using sys = std::chrono::system_clock;
+  constexpr int total = 20'000;
+  std::mutex mutex;
+  int handled = 0;
+  int early = 0;
+  consumer_options co;
+  co.prefetch = 1024;
+  consumer c(
+      ctx, fwdr.endpoint, "jobs",
+      [&](message& m) {
+        const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(sys::now().time_since_epoch());
+        std::lock_guard lock(mutex);
+        if (now.count() < *m.not_before_ms()) ++early;
+        ++handled;
+      },
+      co);
+  REQUIRE(c.wait_ready(10s));
+  // Due over half a second, starting once all are stored: ferryd's cursor reads them all in one dispatch.
+  const auto first = sys::now() + 1500ms;
+  {
+    producer p(ctx, fwdr.endpoint);
+    for (int i = 0; i < total; ++i) {
+      message m("jobs", "x");
+      m.set_not_before(first + std::chrono::microseconds(i * 25));
+      REQUIRE(p.send(m) == send_status::ok);
+    }
+    REQUIRE(p.flush(10s));
+  }
+  REQUIRE(test::wait_until(
+      [&] {
+        std::lock_guard lock(mutex);
+        return handled == total;
+      },
+      30s));
+  std::lock_guard lock(mutex);
+  CHECK(early == 0);
+}

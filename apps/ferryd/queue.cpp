@@ -563,7 +563,10 @@ std::size_t queue::dispatch(steady::time_point now) {
           expire(w, *t.expired);
         } else {
           // Held back until its time, in memory; after a restart the log is read again and so is its time.
-          delayed_.emplace(now + std::chrono::microseconds(wait_us), w);
+          // Both clocks read afresh (one dispatch may read a long run of records after its `now`), the
+          // wall clock first, so the deadline errs late, never early.
+          const std::int64_t left_us = t.not_before_ms * 1000 - unix_now_us();
+          delayed_.emplace(steady::now() + std::chrono::microseconds(left_us), w);
         }
         continue;
       }
