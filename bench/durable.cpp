@@ -438,6 +438,87 @@ int run_replay(const options& o) {
 
 // --- disk sync latency ------------------------------------------------------------------------------------
 
+// --- delayed messages (issue 11) ------------------------------------------------------------------------
+
+// `count` messages, each scheduled (ferry-not-before) so that they fall due at --rate a second, starting
+// once all are stored; a consumer connected from the start handles them. Lateness: handler's wall clock
+// minus the message's due time (the same machine's clock as ferryd's). Early ones (negative) are counted
+// apart: they break the guarantee.
+int run_delayed(const options& o) {
+  using sys = std::chrono::system_clock;
+  const double rate = o.rate > 0 ? o.rate : 50'000;
+  ferry::context ctx(1);
+  std::mutex mutex;
+  std::vector<double> late_us;
+  late_us.reserve(o.count);
+  std::uint64_t early = 0;
+  finish_line finish(o.count);
+  ferry::consumer_options co;
+  co.threads = o.threads;
+  co.prefetch = o.prefetch;
+  ferry::consumer consumer(
+      ctx, o.forwarder, std::string(bench::topic),
+      [&](ferry::message& m) {
+        const auto now = sys::now();
+        std::int64_t due_us = 0;
+        std::memcpy(&due_us, m.payload().data(), sizeof due_us);
+        const double late = static_cast<double>(
+            std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() - due_us);
+        {
+          std::lock_guard lock(mutex);
+          if (late < 0) ++early;
+          late_us.push_back(std::max(0.0, late));
+        }
+        finish.handled(mono_ns());
+      },
+      co);
+  if (!consumer.wait_ready(std::chrono::seconds(30)))
+    throw std::runtime_error("ferryd did not accept CONSUME");
+  // Time to store them all first (at a conservative 50,000/s), then one second more.
+  const auto first_due = std::chrono::time_point_cast<std::chrono::milliseconds>(
+      sys::now() + std::chrono::milliseconds(1000 + static_cast<std::int64_t>(o.count / 50)));
+  {
+    ferry::producer producer(ctx, o.forwarder);
+    std::string payload(std::max<std::size_t>(o.size, 8), 'x');
+    for (std::uint64_t i = 0; i < o.count; ++i) {
+      const auto due = first_due + std::chrono::milliseconds(
+                                       static_cast<std::int64_t>(1000.0 * static_cast<double>(i) / rate));
+      const std::int64_t due_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(due.time_since_epoch()).count();
+      std::memcpy(payload.data(), &due_us, sizeof due_us);
+      ferry::message m(std::string(bench::topic), payload);
+      m.set_not_before(due);
+      if (producer.send(m) != ferry::send_status::ok) throw std::runtime_error("send failed");
+    }
+    if (!producer.flush(o.timeout()) || producer.stats().confirmed != o.count)
+      throw std::runtime_error("ferryd did not confirm every scheduled message");
+  }
+  const bool stored_in_time = sys::now() < first_due;
+  const bool done = finish.wait(o.timeout());
+  consumer.stop();
+  std::lock_guard lock(mutex);
+  std::sort(late_us.begin(), late_us.end());
+  const double window_s = static_cast<double>(o.count) / rate;
+  auto j = describe(o);
+  const bool ok = done && early == 0 && late_us.size() >= o.count;
+  j.add("ok", ok);
+  if (!ok)
+    j.add("error", !done ? "not every message was handled within the timeout"
+                         : "messages delivered before their time: " + std::to_string(early));
+  j.add("due_rate", rate)
+      .add("count", o.count)
+      .add("stored_before_first_due", stored_in_time)
+      .add("p50_us", bench::percentile(late_us, 0.5))
+      .add("p99_us", bench::percentile(late_us, 0.99))
+      .add("p999_us", bench::percentile(late_us, 0.999))
+      .add("max_us", late_us.empty() ? 0.0 : late_us.back())
+      .add("early", early)
+      .add("window_s", window_s)
+      .add("zmq_version", bench::zmq_version_string());
+  j.print();
+  return ok ? 0 : 1;
+}
+
 int run_fsync_probe(const options& o) {
   const std::string path = o.data_dir + "/fsync-probe";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -471,8 +552,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ferry durable benchmark: producers, end to end and the raw baseline, through ferryd or raw ZeroMQ"};
   options o;
-  app.add_option("--role", o.role, "produce, e2e, replay, raw-server or fsync-probe")
-      ->check(CLI::IsMember({"produce", "e2e", "replay", "raw-server", "fsync-probe"}));
+  app.add_option("--role", o.role, "produce, e2e, replay, delayed, raw-server or fsync-probe")
+      ->check(CLI::IsMember({"produce", "e2e", "replay", "delayed", "raw-server", "fsync-probe"}));
   app.add_option("--impl", o.impl, "ferry (ferryd) or raw (a raw-server)")
       ->check(CLI::IsMember({"ferry", "raw"}));
   app.add_option("--forwarder", o.forwarder, "ferryd's or the raw server's endpoint");
@@ -501,13 +582,17 @@ int main(int argc, char** argv) {
 
   try {
     if (o.topic && o.impl != "ferry") throw std::invalid_argument("--topic is for --impl ferry");
-    if ((o.role == "produce" || o.role == "e2e" || o.role == "replay") && o.forwarder.empty())
+    if (o.role == "delayed" && o.impl != "ferry")
+      throw std::invalid_argument("--role delayed is for --impl ferry");
+    if ((o.role == "produce" || o.role == "e2e" || o.role == "replay" || o.role == "delayed") &&
+        o.forwarder.empty())
       throw std::invalid_argument("--forwarder is required (ferryd's endpoint, or the raw server's)");
     if ((o.role == "raw-server" || o.role == "fsync-probe") && o.data_dir.empty())
       throw std::invalid_argument("--data-dir is required");
     if (o.role == "produce") return run_produce(o);
     if (o.role == "e2e") return run_e2e(o);
     if (o.role == "replay") return run_replay(o);
+    if (o.role == "delayed") return run_delayed(o);
     if (o.role == "raw-server") return run_raw_server(o);
     return run_fsync_probe(o);
   } catch (const std::exception& e) {
