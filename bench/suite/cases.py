@@ -2,7 +2,7 @@
 
 from .model import (Case, FERRY, RAW1, RAW3, FERRY_D, RAW_D, REDIS, NATS, NATS_SYNC, FERRY_T, FERRY_Q, FERRY_T_NONE,
                     FERRY_M, FERRY_NO_M)
-from .runners import (run_durable_e2e, run_durable_produce, run_lat, run_memory, run_recovery, run_replay,
+from .runners import (run_delayed, run_durable_e2e, run_durable_produce, run_lat, run_memory, run_recovery, run_replay,
                       run_thr)
 
 TRANSPORTS = ["tcp", "ipc", "inproc"]
@@ -99,6 +99,13 @@ CASES = [
          {"quick": lambda size: 20_000, "full": lambda size: 500_000},
          "durable-e2e's setup, ferryd with --metrics scraped every 1 s vs without",
          params={"producers": 2, "threads": 2, "prefetch": 1024}),
+    # Issue 11: scheduled messages falling due at 50,000/s, all stored beforehand (ferryd holds them).
+    Case("delayed-due-50k", "delayed", ["tcp"], [256], [FERRY_D], run_delayed,
+         {"quick": lambda size: 50_000, "full": lambda size: 500_000},
+         "1 producer stores messages with ferry-not-before times spread at 50,000/s, starting once all are "
+         "stored; a consumer (2 threads, prefetch 1024) connected from the start; lateness = handler's clock - "
+         "due time; no raw baseline (raw ZeroMQ has no scheduled delivery)",
+         params={"rate": 50_000}, max_reps=3),
     Case("recovery", "recovery", ["tcp"], [256], [FERRY_D, RAW_D], run_recovery,
          {"quick": lambda size: 50_000, "full": lambda size: 1_000_000},
          "fill with unsettled messages, SIGTERM, time a new server from spawn to ready (warm page cache)",

@@ -30,12 +30,15 @@ KINDS = {
                    "Catch-up replay (messages/s a new subscription reads back from disk; higher is better)"),
     "recovery": Kind(["recovery_s", "startup_s", "hwm_mib"], {"ratio": "recovery_s"},
                      "Recovery (seconds from start to ready on a data dir of unsettled messages; lower is better)"),
+    "delayed": Kind(["p50_us", "p99_us", "p999_us"], {},
+                    "Delayed messages (lateness in µs: handler's clock minus the message's due time, while "
+                    "messages fall due at the case's rate; lower is better)"),
     "memory": Kind(["hwm_mib", "rss_mib", "restart_s", "restart_hwm_mib"], {"ratio": "hwm_mib"},
                    "Server memory with a backlog (MiB; lower is better)"),
 }
 
 
-DURABLE_KINDS = {"durable_produce", "durable_e2e", "replay", "recovery", "memory"}
+DURABLE_KINDS = {"durable_produce", "durable_e2e", "replay", "recovery", "memory", "delayed"}
 
 
 @dataclass

@@ -304,6 +304,10 @@ def other_lines(lines):
                 out.append(f"100 idle subscriptions: ferryd's RSS grew {g:.1f} MiB over the run, {g - g0:+.1f} MiB "
                            f"more than without them ({g0:.1f} MiB; last repetition) "
                            f"({'met' if g - g0 < 20 else 'MISSED'}, target < 20 MiB)")
+        if l["case"] == "delayed-due-50k" and "p99_us" in l:
+            early = l.get("info", {}).get("ferry", {}).get("early", "?")
+            out.append(f"delayed messages falling due at 50,000/s: p99 lateness {l['p99_us'] / 1000:.2f} ms "
+                       f"({'met' if l['p99_us'] < 50_000 else 'MISSED'}, target < 50 ms); {early} delivered early")
         if l["case"] == "recovery" and "recovery_s" in l:
             out.append(f"recovery of {l.get('info', {}).get('ferry', {}).get('records', '?')} unsettled: "
                        f"{l['recovery_s']:.3f} s ({'met' if l['recovery_s'] < 1 else 'MISSED'}, target < 1 s "

@@ -116,6 +116,26 @@ def run_replay(case, variant, transport, size, settings):
             "info": {"fill_msgs_per_s": round(j["produce_msgs_per_s"])}}
 
 
+def run_delayed(case, variant, transport, size, settings):
+    """Messages scheduled (ferry-not-before) to fall due at the case's rate once all are stored, on a fresh
+    ferryd, a consumer connected from the start: lateness percentiles. There is no raw-ZeroMQ baseline for
+    this: raw ZeroMQ has no scheduled delivery; the target is absolute."""
+    count = case.counts[settings["mode"]](size)
+    with data_dir(settings, variant.impl) as d:
+        srv = start_server(variant, settings, d)
+        try:
+            j = run_client(durable_client(variant, settings, "delayed", srv.endpoint, count, size, 1,
+                                          [f"--rate={case.params['rate']}", "--threads=2", "--prefetch=1024"]),
+                           settings, f"{variant.label} delayed")
+            rss = srv.memory_mib()
+        finally:
+            srv.stop()
+    return {"p50_us": j["p50_us"], "p99_us": j["p99_us"], "p999_us": j["p999_us"],
+            "info": {"max_us": j["max_us"], "early": j["early"], "due_rate": j["due_rate"],
+                     "stored_before_first_due": j["stored_before_first_due"],
+                     "server_hwm_mib": round(rss[0], 1)}}
+
+
 def run_durable_e2e(case, variant, transport, size, settings):
     """Flat out (throughput), then paced at half of ferry's first flat-out rate in this case (latency), each
     on a fresh server. Every variant is paced at that same rate, so the latencies compare at equal load; a
