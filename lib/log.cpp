@@ -1,9 +1,13 @@
 #include "ferry/log.hpp"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <cstdlib>
+#include <memory>
+#include <string>
 
+#include "detail/json_text.hpp"
 #include "detail/log.hpp"
 
 namespace ferry {
@@ -27,10 +31,25 @@ spdlog::level::level_enum to_spdlog(log_level l) {
   return spdlog::level::info;
 }
 
+constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ [%n] %v";
+
+// %* in the JSON pattern: the message as a quoted JSON string.
+class json_message_flag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    std::string quoted;
+    detail::append_json_string(quoted, std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(quoted.data(), quoted.data() + quoted.size());
+  }
+  [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<json_message_flag>();
+  }
+};
+
 std::shared_ptr<spdlog::logger> make_logger() {
   if (auto existing = spdlog::get("ferry")) return existing;  // the application registered its own
   auto logger = spdlog::stderr_color_mt("ferry");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ [%n] %v", spdlog::pattern_time_type::utc);
+  logger->set_pattern(text_pattern, spdlog::pattern_time_type::utc);
   log_level level = log_level::info;
   if (const char* env = std::getenv("FERRY_LOG_LEVEL")) parse_log_level(env, level);
   logger->set_level(to_spdlog(level));
@@ -70,6 +89,27 @@ std::string suppressed_note(std::uint64_t held) {
 
 void set_log_level(log_level level) {
   detail::logger().set_level(to_spdlog(level));
+}
+
+void set_log_format(log_format format) {
+  if (format == log_format::text) {
+    detail::logger().set_pattern(text_pattern, spdlog::pattern_time_type::utc);
+    return;
+  }
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  formatter->add_flag<json_message_flag>('*').set_pattern(
+      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","logger":"%n","msg":%*})");
+  detail::logger().set_formatter(std::move(formatter));
+}
+
+bool parse_log_format(std::string_view text, log_format& out) noexcept {
+  if (text == "text")
+    out = log_format::text;
+  else if (text == "json")
+    out = log_format::json;
+  else
+    return false;
+  return true;
 }
 
 bool parse_log_level(std::string_view text, log_level& out) noexcept {

@@ -189,3 +189,30 @@ TEST_CASE("cli durable: ferryd --check-config prints the effective settings, fla
   CHECK(both.code == 2);
   CHECK(contains(both.err, "give --config or --check-config, not both"));
 }
+
+TEST_CASE("cli durable: ferryd --log-format json writes one JSON object per line, the message escaped",
+          "[cli][durable]") {
+  test::temp_dir dir;
+  const std::filesystem::path data = dir.path() / "with\"quote";
+  std::filesystem::create_directory(data);
+  const std::string endpoint = test::free_tcp_endpoint();
+  test::child_process ferryd({test::built_program("apps/ferryd/ferryd"), "--data-dir", data.string(),
+                              "--bind", endpoint, "--log-format", "json"});
+  REQUIRE(ferryd.wait_for_output(R"("msg":"ready"})", 20s));
+  ferryd.kill(SIGTERM);
+  REQUIRE(ferryd.wait(20s) == 0);
+  const auto lines = lines_of(ferryd.err());
+  INFO("stderr:\n" << ferryd.err());
+  REQUIRE(lines.size() >= 3);
+  for (const auto& line : lines) {
+    CHECK(line.rfind(R"({"time":"20)", 0) == 0);
+    CHECK(contains(line, R"(Z","level":"info","logger":"ferry","msg":")"));
+    CHECK(line.back() == '}');
+  }
+  CHECK(contains(ferryd.err(), R"(data dir )" + dir.path().string() + R"(/with\"quote"})"));
+  CHECK(contains(ferryd.err(), R"("msg":"listening on )" + endpoint + R"("})"));
+
+  const auto bad = test::run(
+      {test::built_program("apps/ferryd/ferryd"), "--data-dir", data.string(), "--log-format", "xml"});
+  CHECK(bad.code == 2);
+}

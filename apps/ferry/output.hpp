@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "detail/json_text.hpp"
 #include "ferry/message.hpp"
 
 namespace ferry::cli {
@@ -21,12 +22,9 @@ enum class output_format { text, json };
 /// when it is valid UTF-8, else base64 with "payload_base64":true.
 void append_message(std::string& out, const ferry::message& msg, output_format format);
 
-/// True when `bytes` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-[[nodiscard]] bool is_valid_utf8(std::string_view bytes) noexcept;
-
-/// Appends `text` as a quoted JSON string. Quotes, backslashes and control characters are escaped; bytes
-/// that are not valid UTF-8 become U+FFFD, so the output is always valid JSON.
-void append_json_string(std::string& out, std::string_view text);
+// is_valid_utf8 and append_json_string (a quoted JSON string, always valid JSON): detail/json_text.hpp.
+using ferry::detail::append_json_string;
+using ferry::detail::is_valid_utf8;
 
 /// Appends `bytes` in standard base64 (RFC 4648, with padding).
 void append_base64(std::string& out, std::string_view bytes);

@@ -144,6 +144,10 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics_listen,
                  "Serve Prometheus metrics on http://HOST:PORT/metrics and health on /healthz (e.g. "
                  "127.0.0.1:9464); off by default");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text (TIME LEVEL [ferry] message) or json (one object per line: time, level, logger, msg)")
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (default: $FERRY_LOG_LEVEL, else info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -161,6 +165,7 @@ int main(int argc, char** argv) {
     std::cerr << "ferryd: " << message << "\n(run ferryd --help for the options)\n";
     return exit_usage;
   }
+  if (log_format == "json") ferry::set_log_format(ferry::log_format::json);
   if (!log_level.empty()) {
     ferry::log_level level = ferry::log_level::info;
     ferry::parse_log_level(log_level, level);
